@@ -1,0 +1,130 @@
+"""Importance-sampling estimators, as pure functions of tensors (methods.md §1.3, §1.4, §10).
+
+Every function takes per-sample log quantities for samples ``x_i ~ q``:
+
+- ``log_P``: log of the unnormalised target ``P(x) = a(x)·b(x)`` (may be ``-inf``),
+- ``log_q``: log-probability under the proposal that actually produced the samples,
+- ``log_pi``: log-probability under the policy being trained,
+- ``log_a``: log-probability under the base (prior) LM.
+
+All arithmetic is done in float64 and in log space: sequence log-probs of 40–200 tokens
+make ``P/q`` span many orders of magnitude. Samples with ``P = 0`` contribute 0 to the
+target-weighted sums (never NaN).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "log_importance_weights",
+    "log_z_hat",
+    "kl_target_policy",
+    "tv_target_policy",
+    "js_target_policy",
+    "kl_policy_base",
+    "policy_moments",
+    "effective_sample_size",
+]
+
+
+def _f64(x: Tensor) -> Tensor:
+    return x.detach().to(torch.float64)
+
+
+def log_importance_weights(log_P: Tensor, log_q: Tensor) -> Tensor:
+    """``log w_i = log P(x_i) − log q(x_i)`` (float64; ``-inf`` where P = 0)."""
+    return _f64(log_P) - _f64(log_q)
+
+
+def log_z_hat(log_P: Tensor, log_q: Tensor) -> Tensor:
+    """``log Ẑ`` with ``Ẑ = (1/N) Σ_i P(x_i)/q(x_i)`` — unbiased for Z (§1.3)."""
+    log_w = log_importance_weights(log_P, log_q)
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.numel())
+
+
+def _target_coefficients(log_P: Tensor, log_q: Tensor, log_z: Tensor | float) -> Tensor:
+    """``c_i = P_i / (N·Ẑ·q_i)``, the self-normalised weight of sample i under p."""
+    log_w = log_importance_weights(log_P, log_q)
+    log_z = torch.as_tensor(log_z, dtype=torch.float64, device=log_w.device)
+    return torch.exp(log_w - log_z - math.log(log_w.numel()))
+
+
+def kl_target_policy(
+    log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_z: Tensor | float | None = None
+) -> Tensor:
+    """KL(p‖π) ≈ Σ_i P_i/(N Ẑ q_i) · (log P_i − log Ẑ − log π_i).
+
+    With ``log_z`` left to None, Ẑ is estimated from the same samples, and the formula
+    reduces to the GDC/disco form ``−log Ẑ + 1/(NẐ) Σ (P_i/q_i)(log P_i − log π_i)``.
+    Pass a running ``log_z`` to use a lower-variance estimate of Z. KL(p‖q) is
+    ``kl_target_policy(log_P, log_q, log_q)``.
+    """
+    if log_z is None:
+        log_z = log_z_hat(log_P, log_q)
+    log_z = torch.as_tensor(log_z, dtype=torch.float64)
+    c = _target_coefficients(log_P, log_q, log_z)
+    log_ratio = _f64(log_P) - log_z.to(c.device) - _f64(log_pi)
+    terms = torch.where(c > 0, c * log_ratio, torch.zeros_like(c))
+    return terms.sum()
+
+
+def tv_target_policy(
+    log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_z: Tensor | float | None = None
+) -> Tensor:
+    """TV(p, π) ≈ (1/2N) Σ_i |π_i/q_i − P_i/(Ẑ q_i)|. TV(p, q) passes ``log_pi = log_q``."""
+    if log_z is None:
+        log_z = log_z_hat(log_P, log_q)
+    n = log_q.numel()
+    pi_over_q = torch.exp(_f64(log_pi) - _f64(log_q))
+    p_over_q = _target_coefficients(log_P, log_q, log_z) * n
+    return 0.5 * (pi_over_q - p_over_q).abs().mean()
+
+
+def js_target_policy(
+    log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_z: Tensor | float | None = None
+) -> Tensor:
+    """JS(p, π) = ½KL(p‖m) + ½KL(π‖m), m = (p+π)/2, each term IS-weighted by q (nats)."""
+    if log_z is None:
+        log_z = log_z_hat(log_P, log_q)
+    log_z = torch.as_tensor(log_z, dtype=torch.float64)
+    log_p = _f64(log_P) - log_z.to(log_P.device)
+    log_pi = _f64(log_pi)
+    log_q = _f64(log_q)
+    log_m = torch.logaddexp(log_p, log_pi) - math.log(2.0)
+    p_over_q = torch.exp(log_p - log_q)
+    pi_over_q = torch.exp(log_pi - log_q)
+    kl_pm = torch.where(p_over_q > 0, p_over_q * (log_p - log_m), torch.zeros_like(p_over_q))
+    kl_pim = torch.where(pi_over_q > 0, pi_over_q * (log_pi - log_m), torch.zeros_like(pi_over_q))
+    return 0.5 * kl_pm.mean() + 0.5 * kl_pim.mean()
+
+
+def kl_policy_base(log_pi: Tensor, log_a: Tensor, log_q: Tensor | None = None) -> Tensor:
+    """KL(π‖a): ``mean(log π − log a)`` on π's samples; ``mean((π/q)(log π − log a))`` on q's."""
+    diff = _f64(log_pi) - _f64(log_a)
+    if log_q is None:
+        return diff.mean()
+    return (torch.exp(_f64(log_pi) - _f64(log_q)) * diff).mean()
+
+
+def policy_moments(values: Tensor, log_pi: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
+    """E_π[φ]: plain mean on π's samples, or ``mean((π/q)·φ)`` on q's. ``values``: (N,) or (N, k)."""
+    values = _f64(values)
+    if log_q is None or log_pi is None:
+        return values.mean(0)
+    ratio = torch.exp(_f64(log_pi) - _f64(log_q))
+    if values.dim() > 1:
+        ratio = ratio.unsqueeze(-1)
+    return (ratio * values).mean(0)
+
+
+def effective_sample_size(log_w: Tensor) -> Tensor:
+    """Normalised ESS ``(Σw)²/Σw² ÷ N`` in [1/N, 1]; 0 when every weight is 0."""
+    log_w = _f64(log_w)
+    n = log_w.numel()
+    if torch.isneginf(log_w).all():
+        return torch.zeros((), dtype=torch.float64)
+    return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n

@@ -1,0 +1,303 @@
+"""Sampling and sequence log-probabilities for causal and encoder-decoder LMs.
+
+The sampler is exact ancestral sampling with a KV cache (temperature 1, no top-k/top-p)
+unless a warp is set explicitly; the log-probs it returns are those of the distribution it
+actually sampled from. :meth:`Policy.log_prob` recomputes the *unwarped* log-probs of given
+samples under any model sharing the tokenizer (policy, base, proposal).
+
+Sequence log-probs are sums over completion tokens only: prompt, padding and tokens after
+the first EOS are masked (the EOS itself counts).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class Samples:
+    """A batch of completions and what produced them. Rows of one context are contiguous."""
+
+    prompt_ids: Tensor  # (B, Lp) left-padded
+    prompt_mask: Tensor  # (B, Lp)
+    completion_ids: Tensor  # (B, Lc) padded after the end
+    completion_mask: Tensor  # (B, Lc): 1 for scored tokens (up to and including the first EOS)
+    log_q: Tensor  # (B,) float32: log-prob under the distribution sampled from
+    texts: list[str]
+    contexts: list[str]
+    context_index: Tensor  # (B,) long: which context each row belongs to
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.completion_ids.shape[0]
+
+    def select(self, idx: Tensor | slice) -> "Samples":
+        if isinstance(idx, slice):
+            idx = torch.arange(len(self))[idx]
+        rows = idx.tolist()
+        return replace(
+            self,
+            prompt_ids=self.prompt_ids[idx],
+            prompt_mask=self.prompt_mask[idx],
+            completion_ids=self.completion_ids[idx],
+            completion_mask=self.completion_mask[idx],
+            log_q=self.log_q[idx],
+            texts=[self.texts[i] for i in rows],
+            contexts=[self.contexts[i] for i in rows],
+            context_index=self.context_index[idx],
+            extras={k: v[idx] if isinstance(v, Tensor) else v for k, v in self.extras.items()},
+        )
+
+    def minibatches(self, size: int):
+        for start in range(0, len(self), size):
+            yield self.select(slice(start, start + size))
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.completion_mask.sum(-1)
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_out(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+
+
+class Policy:
+    """Tokenisation, sampling and scoring around a tokenizer (shared by all model copies)."""
+
+    def __init__(
+        self,
+        tokenizer,
+        max_new_tokens: int = 40,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        chat_template: bool = False,
+        max_prompt_length: int | None = None,
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k < 0:
+            raise ValueError(f"top_k must be ≥ 0 (0 = off), got {top_k}")
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.chat_template = chat_template
+        self.max_prompt_length = max_prompt_length
+        if chat_template and getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError("chat_template=True but the tokenizer has no chat template; set chat_template: false")
+        self.pad_id = tokenizer.pad_token_id
+        self.eos_id = tokenizer.eos_token_id
+
+    @property
+    def exact(self) -> bool:
+        """True for pure ancestral sampling, where sampled log-probs equal the model's."""
+        return self.temperature == 1.0 and self.top_k == 0 and self.top_p == 1.0
+
+    # ----------------------------------------------------------------- prompts
+    def encode_context(self, context: str, seq2seq: bool = False) -> list[int]:
+        tok = self.tokenizer
+        if self.chat_template:
+            messages = [{"role": "user", "content": context}]
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        elif context == "" and not seq2seq:
+            if tok.bos_token_id is None:
+                raise ValueError("empty context with a tokenizer that has no BOS token: give a prompt")
+            ids = [tok.bos_token_id]
+        else:
+            ids = list(tok(context, add_special_tokens=True)["input_ids"])
+            if not ids:
+                ids = [tok.bos_token_id if tok.bos_token_id is not None else self.pad_id]
+        if self.max_prompt_length is not None and len(ids) > self.max_prompt_length:
+            warnings.warn(
+                f"prompt of {len(ids)} tokens truncated to its last {self.max_prompt_length} (max_prompt_length)",
+                stacklevel=2,
+            )
+            ids = ids[-self.max_prompt_length :]
+        return ids
+
+    def encode_contexts(self, contexts: Sequence[str], seq2seq: bool = False, device=None) -> tuple[Tensor, Tensor]:
+        """Left-padded ``(ids, mask)`` for a list of contexts."""
+        rows = [self.encode_context(c, seq2seq) for c in contexts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids.to(device), mask.to(device)
+
+    # ---------------------------------------------------------------- sampling
+    def _warp(self, logits: Tensor) -> Tensor:
+        """Log-probs of the sampling distribution (float32)."""
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.top_k > 0:
+            kth = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        if self.top_p < 1.0:
+            sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
+            cum = sorted_lp.exp().cumsum(-1)
+            drop_sorted = (cum - sorted_lp.exp()) >= self.top_p  # keep the smallest set reaching top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logp = torch.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+        return logp
+
+    @torch.no_grad()
+    def sample(self, model: nn.Module, contexts: Sequence[str], n_per_context: int) -> Samples:
+        """Draw ``n_per_context`` completions for each context (rows grouped by context)."""
+        seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            ids, mask = self.encode_contexts(contexts, seq2seq, device)
+            ids = ids.repeat_interleave(n_per_context, 0)
+            mask = mask.repeat_interleave(n_per_context, 0)
+            if seq2seq:
+                tokens, log_q = self._sample_seq2seq(model, ids, mask)
+            else:
+                tokens, log_q = self._sample_causal(model, ids, mask)
+        finally:
+            model.train(was_training)
+        comp_mask = self.completion_mask(tokens)
+        tokens = tokens.masked_fill(comp_mask == 0, self.pad_id)
+        ctx_index = torch.arange(len(contexts), device=device).repeat_interleave(n_per_context)
+        return Samples(
+            prompt_ids=ids,
+            prompt_mask=mask,
+            completion_ids=tokens,
+            completion_mask=comp_mask,
+            log_q=log_q,
+            texts=self.decode(tokens, comp_mask),
+            contexts=[contexts[i] for i in ctx_index.tolist()],
+            context_index=ctx_index,
+        )
+
+    def _step(self, logits: Tensor, finished: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logp = self._warp(logits)
+        tok = torch.multinomial(logp.exp(), 1).squeeze(-1)
+        tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
+        log_q = log_q + torch.where(finished, torch.zeros_like(log_q), logp.gather(-1, tok[:, None]).squeeze(-1))
+        if self.eos_id is not None:
+            finished = finished | (tok == self.eos_id)
+        return tok, finished, log_q
+
+    def _sample_causal(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        b = ids.shape[0]
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        use_cache = getattr(model, "supports_cache", True)
+        out_tokens: list[Tensor] = []
+        seq, full_mask, past = ids, mask, None
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        step_input, step_pos = ids, pos
+        cache_kw = _cache_kwarg(model) if use_cache else ""
+        for _ in range(self.max_new_tokens):
+            if use_cache:
+                out = model(input_ids=step_input, attention_mask=full_mask, position_ids=step_pos,
+                            use_cache=True, logits_to_keep=1, **{cache_kw: past})
+                past = _cache_out(out)
+            else:
+                out = model(input_ids=seq, attention_mask=full_mask)
+            tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
+            out_tokens.append(tok)
+            if finished.all():
+                break
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+            full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
+            step_input, step_pos = tok[:, None], step_pos[:, -1:] + 1
+        return torch.stack(out_tokens, dim=1), log_q
+
+    def _sample_seq2seq(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        b = ids.shape[0]
+        encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+        start = model.config.decoder_start_token_id
+        dec = torch.full((b, 1), start, dtype=torch.long, device=ids.device)
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        out_tokens, past = [], None
+        cache_kw = _cache_kwarg(model)
+        for _ in range(self.max_new_tokens):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=dec,
+                        use_cache=True, **{cache_kw: past})
+            past = _cache_out(out)
+            tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
+            out_tokens.append(tok)
+            if finished.all():
+                break
+            dec = tok[:, None]
+        return torch.stack(out_tokens, dim=1), log_q
+
+    def completion_mask(self, tokens: Tensor) -> Tensor:
+        """1 up to and including the first EOS, 0 after; all ones if there is no EOS."""
+        if self.eos_id is None:
+            return torch.ones_like(tokens)
+        is_eos = (tokens == self.eos_id).long()
+        after_first = (is_eos.cumsum(-1) - is_eos) > 0
+        return (~after_first).long()
+
+    def decode(self, tokens: Tensor, comp_mask: Tensor) -> list[str]:
+        rows = []
+        for row, m in zip(tokens.tolist(), comp_mask.tolist()):
+            kept = [t for t, keep in zip(row, m) if keep and t != self.eos_id]
+            rows.append(kept)
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    # ----------------------------------------------------------------- scoring
+    def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
+        """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
+        target = samples.completion_ids
+        lc = target.shape[1]
+        if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+            start = torch.full_like(target[:, :1], model.config.decoder_start_token_id)
+            dec = torch.cat([start, target[:, :-1]], dim=1)
+            logits = model(input_ids=samples.prompt_ids, attention_mask=samples.prompt_mask,
+                           decoder_input_ids=dec, use_cache=False).logits
+        else:
+            ids = torch.cat([samples.prompt_ids, target], dim=1)
+            mask = torch.cat([samples.prompt_mask, torch.ones_like(target)], dim=1)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = {} if not getattr(model, "supports_cache", True) else {"position_ids": pos, "use_cache": False}
+            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=lc + 1, **kwargs).logits
+            logits = logits[:, -(lc + 1) : -1]
+        # cross_entropy = −log_softmax[target] without keeping a full-vocabulary log-softmax
+        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+        return -nll.view_as(target) * samples.completion_mask
+
+    def log_prob(self, model: nn.Module, samples: Samples, batch_size: int | None = None) -> Tensor:
+        """Sequence log-probs (B,) of the completions under ``model`` (unwarped)."""
+        if batch_size is None or batch_size >= len(samples):
+            return self.token_log_probs(model, samples).sum(-1)
+        return torch.cat([self.token_log_probs(model, mb).sum(-1) for mb in samples.minibatches(batch_size)])
+
+
+def disable_dropout(model: nn.Module) -> None:
+    """Set every dropout probability to 0 so that the trained and sampled distributions agree."""
+    _disable_dropout(model)
