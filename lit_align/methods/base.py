@@ -1,0 +1,296 @@
+"""BasePolicyModule: what every policy-training method shares.
+
+It owns the trainable policy, the frozen base LM ``a`` (kept out of the checkpoint: it is
+reloaded from its name), the tokenizer and :class:`~lit_align.models.Policy` (sampling and
+sequence log-probs), the optimizer and warm-up schedule, minibatch gradient accumulation
+with manual optimisation, guards against non-finite losses and gradients, cross-rank
+gathering of per-sample estimates, the common validation metrics and the RNG state in the
+checkpoint. A method adds its loss and its own state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import warnings
+from typing import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lit_align import estimators
+from lit_align.models.loading import load
+from lit_align.models.policy import Policy, Samples, disable_dropout
+from lit_align.scorers.base import Scorer
+
+
+class BasePolicyModule(L.LightningModule):
+    """Shared machinery of on-policy methods (DPG, REINFORCE, RL with KL, ...).
+
+    Args:
+        model: a model name for :func:`lit_align.models.load` (hub name, local folder,
+            ``.gguf`` file, ``smollm2``, ``tiny-gpt2``, ``toy``).
+        tokenizer: tokenizer name or folder when it differs from ``model``.
+        n_samples: samples per context per training step.
+        minibatch_size: samples per forward/backward pass (gradients are accumulated).
+        max_new_tokens: completion length cap.
+        temperature, top_k, top_p: sampling warps; defaults are exact ancestral sampling.
+        chat_template: wrap each context as a user turn with the tokenizer's chat template.
+        max_prompt_length: longer prompts keep their last tokens (with a warning).
+        lr, optimizer, weight_decay, betas, warmup_steps: Adam(W) with linear warm-up.
+        max_grad_norm: gradient clipping (None: off).
+        val_samples: samples per validation context.
+        max_bad_steps: stop after this many consecutive steps with a non-finite loss/gradient.
+        model_seed: initialisation seed for random models (``tiny-*``, ``toy``).
+        gradient_checkpointing: trade compute for activation memory.
+    """
+
+    needs_base: bool = True
+
+    def __init__(
+        self,
+        model: str = "smollm2",
+        tokenizer: str | None = None,
+        n_samples: int = 32,
+        minibatch_size: int = 8,
+        max_new_tokens: int = 40,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        chat_template: bool = False,
+        max_prompt_length: int | None = None,
+        lr: float = 1.41e-5,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        max_grad_norm: float | None = None,
+        val_samples: int = 32,
+        max_bad_steps: int = 10,
+        model_seed: int = 0,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
+        if minibatch_size < 1:
+            raise ValueError(f"minibatch_size must be ≥ 1, got {minibatch_size}")
+        if optimizer.lower() not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.save_hyperparameters(ignore=self._hparams_ignore())
+        self.automatic_optimization = False
+        self.model: nn.Module | None = None
+        self.policy: Policy | None = None
+        self.tokenizer = None
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self.last_samples: Samples | None = None
+
+    def _hparams_ignore(self) -> list[str]:
+        return []
+
+    # ------------------------------------------------------------------ models
+    def configure_model(self) -> None:
+        """Load the policy (and the frozen base); called by the Trainer before fit/validate."""
+        if self.model is not None:
+            return
+        hp = self.hparams
+        model, tok = load(hp.model, hp.tokenizer, seed=hp.model_seed)
+        disable_dropout(model)
+        if hp.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+        self.model = model
+        self.tokenizer = tok
+        self.policy = Policy(
+            tok, hp.max_new_tokens, hp.temperature, hp.top_k, hp.top_p, hp.chat_template, hp.max_prompt_length
+        )
+        if self.needs_base:
+            # kept out of nn.Module registration (and so out of the checkpoint and of DDP)
+            self.__dict__["_base_model"] = self.frozen_copy(model)
+        self.on_models_ready()
+
+    def on_models_ready(self) -> None:
+        """Hook for methods that build more state once the policy exists (e.g. DPG's proposal)."""
+
+    def frozen_copy(self, model: nn.Module) -> nn.Module:
+        frozen = copy.deepcopy(model)
+        frozen.requires_grad_(False)
+        frozen.eval()
+        return frozen
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The frozen prior ``a``. Not a registered submodule: it stays out of the checkpoint."""
+        return self.__dict__["_base_model"]
+
+    def _move_frozen(self) -> None:
+        if "_base_model" in self.__dict__:
+            self.__dict__["_base_model"].to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._move_frozen()
+
+    def on_validation_start(self) -> None:
+        self._move_frozen()
+
+    def on_predict_start(self) -> None:
+        self._move_frozen()
+
+    # ------------------------------------------------------------- optimizers
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        cls = torch.optim.AdamW if hp.optimizer.lower() == "adamw" else torch.optim.Adam
+        opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        warmup = max(int(hp.warmup_steps), 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------- helpers
+    def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
+        return self.policy.sample(model or self.model, list(contexts), n or self.hparams.n_samples)
+
+    @torch.no_grad()
+    def log_prob_no_grad(self, model: nn.Module, samples: Samples) -> Tensor:
+        return self.policy.log_prob(model, samples, self.hparams.minibatch_size)
+
+    def base_log_prob(self, samples: Samples) -> Tensor:
+        return self.log_prob_no_grad(self.base_model, samples)
+
+    def score(self, scorers: Sequence[Scorer], samples: Samples) -> dict[str, Tensor]:
+        return {s.name: s(samples.texts, samples.contexts).to(self.device) for s in scorers}
+
+    def accumulate(
+        self, samples: Samples, loss_fn: Callable[[Samples, Tensor, slice], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Backward ``loss_fn(minibatch, log_pi, rows)`` over minibatches, weighted to a full-batch mean.
+
+        ``rows`` is the minibatch's slice of the full batch (to index per-sample tensors).
+        Returns the policy's sequence log-probs of all samples (detached) and the loss.
+        """
+        log_pis, total = [], torch.zeros((), device=self.device, dtype=torch.float64)
+        n, size = len(samples), self.hparams.minibatch_size
+        for start in range(0, n, size):
+            rows = slice(start, min(start + size, n))
+            mb = samples.select(rows)
+            log_pi = self.policy.token_log_probs(self.model, mb).sum(-1)
+            loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
+            if torch.isfinite(loss):
+                self.manual_backward(loss)
+            else:
+                self.bad_steps_in_batch = True
+            log_pis.append(log_pi.detach())
+            total = total + loss.detach().double()
+        return torch.cat(log_pis), total
+
+    def optimizer_step_guarded(self) -> bool:
+        """Clip, check for non-finite gradients, step. A bad step is skipped and counted."""
+        opt = self.optimizers()
+        sched = self.lr_schedulers()
+        bad = getattr(self, "bad_steps_in_batch", False)
+        self.bad_steps_in_batch = False
+        if not bad:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            bad = any(not torch.isfinite(g).all() for g in grads)
+        if bad:
+            opt.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.skipped_steps += 1
+            if self.bad_steps >= self.hparams.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self.bad_steps} consecutive steps had a non-finite loss or gradient; stopping. "
+                    "Lower the learning rate, check the scorers, or use fp32 precision."
+                )
+            return False
+        self.bad_steps = 0
+        if self.hparams.max_grad_norm:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
+        return True
+
+    def gather(self, t: Tensor) -> Tensor:
+        """Concatenate a per-sample tensor over all ranks (identity on one process)."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return t
+        return self.all_gather(t).reshape(-1, *t.shape[1:])
+
+    def log_metrics(self, metrics: dict[str, Tensor | float], prefix: str, **kwargs) -> None:
+        clean = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
+        on_step = prefix == "train"
+        self.log_dict(clean, on_step=on_step, on_epoch=not on_step, batch_size=1, **kwargs)
+
+    def common_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor, log_q: Tensor | None) -> dict:
+        """KL(π‖a), sample length and entropy proxy, IS-weighted when samples come from q ≠ π."""
+        m = {
+            "kl_policy_base": estimators.kl_policy_base(log_pi, log_a, log_q),
+            "length": samples.lengths.double().mean(),
+        }
+        if log_q is None:
+            m["nll_policy"] = -log_pi.double().mean()
+        m["nll_base"] = -log_a.double().mean()
+        return m
+
+    # -------------------------------------------------------------- validation
+    def validation_step(self, batch: list[str], batch_idx: int) -> None:
+        samples = self.sample(batch, self.hparams.val_samples)
+        log_pi = samples.log_q if self.policy.exact else self.log_prob_no_grad(self.model, samples)
+        log_a = self.base_log_prob(samples) if self.needs_base else log_pi
+        metrics = self.common_metrics(samples, log_pi, log_a, None)
+        metrics.update(self.validation_metrics(samples, log_pi, log_a))
+        self.log_metrics(metrics, "val", sync_dist=True)
+
+    def validation_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor) -> dict:
+        """Method-specific validation metrics on fresh policy samples."""
+        return {}
+
+    # -------------------------------------------------------------- checkpoint
+    def extra_state(self) -> dict:
+        """Method state (beyond weights) to put in the checkpoint."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lit_align"] = {
+            "method": type(self).__name__,
+            "state": self.extra_state(),
+            "skipped_steps": self.skipped_steps,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("lit_align")
+        if saved is None:
+            return
+        if saved.get("method") != type(self).__name__:
+            raise ValueError(
+                f"checkpoint was written by method {saved.get('method')!r}, not {type(self).__name__!r}; "
+                "resume with the same model class_path"
+            )
+        self.configure_model()
+        self.skipped_steps = saved.get("skipped_steps", 0)
+        self.load_extra_state(saved.get("state", {}))
+        rng = saved.get("rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            random.setstate(rng["python"])
+
+
+def warn_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - intentional module cache
+    if message not in _seen:
+        _seen.add(message)
+        warnings.warn(message, stacklevel=2)
+
+
+def log_mean_exp(x: Tensor) -> Tensor:
+    return torch.logsumexp(x.double(), 0) - math.log(x.numel())

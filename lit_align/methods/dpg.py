@@ -1,0 +1,196 @@
+"""DPG / GDC / GDC++ (KL-adaptive, off-policy): distribution matching toward an EBM.
+
+methods.md §1.2–1.4 and §3.2. Each step draws ``n_samples`` per context from the proposal
+q (the policy itself on-policy; a frozen snapshot of it off-policy), scores them with the
+target ``log P = log a + Σ log potentials``, updates the running estimate of Z with every
+sample ever drawn, and descends the importance-weighted forward-KL gradient. Off-policy,
+every ``proposal_update_interval`` steps q is replaced by the policy when the estimated
+KL(p‖π) beats KL(p‖q) over that window (``proposal_update_metric`` picks kl, tv or js).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from lit_align import estimators
+from lit_align.losses import dpg_loss
+from lit_align.methods.base import BasePolicyModule, warn_once
+from lit_align.models.policy import Samples
+from lit_align.targets import EBM, Potential
+
+_DIVERGENCES = {
+    "kl": estimators.kl_target_policy,
+    "tv": estimators.tv_target_policy,
+    "js": estimators.js_target_policy,
+}
+
+
+class DPG(BasePolicyModule):
+    """Distributional Policy Gradient.
+
+    Args:
+        target: the potentials multiplied with the base LM, e.g. ``[Pointwise(scorer)]``.
+        baseline: subtract the baseline π/q (GDC++); False gives plain DPG/GDC.
+        off_policy: sample from a frozen proposal q updated adaptively (KL-adaptive DPG);
+            False samples from the policy itself.
+        proposal_update_interval: steps between proposal-update checks.
+        proposal_update_metric: the divergence compared for the update: kl, tv or js.
+        normalize: divide the importance weights by Ẑ (disco); False keeps the GDC code's
+            unnormalised weights, whose scale Z acts like a learning-rate factor.
+        allow_warped_sampling: acknowledge that temperature/top-k/top-p sampling makes the
+            policy differ from the proposal q the weights assume (refused otherwise).
+    """
+
+    def __init__(
+        self,
+        target: Sequence[Potential] | EBM,
+        baseline: bool = True,
+        off_policy: bool = True,
+        proposal_update_interval: int = 10,
+        proposal_update_metric: str = "kl",
+        normalize: bool = True,
+        allow_warped_sampling: bool = False,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.target = target if isinstance(target, EBM) else EBM(list(target))
+        if not self.target.potentials:
+            raise ValueError("DPG: `target` needs at least one potential, e.g. Pointwise(scorer)")
+        if proposal_update_metric not in _DIVERGENCES:
+            raise ValueError(f"proposal_update_metric must be one of {sorted(_DIVERGENCES)}, got {proposal_update_metric!r}")
+        if proposal_update_interval < 1:
+            raise ValueError(f"proposal_update_interval must be ≥ 1, got {proposal_update_interval}")
+        exact = self.hparams.temperature == 1.0 and self.hparams.top_k == 0 and self.hparams.top_p == 1.0
+        if not exact and not allow_warped_sampling:
+            raise ValueError(
+                "DPG's importance weights assume exact ancestral sampling (temperature 1, top_k 0, top_p 1). "
+                "Set allow_warped_sampling: true to sample from the warped policy anyway (q is then the warped "
+                "distribution and its log-probs are used as log q)."
+            )
+        self.log_z_sum = -math.inf  # log Σ_i P_i/q_i over every sample drawn so far
+        self.z_count = 0
+        self.window: dict[str, list[float]] = {"policy": [], "proposal": []}
+        self.proposal_updates = 0
+
+    def _hparams_ignore(self) -> list[str]:
+        return ["target"]
+
+    # ------------------------------------------------------------------ state
+    def on_models_ready(self) -> None:
+        if self.hparams.off_policy:
+            self.proposal = self.frozen_copy(self.model)
+
+    @property
+    def log_z(self) -> float:
+        return self.log_z_sum - math.log(self.z_count) if self.z_count else -math.inf
+
+    def update_z(self, log_w: Tensor) -> None:
+        """Running mean of P/q over all samples ever drawn (every one is unbiased for Z)."""
+        self.log_z_sum = float(torch.logaddexp(torch.tensor(self.log_z_sum, dtype=torch.float64),
+                                               torch.logsumexp(log_w.double().cpu(), 0)))
+        self.z_count += log_w.numel()
+
+    def extra_state(self) -> dict:
+        return {"log_z_sum": self.log_z_sum, "z_count": self.z_count, "window": self.window,
+                "proposal_updates": self.proposal_updates}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.log_z_sum = state.get("log_z_sum", -math.inf)
+        self.z_count = state.get("z_count", 0)
+        self.window = state.get("window", {"policy": [], "proposal": []})
+        self.proposal_updates = state.get("proposal_updates", 0)
+
+    # -------------------------------------------------------------------- step
+    def sampling_model(self):
+        return self.proposal if self.hparams.off_policy else self.model
+
+    def training_step(self, batch: list[str], batch_idx: int) -> None:
+        samples = self.sample(batch, model=self.sampling_model())
+        log_a = self.base_log_prob(samples)
+        log_P = self.target.log_score(log_a, samples.texts, samples.contexts).to(self.device)
+        log_q = samples.log_q.double()
+        self.update_z(self.gather(log_P - log_q))
+        log_z = self.log_z
+        if log_z == -math.inf:
+            warn_once("DPG: no sample has satisfied the target yet (Ẑ = 0); skipping the gradient until one does")
+            log_pi = self.log_prob_no_grad(self.model, samples)
+            stepped = False
+        else:
+            def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
+                lq = log_q[rows] if self.hparams.off_policy else log_pi.detach()
+                return dpg_loss(log_pi, log_P[rows], lq, log_z, self.hparams.baseline, self.hparams.normalize)
+
+            log_pi, loss = self.accumulate(samples, loss_fn)
+            stepped = self.optimizer_step_guarded()
+            self.log("train/loss", float(loss), batch_size=1)
+        self.last_samples = samples
+        metrics = self.dpg_metrics(samples, log_P, log_q, log_pi.double(), log_a)
+        metrics["step_skipped"] = float(not stepped)
+        if self.hparams.off_policy:
+            metrics["proposal_updated"] = float(self.maybe_update_proposal(metrics))
+        self.log_metrics(metrics, "train", prog_bar=False)
+        self.log("kl", metrics["kl_target_policy"], prog_bar=True, batch_size=1, logger=False)
+        self.log("z", metrics["z"], prog_bar=True, batch_size=1, logger=False)
+
+    def dpg_metrics(self, samples: Samples, log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_a: Tensor) -> dict:
+        """The divergence, Z, ESS and moment estimates of design.md, reduced over ranks."""
+        log_P, log_q, log_pi, log_a = (self.gather(t.double()) for t in (log_P, log_q, log_pi, log_a))
+        off = self.hparams.off_policy
+        log_z = torch.tensor(self.log_z, dtype=torch.float64)
+        finite_z = bool(torch.isfinite(log_z))
+        m: dict[str, float | Tensor] = {
+            "z": math.exp(self.log_z) if finite_z else 0.0,
+            "z_batch": torch.exp(estimators.log_z_hat(log_P, log_q)),
+            "ess": estimators.effective_sample_size(log_P - log_q),
+            "n_satisfying": torch.isfinite(log_P).double().sum(),
+            "importance_ratio_policy_proposal": torch.exp(log_pi - log_q).mean(),
+        }
+        if finite_z:
+            m["kl_target_policy"] = estimators.kl_target_policy(log_P, log_q, log_pi, log_z)
+            m["tv_target_policy"] = estimators.tv_target_policy(log_P, log_q, log_pi, log_z)
+            m["js_target_policy"] = estimators.js_target_policy(log_P, log_q, log_pi, log_z)
+            if off:
+                m["kl_target_proposal"] = estimators.kl_target_policy(log_P, log_q, log_q, log_z)
+                m["tv_target_proposal"] = estimators.tv_target_policy(log_P, log_q, log_q, log_z)
+                m["js_target_proposal"] = estimators.js_target_policy(log_P, log_q, log_q, log_z)
+        else:  # nothing satisfies the target yet: the divergences are infinite, log a finite marker
+            m["kl_target_policy"] = float("nan")
+        m.update(self.common_metrics(samples, log_pi, log_a, log_q if off else None))
+        if off:
+            m["kl_proposal_base"] = estimators.kl_policy_base(log_q, log_a)
+        texts, contexts = samples.texts, samples.contexts
+        for s in self.target.scorers():
+            values = self.gather(s(texts, contexts).to(self.device))
+            m[f"scorer/{s.name}"] = estimators.policy_moments(values, log_pi, log_q if off else None)
+            if off:
+                m[f"proposal/scorer/{s.name}"] = values.mean()
+        return m
+
+    def maybe_update_proposal(self, metrics: dict) -> bool:
+        """Every ``proposal_update_interval`` steps, q ← π if D(p‖π) < D(p‖q) over the window."""
+        name = self.hparams.proposal_update_metric
+        if f"{name}_target_proposal" in metrics:
+            self.window["policy"].append(float(metrics[f"{name}_target_policy"]))
+            self.window["proposal"].append(float(metrics[f"{name}_target_proposal"]))
+        if (self.global_step % self.hparams.proposal_update_interval) != 0 or not self.window["policy"]:
+            return False
+        better = sum(self.window["policy"]) < sum(self.window["proposal"])
+        self.window = {"policy": [], "proposal": []}
+        if better:
+            self.proposal.load_state_dict(self.model.state_dict())
+            self.proposal_updates += 1
+        return better
+
+    def validation_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor) -> dict:
+        """On fresh policy samples (q = π): KL(p‖π), TV and E_π[φ] with the running Ẑ."""
+        log_P = self.target.log_score(log_a, samples.texts, samples.contexts).to(self.device)
+        m = {f"scorer/{s.name}": s(samples.texts, samples.contexts).mean() for s in self.target.scorers()}
+        if math.isfinite(self.log_z):
+            lp = log_pi.double()
+            m["kl_target_policy"] = estimators.kl_target_policy(log_P, lp, lp, self.log_z)
+            m["tv_target_policy"] = estimators.tv_target_policy(log_P, lp, lp, self.log_z)
+        return m
