@@ -264,7 +264,8 @@ class BasePolicyModule(L.LightningModule):
             "method": type(self).__name__,
             "state": self.extra_state(),
             "skipped_steps": self.skipped_steps,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_to_safe(np.random.get_state()),
+                    "python": random.getstate()},
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -281,9 +282,35 @@ class BasePolicyModule(L.LightningModule):
         self.load_extra_state(saved.get("state", {}))
         rng = saved.get("rng")
         if rng:
-            torch.set_rng_state(rng["torch"])
-            np.random.set_state(rng["numpy"])
-            random.setstate(rng["python"])
+            self._set_rng(rng)
+            # Lightning draws from the global RNG between here and the first resumed step (the
+            # train dataloader's iterator seed), which an uninterrupted run does not do at that
+            # point; set the state again just before that step so a resumed run continues exactly.
+            self._pending_rng = rng
+
+    @staticmethod
+    def _set_rng(rng: dict) -> None:
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(_numpy_state_from_safe(rng["numpy"]))
+        random.setstate(rng["python"])
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        rng = self.__dict__.pop("_pending_rng", None)
+        if rng is not None:
+            self._set_rng(rng)
+
+
+def _numpy_state_to_safe(state: tuple) -> tuple:
+    """numpy's RNG state with its key array as a tensor, so ``torch.load(weights_only=True)`` reads it
+    (LightningCLI and the Trainer load checkpoints weights-only)."""
+    name, keys, pos, has_gauss, cached = state
+    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached))
+
+
+def _numpy_state_from_safe(state: tuple) -> tuple:
+    name, keys, pos, has_gauss, cached = state
+    keys = keys.numpy() if isinstance(keys, Tensor) else np.asarray(keys)
+    return (name, keys.astype(np.uint32), pos, has_gauss, cached)
 
 
 def warn_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - intentional module cache

@@ -122,10 +122,25 @@ def _load_gguf(path: Path):
     return model, tok
 
 
-def _is_seq2seq_config(path_or_name: str) -> bool:
+def _is_seq2seq_config(path_or_name: str, **kwargs) -> bool:
     from transformers import AutoConfig
 
-    return bool(getattr(AutoConfig.from_pretrained(path_or_name), "is_encoder_decoder", False))
+    return bool(getattr(AutoConfig.from_pretrained(path_or_name, **kwargs), "is_encoder_decoder", False))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers (False at once when HF_HUB_OFFLINE is set)."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | None = None, seed: int = 0):
@@ -150,9 +165,12 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
             auto = AutoModelForSeq2SeqLM if _is_seq2seq_config(str(path)) else AutoModelForCausalLM
             model, tok = auto.from_pretrained(path), AutoTokenizer.from_pretrained(tokenizer or path)
         else:
+            # without a reachable hub, only the local HF cache is tried (no minute of retries)
+            kw = {} if hub_reachable() else {"local_files_only": True}
             try:
-                auto = AutoModelForSeq2SeqLM if _is_seq2seq_config(name) else AutoModelForCausalLM
-                model, tok = auto.from_pretrained(name), AutoTokenizer.from_pretrained(tokenizer or name)
+                auto = AutoModelForSeq2SeqLM if _is_seq2seq_config(name, **kw) else AutoModelForCausalLM
+                model = auto.from_pretrained(name, **kw)
+                tok = AutoTokenizer.from_pretrained(tokenizer or name, **kw)
             except (OSError, ValueError) as err:
                 raise ModelLoadError(
                     f"could not load model {name!r}: it is not a local path and the Hugging Face hub did not "

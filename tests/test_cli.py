@@ -1,0 +1,174 @@
+"""The command line, in-process: logs and metric names, saved config, config lookup, errors, resuming."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_align.cli import CONFIG_DIR, resolve_config, shipped_configs
+from lit_align.models import ModelLoadError
+
+SAMPLES_TABLE = "samples"
+REQUIRED_TRAIN_METRICS = [
+    "train/kl_target_policy",
+    "train/kl_policy_base",
+    "train/tv_target_policy",
+    "train/z",
+    "train/ess",
+    "train/scorer/contains_d",
+]
+
+
+def toy_fit(steps: int, name: str, *extra: str) -> list[str]:
+    """``fit`` on the shipped toy config, small enough for a unit test; logs under ./runs/<name>."""
+    return [
+        "fit", "--config", "toy_dpg",
+        f"--trainer.max_steps={steps}",
+        "--trainer.log_every_n_steps=1",
+        "--trainer.logger.init_args.save_dir=runs",
+        f"--trainer.logger.init_args.name={name}",
+        "--model.init_args.n_samples=16",
+        "--model.init_args.minibatch_size=8",
+        "--model.init_args.val_samples=8",
+        *extra,
+    ]
+
+
+def event_accumulator(log_dir: str):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir, size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+# ----------------------------------------------------------------- logs
+def test_fit_logs_metrics_samples_and_config(in_tmp, run_cli):
+    sample_cb = "[{class_path: lit_align.callbacks.SampleTexts, init_args: {every_n_steps: 1, n: 4}}]"
+    cli = run_cli(*toy_fit(2, "logs", f"--trainer.callbacks={sample_cb}"))
+    assert cli.trainer.global_step == 2
+    log_dir = Path(cli.trainer.logger.log_dir)
+    assert log_dir.resolve().is_relative_to(in_tmp.resolve())
+    assert list(log_dir.glob("events.out.tfevents.*"))
+
+    acc = event_accumulator(str(log_dir))
+    scalars = set(acc.Tags()["scalars"])
+    missing = [m for m in REQUIRED_TRAIN_METRICS if m not in scalars]
+    assert not missing, f"metrics missing from TensorBoard: {missing}"
+    values = {m: [e.value for e in acc.Scalars(m)] for m in REQUIRED_TRAIN_METRICS}
+    assert all(len(v) == 2 for v in values.values()), "log_every_n_steps=1: one value per step"
+    assert all(math.isfinite(x) for v in values.values() for x in v)
+    assert all(0 < x <= 1 for x in values["train/ess"])
+    assert all(0 <= x <= 1 for x in values["train/tv_target_policy"])
+    assert all(x > 0 for x in values["train/z"])
+    # step 1: the policy is still the base LM and the proposal (all copies of one model), so the
+    # importance-weighted KL(π‖a) is exactly 0 and E_π[b] is a plain sample mean in [0, 1]
+    assert values["train/kl_policy_base"][0] == 0.0
+    assert 0 <= values["train/scorer/contains_d"][0] <= 1
+
+    text_tags = [t for t in acc.Tags()["tensors"] if t.split("/")[0] == SAMPLES_TABLE]
+    assert text_tags, f"no '{SAMPLES_TABLE}' text summary in {acc.Tags()['tensors']}"
+    events = acc.Tensors(text_tags[0])
+    assert len(events) == 2
+    table = events[-1].tensor_proto.string_val[0].decode()
+    rows = re.findall(r"^\| (\d+) \| [^|]* \| ([^|]*) \|$", table, flags=re.M)
+    assert [int(i) for i, _ in rows] == [0, 1, 2, 3]
+    assert all(re.fullmatch(r"[abcd]{4}", s.strip()) for _, s in rows), table
+
+    config = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "lit_align.methods.DPG"
+    assert config["model"]["init_args"]["n_samples"] == 16
+    assert config["model"]["init_args"]["model"] == "toy"
+    assert config["trainer"]["max_steps"] == 2
+    assert config["model"]["init_args"]["target"][0]["init_args"]["scorer"]["init_args"]["name"] == "contains_d"
+
+
+# ----------------------------------------------------------------- config handling
+def test_print_config_round_trips(in_tmp, run_cli, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", "--config", "toy_dpg", "--model.init_args.n_samples=7", "--trainer.max_steps=3", "--print_config")
+    assert exit_info.value.code in (0, None)
+    first = capsys.readouterr().out
+    parsed = yaml.safe_load(first)
+    assert parsed["model"]["init_args"]["n_samples"] == 7 and parsed["trainer"]["max_steps"] == 3
+    (in_tmp / "printed.yaml").write_text(first)
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", "printed.yaml", "--print_config")
+    assert capsys.readouterr().out == first
+
+
+@pytest.mark.parametrize("value", ["toy_dpg", "toy_dpg.yaml", "configs/toy_dpg.yaml"])
+def test_bare_config_name_resolves_from_any_directory(value, in_tmp, run_cli, capsys):
+    assert not (in_tmp / "toy_dpg.yaml").exists()
+    assert Path(resolve_config(value)) == CONFIG_DIR / "toy_dpg.yaml"
+    with pytest.raises(SystemExit):
+        run_cli("fit", f"--config={value}", "--print_config")
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"] == "toy"
+
+
+def test_local_file_shadows_shipped_config(in_tmp):
+    (in_tmp / "toy_dpg.yaml").write_text("seed_everything: 1\n")
+    assert resolve_config("toy_dpg.yaml") == "toy_dpg.yaml"
+
+
+def test_unknown_config_lists_shipped_configs(in_tmp, run_cli):
+    with pytest.raises(SystemExit) as info:
+        run_cli("fit", "--config", "no_such_config", "--print_config")
+    message = str(info.value.code)
+    assert "no_such_config" in message
+    shipped = shipped_configs()
+    assert "toy_dpg.yaml" in shipped
+    for name in shipped:
+        assert name in message
+
+
+# ----------------------------------------------------------------- model errors
+def test_unknown_model_offline_is_a_model_load_error(in_tmp, run_cli):
+    with pytest.raises(ModelLoadError, match="local") as info:
+        run_cli(*toy_fit(1, "bad", "--model.init_args.model=no-such-org/no-such-model-xyz"))
+    assert "no-such-org/no-such-model-xyz" in str(info.value)
+
+
+def test_local_folder_without_config_json(in_tmp):
+    from lit_align.models import load
+
+    (in_tmp / "not_a_model").mkdir()
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load(str(in_tmp / "not_a_model"))
+
+
+# ----------------------------------------------------------------- resuming
+def test_resume_continues_exactly(in_tmp, run_cli):
+    """Fit 2N steps, vs fit N then resume from the checkpoint to 2N: same weights, same DPG state."""
+    n = 2
+    common = [f"--trainer.val_check_interval={n}", "--model.init_args.proposal_update_interval=2"]
+    full = run_cli(*toy_fit(2 * n, "full", *common))
+    half = run_cli(*toy_fit(n, "half", *common))
+    assert half.trainer.global_step == n
+    assert half.model.z_count == n * 16
+    ckpts = sorted((Path(half.trainer.logger.log_dir) / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert ckpts, "no checkpoint written"
+    last = ckpts[-1]
+    saved = torch.load(last, map_location="cpu", weights_only=True)  # also what LightningCLI does on --ckpt_path
+    assert saved["global_step"] == n
+    assert saved["lit_align"]["state"]["z_count"] == half.model.z_count
+    assert saved["lit_align"]["state"]["log_z_sum"] == half.model.log_z_sum
+
+    resumed = run_cli(*toy_fit(2 * n, "resumed", *common), "--ckpt_path", str(last))
+    assert resumed.trainer.global_step == 2 * n
+    # the resumed run starts at the saved step (its own logs hold steps n..2n-1 only)
+    acc = event_accumulator(resumed.trainer.logger.log_dir)
+    assert [e.step for e in acc.Scalars("train/z")] == list(range(n, 2 * n))
+    # DPG's running Z: every sample of the first N steps still counts
+    assert resumed.model.z_count == full.model.z_count == 2 * n * 16
+    assert resumed.model.log_z_sum == pytest.approx(full.model.log_z_sum, abs=1e-9)
+    assert resumed.model.proposal_updates == full.model.proposal_updates
+    # identical weights: policy and proposal (optimizer, RNG and proposal state all restored)
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    assert not torch.equal(full.model.model.table, half.model.model.table), "training moved the weights"
