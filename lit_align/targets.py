@@ -33,7 +33,9 @@ class Potential:
         """The scorers this potential reads (for logging their moments)."""
         return []
 
-    def __mul__(self, other: "Potential | EBM") -> "EBM":
+    def __mul__(self, other: "Potential | EBM | _Base") -> "EBM":
+        if isinstance(other, _Base):
+            return EBM([self])
         return EBM([self]) * other
 
     def __rmul__(self, other: "_Base | Potential | EBM") -> "EBM":
@@ -116,7 +118,9 @@ class EBM:
             if not isinstance(p, Potential):
                 raise TypeError(f"EBM factors must be Potentials, got {type(p).__name__}")
 
-    def __mul__(self, other: "Potential | EBM") -> "EBM":
+    def __mul__(self, other: "Potential | EBM | _Base") -> "EBM":
+        if isinstance(other, _Base):
+            return EBM(self.potentials)
         extra = other.potentials if isinstance(other, EBM) else [other]
         return EBM(self.potentials + list(extra))
 

@@ -101,22 +101,26 @@ def test_config_trains_two_steps(path, in_tmp, run_cli):
     assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2, "two training batches ran"
     assert 0 <= trainer.global_step <= 2
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    for name in ("train/kl_policy_base", "train/length", "val/kl_policy_base", "val/length"):
+    validated = sum(trainer.num_val_batches or [0]) > 0
+    for name in ("train/kl_policy_base", "train/length") + (("val/kl_policy_base", "val/length") if validated else ()):
         assert name in metrics, f"{name} not logged; got {sorted(metrics)}"
         assert math.isfinite(metrics[name])
     assert 1 <= metrics["train/length"] <= MAX_NEW_TOKENS
     if isinstance(module, DPG):
-        for name in ("train/z", "train/ess", "train/kl_target_policy"):
+        for name in ("train/z", "train/ess", "train/n_satisfying"):
             assert name in metrics, f"{name} not logged"
-        assert module.z_count == 2 * 4, "every drawn sample enters the running Z estimate"
+        # every drawn sample enters the running Z estimate (4 per context, ≥ 1 context per batch)
+        assert module.z_count >= 2 * 4 and module.z_count % 4 == 0
         if metrics["train/z"] > 0:
             assert "train/tv_target_policy" in metrics
             assert 0 < metrics["train/ess"] <= 1
             assert math.isfinite(metrics["train/kl_target_policy"])
         else:  # no sample satisfied the target (a random tiny model rarely writes "amazing"):
-            # Ẑ = 0, the gradient is skipped, no optimizer step is taken, KL(p‖π) is marked NaN
-            assert module.log_z == -math.inf and trainer.global_step == 0
-            assert math.isnan(metrics["train/kl_target_policy"])
+            # Ẑ = 0, the gradient is skipped but the step counts toward max_steps, and the
+            # undefined divergences are not logged (never NaN)
+            assert module.log_z == -math.inf and metrics["train/n_satisfying"] == 0
+            assert "train/kl_target_policy" not in metrics
+            assert trainer.global_step == 2, "skipped steps still count toward max_steps"
     if isinstance(module, Reinforce):
         assert "train/reward" in metrics and math.isfinite(metrics["train/reward"])
         assert trainer.global_step == 2

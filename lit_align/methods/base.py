@@ -200,12 +200,12 @@ class BasePolicyModule(L.LightningModule):
         if bad:
             opt.zero_grad(set_to_none=True)
             self.bad_steps += 1
-            self.skipped_steps += 1
             if self.bad_steps >= self.hparams.max_bad_steps:
                 raise FloatingPointError(
                     f"{self.bad_steps} consecutive steps had a non-finite loss or gradient; stopping. "
                     "Lower the learning rate, check the scorers, or use fp32 precision."
                 )
+            self.skip_step()
             return False
         self.bad_steps = 0
         if self.hparams.max_grad_norm:
@@ -215,6 +215,17 @@ class BasePolicyModule(L.LightningModule):
         if sched is not None:
             sched.step()
         return True
+
+    def skip_step(self) -> None:
+        """Count a training step that applies no update, so that ``max_steps`` still ends the run.
+
+        (Calling ``optimizer.step()`` without gradients would fail under a GradScaler.)
+        """
+        self.skipped_steps += 1
+        self.optimizers().zero_grad(set_to_none=True)
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
 
     def gather(self, t: Tensor) -> Tensor:
         """Concatenate a per-sample tensor over all ranks (identity on one process)."""

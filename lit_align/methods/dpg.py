@@ -118,6 +118,7 @@ class DPG(BasePolicyModule):
         if log_z == -math.inf:
             warn_once("DPG: no sample has satisfied the target yet (Ẑ = 0); skipping the gradient until one does")
             log_pi = self.log_prob_no_grad(self.model, samples)
+            self.skip_step()
             stepped = False
         else:
             def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
@@ -133,7 +134,8 @@ class DPG(BasePolicyModule):
         if self.hparams.off_policy:
             metrics["proposal_updated"] = float(self.maybe_update_proposal(metrics))
         self.log_metrics(metrics, "train", prog_bar=False)
-        self.log("kl", metrics["kl_target_policy"], prog_bar=True, batch_size=1, logger=False)
+        if "kl_target_policy" in metrics:
+            self.log("kl", metrics["kl_target_policy"], prog_bar=True, batch_size=1, logger=False)
         self.log("z", metrics["z"], prog_bar=True, batch_size=1, logger=False)
 
     def dpg_metrics(self, samples: Samples, log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_a: Tensor) -> dict:
@@ -157,8 +159,8 @@ class DPG(BasePolicyModule):
                 m["kl_target_proposal"] = estimators.kl_target_policy(log_P, log_q, log_q, log_z)
                 m["tv_target_proposal"] = estimators.tv_target_policy(log_P, log_q, log_q, log_z)
                 m["js_target_proposal"] = estimators.js_target_policy(log_P, log_q, log_q, log_z)
-        else:  # nothing satisfies the target yet: the divergences are infinite, log a finite marker
-            m["kl_target_policy"] = float("nan")
+        # else: nothing has satisfied the target yet (Ẑ = 0): the divergences are undefined and
+        # not logged; z = 0 and n_satisfying = 0 say why
         m.update(self.common_metrics(samples, log_pi, log_a, log_q if off else None))
         if off:
             m["kl_proposal_base"] = estimators.kl_policy_base(log_q, log_a)
