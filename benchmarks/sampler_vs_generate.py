@@ -53,7 +53,8 @@ import tempfile
 import time
 import warnings
 
-SIDES = ("lit_align", "generate", "generate-tokens-only")
+SIDES = ("lit_align", "generate", "generate-tokens-only", "lit_align-fast")
+DEFAULT_SIDES = ("lit_align", "generate", "generate-tokens-only")
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
 
@@ -123,9 +124,17 @@ def _setup(args):
         is_eos = (tokens == eos).long()
         return ((is_eos.cumsum(-1) - is_eos) == 0).long()
 
-    def run_lit():
-        s = policy.sample(model, [prompt], batch)
+    def run_lit(pol=policy):
+        s = pol.sample(model, [prompt], batch)
         return s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask, s.log_q, s.texts
+
+    def run_lit_fast():
+        # prototype in benchmarks/prototype_sampler.py: Policy with inverse-CDF sampling instead of multinomial
+        from prototype_sampler import FastPolicy
+
+        fast = FastPolicy(tok, max_new_tokens=n_new, chat_template=args.chat_template)
+        fast.eos_id = policy.eos_id
+        return run_lit(fast)
 
     def run_generate(with_logprobs: bool):
         ids, mask = policy.encode_contexts([prompt])
@@ -162,6 +171,7 @@ def _setup(args):
         "lit_align": run_lit,
         "generate": lambda: run_generate(True),
         "generate-tokens-only": lambda: run_generate(False),
+        "lit_align-fast": run_lit_fast,
     }
     meta = {
         "load_s": load_s,
@@ -178,6 +188,9 @@ def worker_isolated(args, side: str) -> dict:
 
     model, policy, calls, meta = _setup(args)
     call = calls[side]
+    with torch.no_grad():  # page in the (mmap-loaded) weights so that ΔRSS is sampling memory only
+        for t in list(model.parameters()) + list(model.buffers()):
+            t.sum()
     gc.collect()
     rss_loaded_kb = _proc_status_kb("VmRSS")
     peak_reset = _reset_peak_rss()
@@ -204,7 +217,7 @@ def worker_isolated(args, side: str) -> dict:
         check["max_abs_diff_vs_forward"] = float((log_q - ref).abs().max())
         check["mean_logp"] = float(log_q.mean())
         check["mean_logp_ref"] = float(ref.mean())
-        if side == "lit_align":  # also lit_align's own scorer
+        if side.startswith("lit_align"):  # also lit_align's own scorer
             from lit_align.models.policy import Samples
 
             s = Samples(prompt_ids, prompt_mask, comp, cmask, log_q, [""] * batch, [args.prompt] * batch,
@@ -289,23 +302,23 @@ def report(results: dict, args, loadavg) -> str:
         med = statistics.median(r["times"])
         tok = statistics.median(r["tokens"])  # generated (scored) tokens per call
         diff = r["check"].get("max_abs_diff_vs_forward")
-        summary[side] = dict(med=med, tps=tok / med, sps=args.batch / med, peak=r["peak_rss_mb"],
+        summary[side] = dict(med=med, min=min(r["times"]), tps=tok / med, sps=args.batch / med, peak=r["peak_rss_mb"],
                              delta=r["peak_rss_mb"] - r["rss_loaded_mb"])
         lines.append(_fmt_row([
             side, f"{med:.3f}", f"{min(r['times']):.3f}", f"{tok / med:.0f}", f"{args.batch / med:.1f}",
             f"{r['rss_loaded_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{summary[side]['delta']:.0f}",
             "n/a (no log-probs)" if diff is None else f"{diff:.2e}",
         ], widths))
-    if "lit_align" in summary and "generate" in summary:
-        a, b = summary["lit_align"], summary["generate"]
-        lines.append(
-            f"ratio lit_align/generate: time {a['med'] / b['med']:.2f}x  tokens/s {a['tps'] / b['tps']:.2f}x  "
-            f"samples/s {a['sps'] / b['sps']:.2f}x  peak RSS {a['peak'] / b['peak']:.2f}x  "
-            f"ΔRSS {a['delta'] / max(b['delta'], 1e-9):.2f}x"
-        )
-    if "generate-tokens-only" in summary and "lit_align" in summary:
-        a, b = summary["lit_align"], summary["generate-tokens-only"]
-        lines.append(f"ratio lit_align/generate-tokens-only: time {a['med'] / b['med']:.2f}x")
+    pairs = [("lit_align", "generate"), ("lit_align", "generate-tokens-only"), ("lit_align-fast", "generate"),
+             ("lit_align-fast", "lit_align")]
+    for x, y in pairs:
+        if x in summary and y in summary:
+            a, b = summary[x], summary[y]
+            lines.append(
+                f"ratio {x}/{y}: time (median) {a['med'] / b['med']:.2f}x  time (min) {a['min'] / b['min']:.2f}x  "
+                f"tokens/s {a['tps'] / b['tps']:.2f}x  samples/s {a['sps'] / b['sps']:.2f}x  "
+                f"peak RSS {a['peak'] / b['peak']:.2f}x  ΔRSS {a['delta'] / max(b['delta'], 1e-9):.2f}x"
+            )
     for side, r in results.items():
         extra = {k: (f"{v:.3e}" if "diff" in k else f"{v:.3f}") for k, v in r["check"].items()}
         lines.append(f"[{side}] times={[round(t, 3) for t in r['times']]}  checks={extra}")
@@ -340,7 +353,8 @@ def parse_args(argv=None):
                         "isolated: time each side in its own process")
     p.add_argument("--mem-calls", type=int, default=1,
                    help="calls after the warm-up in the per-side memory/check process (interleaved timing)")
-    p.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {SIDES}")
+    p.add_argument("--sides", default=",".join(DEFAULT_SIDES),
+                   help=f"comma-separated subset of {SIDES} (lit_align-fast: the prototype in prototype_sampler.py)")
     p.add_argument("--no-reference", action="store_true", help="skip the generate-tokens-only row")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler table of one call per side")
     p.add_argument("--profile-rows", type=int, default=25)

@@ -60,7 +60,11 @@ class LitAlignCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> LitAlignCLI:
-    argv = resolve_argv(list(sys.argv[1:] if args is None else args))
+    if args is None:  # from the command line: resolve config names in sys.argv itself
+        sys.argv[1:] = resolve_argv(sys.argv[1:])
+        argv = None
+    else:
+        argv = resolve_argv(list(args))
     return LitAlignCLI(
         BasePolicyModule,
         L.LightningDataModule,

@@ -128,3 +128,37 @@ def effective_sample_size(log_w: Tensor) -> Tensor:
     if torch.isneginf(log_w).all():
         return torch.zeros((), dtype=torch.float64)
     return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
+
+
+# ---------------------------------------------------------------- per-context (CDPG, §4)
+def log_z_per_context(log_P: Tensor, log_q: Tensor, context_index: Tensor, n_contexts: int | None = None) -> Tensor:
+    """``log Ẑ_c`` for each context c: ``Ẑ_c = (1/M_c) Σ_{j: c_j = c} P_j/q_j`` (methods.md §4.2).
+
+    ``context_index`` (N,) says which context each sample belongs to; the result has one
+    entry per context (``n_contexts``, default ``max + 1``), ``-inf`` where no sample of c
+    has P > 0, ``nan`` for a context with no sample at all.
+    """
+    log_w = log_importance_weights(log_P, log_q)
+    idx = context_index.to(log_w.device).long()
+    c = int(idx.max()) + 1 if n_contexts is None else n_contexts
+    out = torch.full((c,), -math.inf, dtype=torch.float64, device=log_w.device)
+    out = out.scatter_reduce(0, idx, log_w, reduce="amax", include_self=True)
+    shift = torch.where(torch.isfinite(out), out, torch.zeros_like(out))
+    sums = torch.zeros_like(out).index_add(0, idx, torch.exp(log_w - shift[idx]))
+    counts = torch.zeros_like(out).index_add(0, idx, torch.ones_like(log_w))
+    return torch.log(sums) + shift - torch.log(counts)
+
+
+def per_context(fn, context_index: Tensor, log_z_c: Tensor, *tensors: Tensor) -> Tensor:
+    """``fn(*tensors_of_c, log_z_c[c])`` for every context c (``nan`` where Ẑ_c is 0 or undefined).
+
+    E.g. ``per_context(kl_target_policy, idx, log_z_c, log_P, log_q, log_pi)`` gives the
+    per-context KL(p_c‖π_c) that CDPG averages over contexts (methods.md §4.3).
+    """
+    out = torch.full((log_z_c.numel(),), math.nan, dtype=torch.float64)
+    idx = context_index.long().cpu()
+    for c in range(log_z_c.numel()):
+        rows = (idx == c).nonzero().squeeze(-1)
+        if rows.numel() and torch.isfinite(log_z_c[c]):
+            out[c] = fn(*(t.detach().cpu()[rows] for t in tensors), log_z_c[c].detach().cpu())
+    return out

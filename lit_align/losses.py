@@ -97,3 +97,199 @@ def rl_kl_loss(
     """
     shaped = kl_shaped_reward(reward, log_pi, log_a, beta)
     return reinforce_loss(log_pi, shaped, baseline, reduction)
+
+
+# ----------------------------------------------------------------- PPO (per-token, clipped)
+__all__ += ["ppo_policy_loss", "ppo_value_loss", "masked_entropy_bonus"]
+
+
+def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1)
+
+
+def ppo_policy_loss(
+    log_pi: Tensor,
+    log_pi_old: Tensor,
+    advantages: Tensor,
+    mask: Tensor | None = None,
+    clip: float = 0.2,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017), per token (methods.md §3.2, §7).
+
+    ``ρ_t = exp(log π(y_t|·) − log π_old(y_t|·))`` and
+    ``L = mean_t max(−A_t·ρ_t, −A_t·clip(ρ_t, 1−ε, 1+ε))`` over the masked tokens.
+    Also returns (detached) ``clip_fraction = mean 1[clipped term > unclipped term]`` and
+    ``approx_kl = ½·mean (log π − log π_old)²`` (the Ziegler/TRL diagnostics).
+    """
+    adv = advantages.detach().to(torch.float64)
+    log_ratio = log_pi.to(torch.float64) - log_pi_old.detach().to(torch.float64)
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
+    loss = _masked_mean(torch.maximum(unclipped, clipped), mask)
+    stats = {
+        "clip_fraction": _masked_mean((clipped > unclipped).to(torch.float64), mask).detach(),
+        "approx_kl": _masked_mean(0.5 * log_ratio.detach() ** 2, mask),
+    }
+    return loss.to(log_pi.dtype), stats
+
+
+def ppo_value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor | None = None,
+    clip: float = 0.2,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped value loss (methods.md §3.2, §7):
+
+    ``L_v = ½·mean_t max((V_t − R_t)², (V_old,t + clip(V_t − V_old,t, −ε_v, ε_v) − R_t)²)``
+    over the masked tokens, ``R_t`` the GAE returns. Also returns (detached)
+    ``value_error = mean (V − R)²`` and ``value_clip_fraction``.
+    """
+    v = values.to(torch.float64)
+    v_old = old_values.detach().to(torch.float64)
+    ret = returns.detach().to(torch.float64)
+    v_clipped = v_old + torch.clamp(v - v_old, -clip, clip)
+    err, err_clipped = (v - ret) ** 2, (v_clipped - ret) ** 2
+    loss = 0.5 * _masked_mean(torch.maximum(err, err_clipped), mask)
+    stats = {
+        "value_error": _masked_mean(err.detach(), mask),
+        "value_clip_fraction": _masked_mean((err_clipped > err).to(torch.float64).detach(), mask),
+    }
+    return loss.to(values.dtype), stats
+
+
+def masked_entropy_bonus(entropy: Tensor, mask: Tensor | None = None, coef: float = 0.0) -> Tensor:
+    """Entropy bonus as a loss term: ``−c_H·mean_t H(π(·|y_<t))`` over the masked tokens (§7)."""
+    return -coef * _masked_mean(entropy, mask)
+
+
+def cdpg_loss(
+    log_pi: Tensor,
+    log_P: Tensor,
+    log_q: Tensor,
+    log_z_c: Tensor,
+    baseline: bool = False,
+    detach_advantage: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    """Conditional DPG (CDPG), methods.md §4.1–4.2: DPG with a per-sample ``log Ẑ_c``.
+
+    ``loss = −mean( (P_c/(Ẑ_c q) − [π/q]) · log π(x|c) )``, samples x ~ q(·|c); ``log_z_c``
+    holds each sample's own context's estimate. Its expected gradient is
+    ``E_c ∇KL(p_c‖π_c)``. Rows whose context has ``Ẑ_c = 0`` (no satisfying sample) give 0.
+
+    ``detach_advantage=False`` (on-policy only) reproduces the released gdc/cdpg code, which
+    differentiates through ``A = exp(log P − log π − log Ẑ_c)`` as well: its per-sample
+    gradient is ``−A·(1 − log π)·∇log π`` rather than the paper's ``−A·∇log π``.
+    """
+    log_z_c = torch.as_tensor(log_z_c, dtype=torch.float64, device=log_pi.device).expand(log_pi.shape)
+    signal = torch.isfinite(log_z_c)
+    safe_z = torch.where(signal, log_z_c, torch.zeros_like(log_z_c))
+    if detach_advantage:
+        terms = dpg_loss(log_pi, log_P, log_q, safe_z, baseline, True, reduction="none")
+    else:
+        adv = torch.exp(log_P.detach().to(torch.float64) - log_pi.to(torch.float64) - safe_z)
+        if baseline:
+            adv = adv - 1.0
+        terms = -(adv * log_pi.to(torch.float64)).to(log_pi.dtype)
+    terms = torch.where(signal, terms, torch.zeros_like(terms))
+    return _reduce(terms, reduction)
+
+
+# ------------------------------------------------------------------ f-DPG (methods.md §7, §9.4)
+__all__ += ["F_DIVERGENCES", "fdpg_log_ratio", "fdpg_pseudo_reward", "fdpg_loss", "leave_one_out_baseline"]
+
+_LOG2 = 0.6931471805599453
+
+
+def _f_prime(divergence: str, log_t: Tensor) -> Tensor:
+    """``f'(t)`` as a function of ``log t`` (float64), t = π/p (the table of methods.md §7)."""
+    if divergence == "kl":  # forward KL(p‖π): f(t) = −log t
+        return -torch.exp(-log_t)
+    if divergence == "rkl":  # reverse KL(π‖p): f(t) = t log t
+        return log_t + 1.0
+    if divergence == "tv":  # TV(π, p): f(t) = |t − 1|/2
+        return 0.5 * torch.sign(log_t)
+    if divergence == "js":  # f(t) = t log t − (1+t) log((1+t)/2): D_f = KL(π‖m) + KL(p‖m) = 2·JS
+        return _LOG2 - torch.nn.functional.softplus(-log_t)
+    if divergence == "chi2":  # χ²(p‖π) = Σ (p−π)²/π: f(t) = t + 1/t − 2
+        return 1.0 - torch.exp(-2.0 * log_t)
+    if divergence == "rchi2":  # χ²(π‖p) = Σ (π−p)²/p: f(t) = (t − 1)²
+        return 2.0 * torch.expm1(log_t)
+    raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
+
+
+F_DIVERGENCES = ("kl", "rkl", "js", "tv", "chi2", "rchi2")
+_UNBOUNDED_AT_ZERO = ("rkl", "rchi2")  # f'(π/p) → +∞ where p = 0
+
+
+def fdpg_log_ratio(log_pi: Tensor, log_P: Tensor, log_z: Tensor | float) -> Tensor:
+    """``log t = log π − log p = log π − (log P − log Ẑ)`` (float64, detached; +inf where P = 0)."""
+    log_z = torch.as_tensor(log_z, dtype=torch.float64, device=log_pi.device)
+    return log_pi.detach().to(torch.float64) - (log_P.detach().to(torch.float64) - log_z)
+
+
+def fdpg_pseudo_reward(log_pi: Tensor, log_P: Tensor, log_z: Tensor | float, divergence: str = "js") -> Tensor:
+    """The f-DPG pseudo-reward ``R = −f'(π/p)`` of each sample (float64, detached).
+
+    Forward KL gives ``p/π`` (DPG's), reverse KL ``log(p/π) − 1`` (RLHF's shaped reward when
+    ``p ∝ a·e^{r/β}``). Where the target is 0 (a violated hard pointwise constraint),
+    reverse KL and reverse χ² have R = −∞: they raise ``ValueError`` (smooth the target,
+    ``Pointwise(scorer, epsilon=1e-4)``, methods.md §7 pitfall); the others stay finite.
+    """
+    if divergence not in F_DIVERGENCES:
+        raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
+    log_t = fdpg_log_ratio(log_pi, log_P, log_z)
+    if divergence in _UNBOUNDED_AT_ZERO and torch.isposinf(log_t).any():
+        raise ValueError(
+            f"f-DPG with divergence {divergence!r}: {int(torch.isposinf(log_t).sum())} samples have target "
+            "probability 0 (a hard pointwise constraint), so the pseudo-reward −f'(π/p) is −∞. Use a smoothed "
+            "target b + ε, e.g. Pointwise(scorer, epsilon=1e-4) (methods.md §7)."
+        )
+    return -_f_prime(divergence, log_t)
+
+
+def fdpg_loss(
+    log_pi: Tensor,
+    log_P: Tensor,
+    log_q: Tensor,
+    log_z: Tensor | float,
+    divergence: str = "js",
+    baseline: Tensor | float = 0.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """f-DPG (Go et al. 2023; disco ``FDivergenceLoss``), methods.md §7 and §9.4.
+
+    ``loss = −mean( (π/q) · (R − B) · log π )`` with the pseudo-reward ``R = −f'(π/p)``,
+    ``p = P/Ẑ``, samples x ~ q, ``π/q`` and ``R`` detached. Its expected gradient is
+    ``E_π[f'(π/p) ∇log π] = ∇_θ D_f(π‖p)`` for any baseline B that does not depend on the
+    sample (``E_π[∇ log π] = 0``); B may be a per-sample tensor (e.g. leave-one-out).
+
+    ``divergence``: ``kl`` (forward KL(p‖π), DPG: with B = 1 this is ``dpg_loss``), ``rkl``
+    (KL(π‖p)), ``js`` (f = t log t − (1+t) log((1+t)/2), i.e. 2·JS(π, p)), ``tv``,
+    ``chi2`` (χ²(p‖π)), ``rchi2`` (χ²(π‖p)). On-policy, pass ``log_q = log_pi.detach()``.
+    """
+    reward = fdpg_pseudo_reward(log_pi, log_P, log_z, divergence)
+    ratio = torch.exp(log_pi.detach().to(torch.float64) - log_q.detach().to(torch.float64))
+    base = torch.as_tensor(baseline, dtype=torch.float64, device=log_pi.device)
+    coef = ratio * (reward - base.detach())
+    terms = -coef.to(log_pi.dtype) * log_pi
+    return _reduce(terms, reduction)
+
+
+def leave_one_out_baseline(reward: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Per-sample baseline ``B_i = Σ_{j≠i} w_j R_j / Σ_{j≠i} w_j`` (w = π/q; 1 on-policy).
+
+    It estimates E_π[R] without sample i, so it does not depend on x_i and the policy
+    gradient stays unbiased. With one sample (or no other weight) B = 0.
+    """
+    r = reward.detach().to(torch.float64)
+    w = torch.ones_like(r) if weight is None else weight.detach().to(torch.float64)
+    num = (w * r).sum() - w * r
+    den = w.sum() - w
+    return torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(r))

@@ -78,14 +78,44 @@ def shrink_args(path: Path, raw: dict, tmp: Path) -> tuple[list[str], str]:
         f"--model.init_args.max_new_tokens={MAX_NEW_TOKENS}",
         "--model.init_args.val_samples=4",
     ]
+    if "moment_matching_strict" in path.read_text(encoding="utf-8"):
+        # a random tiny model never writes the features of a distributional target: λ cannot be
+        # fitted, so warn and keep λ = 0 instead of refusing (and fit on few samples)
+        args += ["--model.init_args.moment_matching_strict=false", "--model.init_args.moment_matching_samples=64"]
     precision = str(trainer.get("precision", ""))
     if "16" in precision and "bf16" not in precision:  # fp16 AMP needs a GPU
         args.append("--trainer.precision=32-true")
     if model != "toy":
-        model = "tiny-gpt2"
-        args += ["--model.init_args.model=tiny-gpt2", "--model.init_args.tokenizer=null",
+        # encoder-decoder paper models (t5-small, ...) run as tiny-t5, the rest as tiny-gpt2
+        model = "tiny-t5" if "t5" in str(model).lower() else "tiny-gpt2"
+        args += [f"--model.init_args.model={model}", "--model.init_args.tokenizer=null",
                  "--model.init_args.chat_template=false"]  # the byte tokenizer has no chat template
+    args += conditional_data_args(raw)
     return args, model
+
+
+def conditional_data_args(raw: dict) -> list[str]:
+    """Conditional-task data (translation, summarization, code): a hub dataset is swapped for the
+    task's shipped offline sample, and the context counts are made small."""
+    from lit_align.data.conditional import CodeDataModule, ContextsDataModule, FileContextsDataModule, resolve_local
+
+    cls = _import(raw["data"]["class_path"])
+    if not issubclass(cls, ContextsDataModule):
+        return []
+    args = ["--data.init_args.contexts_per_step=2", "--data.init_args.val_contexts_per_step=2",
+            "--data.init_args.max_val_contexts=2",
+            # byte-level tiny models: an article is thousands of tokens (tiny-gpt2 has 256 positions)
+            "--model.init_args.max_prompt_length=96"]
+    if issubclass(cls, FileContextsDataModule):
+        import inspect
+
+        init = raw["data"].get("init_args") or {}
+        dataset = init.get("dataset", inspect.signature(cls.__init__).parameters["dataset"].default)
+        if dataset != "stdlib" and resolve_local(dataset) is None:
+            args.append(f"--data.init_args.dataset={cls.OFFLINE_DATASET}")
+        if issubclass(cls, CodeDataModule):
+            args.append("--data.init_args.max_functions=40")
+    return args
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)

@@ -1,6 +1,19 @@
 """LightningDataModules: prompts for on-policy methods, and the exact toy space."""
 
+from lit_align.data.conditional import (
+    CodeDataModule,
+    Context,
+    ContextListDataModule,
+    ContextsDataModule,
+    DatasetLoadError,
+    FileContextsDataModule,
+    SummarizationDataModule,
+    TranslationDataModule,
+)
 from lit_align.data.prompts import ContextDataset, PromptDataModule
 from lit_align.data.toy import ToyDataModule
 
-__all__ = ["ContextDataset", "PromptDataModule", "ToyDataModule"]
+__all__ = [
+    "CodeDataModule", "Context", "ContextListDataModule", "ContextsDataModule", "DatasetLoadError",
+    "FileContextsDataModule", "SummarizationDataModule", "TranslationDataModule",
+    "ContextDataset", "PromptDataModule", "ToyDataModule"]

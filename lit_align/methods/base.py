@@ -144,12 +144,17 @@ class BasePolicyModule(L.LightningModule):
     # ------------------------------------------------------------- optimizers
     def configure_optimizers(self):
         hp = self.hparams
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self.optimized_parameters() if p.requires_grad]
         cls = torch.optim.AdamW if hp.optimizer.lower() == "adamw" else torch.optim.Adam
         opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         warmup = max(int(hp.warmup_steps), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def optimized_parameters(self):
+        """Parameters the optimizer trains (and whose gradients are checked): the policy's by
+        default; a method with more trainable modules (e.g. PPO's value head) adds them."""
+        return self.model.parameters()
 
     # ---------------------------------------------------------------- helpers
     def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
@@ -175,6 +180,8 @@ class BasePolicyModule(L.LightningModule):
         """
         log_pis, total = [], torch.zeros((), device=self.device, dtype=torch.float64)
         n, size = len(samples), self.hparams.minibatch_size
+        # kept for diagnostics (callbacks.GradientVariance re-evaluates it on single samples)
+        self.last_loss_fn, self.last_loss_samples = loss_fn, samples
         for start in range(0, n, size):
             rows = slice(start, min(start + size, n))
             mb = samples.select(rows)
@@ -195,7 +202,7 @@ class BasePolicyModule(L.LightningModule):
         bad = getattr(self, "bad_steps_in_batch", False)
         self.bad_steps_in_batch = False
         if not bad:
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            grads = [p.grad for p in self.optimized_parameters() if p.grad is not None]
             bad = any(not torch.isfinite(g).all() for g in grads)
         if bad:
             opt.zero_grad(set_to_none=True)
@@ -226,6 +233,18 @@ class BasePolicyModule(L.LightningModule):
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready()
         progress.increment_completed()
+
+    def count_updates_as_one_step(self, n_updates: int) -> None:
+        """Make ``n_updates`` optimizer steps (or skipped steps) of one training step count as a
+        single step of ``trainer.global_step``, so that ``max_steps`` counts rollouts for methods
+        that update several times per batch (PPO epochs × minibatches), as for the others."""
+        extra = int(n_updates) - 1
+        if extra <= 0 or self._trainer is None:
+            return
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        for tracker in (progress.total, progress.current):
+            tracker.ready -= extra
+            tracker.completed -= extra
 
     def gather(self, t: Tensor) -> Tensor:
         """Concatenate a per-sample tensor over all ranks (identity on one process)."""

@@ -6,6 +6,10 @@ target ``log P = log a + Σ log potentials``, updates the running estimate of Z 
 sample ever drawn, and descends the importance-weighted forward-KL gradient. Off-policy,
 every ``proposal_update_interval`` steps q is replaced by the policy when the estimated
 KL(p‖π) beats KL(p‖q) over that window (``proposal_update_metric`` picks kl, tv or js).
+
+``divergence`` selects the f-DPG loss (methods.md §7: kl, rkl, js, tv, chi2, rchi2; kl is
+DPG/GDC++ itself). Distributional and hybrid targets (:class:`~lit_align.moment_matching.Distributional`)
+get λ fitted by moment matching at fit start, stored in the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ import torch
 from torch import Tensor
 
 from lit_align import estimators
-from lit_align.losses import dpg_loss
+from lit_align import moment_matching as mm
+from lit_align.losses import F_DIVERGENCES, dpg_loss, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline
 from lit_align.methods.base import BasePolicyModule, warn_once
 from lit_align.models.policy import Samples
-from lit_align.targets import EBM, Potential
+from lit_align.targets import EBM, Pointwise, Potential
 
 _DIVERGENCES = {
     "kl": estimators.kl_target_policy,
@@ -43,6 +48,18 @@ class DPG(BasePolicyModule):
             unnormalised weights, whose scale Z acts like a learning-rate factor.
         allow_warped_sampling: acknowledge that temperature/top-k/top-p sampling makes the
             policy differ from the proposal q the weights assume (refused otherwise).
+        divergence: the f-divergence D_f(π‖p) descended (f-DPG, methods.md §7): ``kl``
+            (forward KL, DPG; uses ``dpg_loss``), ``rkl``, ``js``, ``tv``, ``chi2``, ``rchi2``.
+            For the others, ``baseline`` subtracts a leave-one-out mean pseudo-reward.
+            ``rkl``/``rchi2`` need a smoothed pointwise target (``Pointwise(s, epsilon=1e-4)``).
+        moment_matching_samples: base samples on which λ of Distributional potentials is
+            fitted at fit start (GDC: 10240).
+        moment_matching_batch: samples per sampling call while drawing them.
+        moment_matching_tolerance: max |E[φ] − μ̄| on that sample (SNIS).
+        moment_matching_refit_every: re-fit λ every N steps on fresh samples of the current
+            policy (less SNIS bias when μ̄ is far from E_a[φ]); the running Ẑ restarts then.
+        moment_matching_strict: False warns instead of refusing when λ cannot be fitted
+            (smoke tests with random models only).
     """
 
     def __init__(
@@ -54,6 +71,12 @@ class DPG(BasePolicyModule):
         proposal_update_metric: str = "kl",
         normalize: bool = True,
         allow_warped_sampling: bool = False,
+        divergence: str = "kl",
+        moment_matching_samples: int = 10240,
+        moment_matching_batch: int = 512,
+        moment_matching_tolerance: float = 1e-5,
+        moment_matching_refit_every: int | None = None,
+        moment_matching_strict: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +94,19 @@ class DPG(BasePolicyModule):
                 "Set allow_warped_sampling: true to sample from the warped policy anyway (q is then the warped "
                 "distribution and its log-probs are used as log q)."
             )
+        if divergence not in F_DIVERGENCES:
+            raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
+        hard = [p.scorer.name for p in self.target.potentials if isinstance(p, Pointwise) and p.epsilon == 0]
+        if divergence in ("rkl", "rchi2") and hard:
+            raise ValueError(
+                f"divergence {divergence!r} with the hard pointwise constraint(s) {hard}: the target is 0 where "
+                "b(x) = 0, so the pseudo-reward −f'(π/p) is −∞ there. Smooth it: Pointwise(scorer, epsilon=1e-4) "
+                "(methods.md §7)."
+            )
+        if moment_matching_refit_every is not None and moment_matching_refit_every < 1:
+            raise ValueError(f"moment_matching_refit_every must be ≥ 1 or null, got {moment_matching_refit_every}")
+        self.pending_fit_metrics: dict[str, float] = {}
+        self.last_advantages: Tensor | None = None
         self.log_z_sum = -math.inf  # log Σ_i P_i/q_i over every sample drawn so far
         self.z_count = 0
         self.window: dict[str, list[float]] = {"policy": [], "proposal": []}
@@ -96,19 +132,53 @@ class DPG(BasePolicyModule):
 
     def extra_state(self) -> dict:
         return {"log_z_sum": self.log_z_sum, "z_count": self.z_count, "window": self.window,
-                "proposal_updates": self.proposal_updates}
+                "proposal_updates": self.proposal_updates,
+                "lambdas": [d.coefficients.tolist() if d.fitted else None
+                            for d in mm.distributional_potentials(self.target)]}
 
     def load_extra_state(self, state: dict) -> None:
         self.log_z_sum = state.get("log_z_sum", -math.inf)
         self.z_count = state.get("z_count", 0)
         self.window = state.get("window", {"policy": [], "proposal": []})
         self.proposal_updates = state.get("proposal_updates", 0)
+        for d, lam in zip(mm.distributional_potentials(self.target), state.get("lambdas", [])):
+            if lam is not None:
+                d.set_lambdas(lam)
+
+    # -------------------------------------------------------- moment matching
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        dists = mm.distributional_potentials(self.target)
+        if dists and not all(d.fitted for d in dists):  # (a resumed run has λ from its checkpoint)
+            self.fit_moments(self.base_model)
+
+    def fit_moments(self, model) -> None:
+        """Fit λ on fresh samples of ``model`` (the base at fit start; the policy when refitting)."""
+        hp = self.hparams
+        fit = mm.fit_module_target(self, model, n_samples=hp.moment_matching_samples,
+                                   batch_size=hp.moment_matching_batch, strict=hp.moment_matching_strict,
+                                   tolerance=hp.moment_matching_tolerance)
+        if fit is not None:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            rank_zero_info(fit.report())
+            self.pending_fit_metrics = fit.metrics()
+
+    def maybe_refit_moments(self) -> None:
+        every = self.hparams.moment_matching_refit_every
+        if not every or self.global_step == 0 or self.global_step % every or not mm.distributional_potentials(self.target):
+            return
+        self.fit_moments(self.model)
+        # P changed with λ: Z, and the divergence window of the proposal update, start again
+        self.log_z_sum, self.z_count = -math.inf, 0
+        self.window = {"policy": [], "proposal": []}
 
     # -------------------------------------------------------------------- step
     def sampling_model(self):
         return self.proposal if self.hparams.off_policy else self.model
 
     def training_step(self, batch: list[str], batch_idx: int) -> None:
+        self.maybe_refit_moments()
         samples = self.sample(batch, model=self.sampling_model())
         log_a = self.base_log_prob(samples)
         log_P = self.target.log_score(log_a, samples.texts, samples.contexts).to(self.device)
@@ -120,23 +190,53 @@ class DPG(BasePolicyModule):
             log_pi = self.log_prob_no_grad(self.model, samples)
             self.skip_step()
             stepped = False
+        elif self.hparams.divergence != "kl":
+            loss_fn = self.fdpg_loss_fn(samples, log_P, log_q, log_z)
+            log_pi, loss = self.accumulate(samples, loss_fn)
+            stepped = self.optimizer_step_guarded()
+            self.log("train/loss", float(loss), batch_size=1)
         else:
             def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
                 lq = log_q[rows] if self.hparams.off_policy else log_pi.detach()
                 return dpg_loss(log_pi, log_P[rows], lq, log_z, self.hparams.baseline, self.hparams.normalize)
 
             log_pi, loss = self.accumulate(samples, loss_fn)
+            coef = torch.exp(log_P - log_q - log_z)  # the DPG advantage P/(Ẑq) − π/q (GDC++)
+            base = torch.exp(log_pi.double() - log_q) if self.hparams.off_policy else torch.ones_like(coef)
+            self.last_advantages = coef - base if self.hparams.baseline else coef
+            self.last_satisfying = torch.isfinite(log_P)
             stepped = self.optimizer_step_guarded()
             self.log("train/loss", float(loss), batch_size=1)
         self.last_samples = samples
         metrics = self.dpg_metrics(samples, log_P, log_q, log_pi.double(), log_a)
         metrics["step_skipped"] = float(not stepped)
+        metrics.update(self.pending_fit_metrics)
+        self.pending_fit_metrics = {}
         if self.hparams.off_policy:
             metrics["proposal_updated"] = float(self.maybe_update_proposal(metrics))
         self.log_metrics(metrics, "train", prog_bar=False)
         if "kl_target_policy" in metrics:
             self.log("kl", metrics["kl_target_policy"], prog_bar=True, batch_size=1, logger=False)
         self.log("z", metrics["z"], prog_bar=True, batch_size=1, logger=False)
+
+    def fdpg_loss_fn(self, samples: Samples, log_P: Tensor, log_q: Tensor, log_z: float):
+        """The f-DPG minibatch loss with a leave-one-out baseline of the pseudo-rewards."""
+        off = self.hparams.off_policy
+        log_pi_all = (self.log_prob_no_grad(self.model, samples) if off or not self.policy.exact
+                      else samples.log_q).double()
+        div = self.hparams.divergence
+        reward = fdpg_pseudo_reward(log_pi_all, log_P, log_z, div)
+        ratio = torch.exp(log_pi_all - log_q) if off else torch.ones_like(reward)
+        base = leave_one_out_baseline(reward, ratio) if self.hparams.baseline else torch.zeros_like(reward)
+        self.last_advantages = ratio * (reward - base)
+        self.last_satisfying = torch.isfinite(log_P)
+        self.last_pseudo_reward = reward
+
+        def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
+            lq = log_q[rows] if off else log_pi.detach()
+            return fdpg_loss(log_pi, log_P[rows], lq, log_z, div, base[rows])
+
+        return loss_fn
 
     def dpg_metrics(self, samples: Samples, log_P: Tensor, log_q: Tensor, log_pi: Tensor, log_a: Tensor) -> dict:
         """The divergence, Z, ESS and moment estimates of design.md, reduced over ranks."""

@@ -23,7 +23,26 @@ from lit_align.scorers.base import Scorer
 _BASELINES = ("none", "batch_mean", "moving_average")
 
 
-class Reinforce(BasePolicyModule):
+class RewardFromScorers:
+    """The reward R(x) = Σ_k w_k·scorer_k(x, c) of the reward-maximising methods (REINFORCE,
+    RL-KL, RLOO, PPO): one scorer or several, weighted. Mixed into a BasePolicyModule."""
+
+    def init_reward(self, reward: Scorer | Sequence[Scorer], reward_weights: Sequence[float] | None) -> None:
+        self.rewards = [reward] if isinstance(reward, Scorer) else list(reward)
+        if not self.rewards:
+            raise ValueError(f"{type(self).__name__}: `reward` needs at least one scorer")
+        self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.rewards)
+        if len(self.reward_weights) != len(self.rewards):
+            raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for {len(self.rewards)} scorers")
+
+    def reward(self, samples: Samples) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(R, {scorer name: scores})`` for a batch of samples."""
+        scores = self.score(self.rewards, samples)
+        total = sum(w * scores[s.name] for w, s in zip(self.reward_weights, self.rewards))
+        return total, scores
+
+
+class Reinforce(RewardFromScorers, BasePolicyModule):
     """REINFORCE on a reward R(x) = Σ_k w_k·scorer_k(x) (GDC's REINFORCE baseline: R = b, no baseline).
 
     Args:
@@ -45,23 +64,13 @@ class Reinforce(BasePolicyModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.rewards = [reward] if isinstance(reward, Scorer) else list(reward)
-        if not self.rewards:
-            raise ValueError("Reinforce: `reward` needs at least one scorer")
-        self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.rewards)
-        if len(self.reward_weights) != len(self.rewards):
-            raise ValueError(f"reward_weights has {len(self.reward_weights)} entries for {len(self.rewards)} scorers")
+        self.init_reward(reward, reward_weights)
         if baseline not in _BASELINES:
             raise ValueError(f"baseline must be one of {_BASELINES}, got {baseline!r}")
         self.moving_baseline = 0.0
 
     def _hparams_ignore(self) -> list[str]:
         return ["reward"]
-
-    def reward(self, samples: Samples) -> tuple[Tensor, dict[str, Tensor]]:
-        scores = self.score(self.rewards, samples)
-        total = sum(w * scores[s.name] for w, s in zip(self.reward_weights, self.rewards))
-        return total, scores
 
     def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor) -> Tensor:
         return reward.double()

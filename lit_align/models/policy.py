@@ -63,6 +63,15 @@ class Samples:
         return self.completion_mask.sum(-1)
 
 
+@dataclass
+class TokenOutputs:
+    """What :meth:`Policy.token_outputs` computes in one forward pass (entries off the completion are 0)."""
+
+    log_probs: Tensor  # (B, Lc) float32
+    hidden: Tensor | None = None  # (B, Lc, H): last hidden state at the position predicting each token
+    entropy: Tensor | None = None  # (B, Lc) float32: entropy of the next-token distribution
+
+
 def _cache_kwarg(model: nn.Module) -> str:
     """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
     import inspect
@@ -271,25 +280,61 @@ class Policy:
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     # ----------------------------------------------------------------- scoring
-    def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
-        """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
+    def _completion_forward(self, model: nn.Module, samples: Samples, **kwargs) -> tuple[Tensor, object]:
+        """One forward pass over prompt + completion: the logits that predict each completion
+        token (B, Lc, V) and the model's raw output (extra ``kwargs`` go to the model)."""
         target = samples.completion_ids
         lc = target.shape[1]
         if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
             start = torch.full_like(target[:, :1], model.config.decoder_start_token_id)
             dec = torch.cat([start, target[:, :-1]], dim=1)
-            logits = model(input_ids=samples.prompt_ids, attention_mask=samples.prompt_mask,
-                           decoder_input_ids=dec, use_cache=False).logits
-        else:
-            ids = torch.cat([samples.prompt_ids, target], dim=1)
-            mask = torch.cat([samples.prompt_mask, torch.ones_like(target)], dim=1)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            kwargs = {} if not getattr(model, "supports_cache", True) else {"position_ids": pos, "use_cache": False}
-            logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=lc + 1, **kwargs).logits
-            logits = logits[:, -(lc + 1) : -1]
+            out = model(input_ids=samples.prompt_ids, attention_mask=samples.prompt_mask,
+                        decoder_input_ids=dec, use_cache=False, **kwargs)
+            return out.logits, out
+        ids = torch.cat([samples.prompt_ids, target], dim=1)
+        mask = torch.cat([samples.prompt_mask, torch.ones_like(target)], dim=1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache_kw = {} if not getattr(model, "supports_cache", True) else {"position_ids": pos, "use_cache": False}
+        out = model(input_ids=ids, attention_mask=mask, logits_to_keep=lc + 1, **cache_kw, **kwargs)
+        return out.logits[:, -(lc + 1) : -1], out
+
+    def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
+        """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
+        logits, _ = self._completion_forward(model, samples)
+        target = samples.completion_ids
         # cross_entropy = −log_softmax[target] without keeping a full-vocabulary log-softmax
         nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
         return -nll.view_as(target) * samples.completion_mask
+
+    def token_outputs(
+        self, model: nn.Module, samples: Samples, hidden: bool = True, entropy: bool = False
+    ) -> "TokenOutputs":
+        """Per-token log-probs, last-layer hidden states and entropies in one forward pass.
+
+        ``hidden[:, t]`` is the final hidden state at the position that predicts completion
+        token t (the state a value head reads, as in Ziegler et al.'s value head on GPT-2);
+        ``entropy[:, t]`` is H(π(·|prompt, y_<t)). Log-probs equal :meth:`token_log_probs`.
+        Entries off the completion mask are 0.
+        """
+        target = samples.completion_ids
+        lc = target.shape[1]
+        logits, out = self._completion_forward(model, samples, **({"output_hidden_states": True} if hidden else {}))
+        m = samples.completion_mask
+        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
+        log_probs = -nll.view_as(target) * m
+        h = None
+        if hidden:
+            states = getattr(out, "decoder_hidden_states", None) or getattr(out, "hidden_states", None)
+            if states is None:
+                raise ValueError(f"{type(model).__name__} returns no hidden states (output_hidden_states=True)")
+            h = states[-1][:, -lc:] if getattr(getattr(model, "config", None), "is_encoder_decoder", False) \
+                else states[-1][:, -(lc + 1) : -1]
+            h = h * m.unsqueeze(-1).to(h.dtype)
+        ent = None
+        if entropy:
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            ent = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1) * m
+        return TokenOutputs(log_probs, h, ent)
 
     def log_prob(self, model: nn.Module, samples: Samples, batch_size: int | None = None) -> Tensor:
         """Sequence log-probs (B,) of the completions under ``model`` (unwarped)."""

@@ -57,7 +57,8 @@ class ToyLM(nn.Module):
         self.offsets = [sum(vocab_size**k for k in range(t)) for t in range(length + 1)]
         gen = torch.Generator().manual_seed(seed)
         self.table = nn.Parameter(scale * torch.randn(self.offsets[-1], vocab_size, generator=gen))
-        self.config = SimpleNamespace(is_encoder_decoder=False, vocab_size=vocab_size + 2)
+        # hidden_size: the "hidden state" is the one-hot prefix (see ``forward``)
+        self.config = SimpleNamespace(is_encoder_decoder=False, vocab_size=vocab_size + 2, hidden_size=self.offsets[-1])
 
     def prefix_index(self, input_ids: Tensor) -> Tensor:
         """Row of ``table`` used after each position: the prefix of letters seen so far."""
@@ -75,10 +76,17 @@ class ToyLM(nn.Module):
             out.append(offsets + torch.where(count <= self.length - 1, value, torch.zeros_like(value)))
         return torch.stack(out, dim=1)
 
-    def forward(self, input_ids: Tensor, **kwargs: object) -> SimpleNamespace:
-        logits = self.table[self.prefix_index(input_ids)]  # (B, L, V)
+    def forward(self, input_ids: Tensor, output_hidden_states: bool = False, **kwargs: object) -> SimpleNamespace:
+        """Logits (B, L, V+2); with ``output_hidden_states`` also ``hidden_states = (h,)`` where
+        ``h`` (B, L, #prefixes) is the one-hot of the prefix at each position: a linear head on
+        it is a tabular function of the state (e.g. PPO's value head)."""
+        index = self.prefix_index(input_ids)
+        logits = self.table[index]  # (B, L, V)
         pad = torch.full((*logits.shape[:2], 2), float("-inf"), device=logits.device, dtype=logits.dtype)
-        return SimpleNamespace(logits=torch.cat([logits, pad], dim=-1), past_key_values=None)
+        out = SimpleNamespace(logits=torch.cat([logits, pad], dim=-1), past_key_values=None)
+        if output_hidden_states:
+            out.hidden_states = (torch.nn.functional.one_hot(index, self.offsets[-1]).to(self.table.dtype),)
+        return out
 
 
 class ToySpace:

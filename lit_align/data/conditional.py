@@ -1,0 +1,461 @@
+"""Conditional tasks (CDPG, methods.md §4.3): translation, summarization and code contexts.
+
+A data module emits batches of *contexts* (the method samples completions for each). A
+context is a :class:`Context`: the prompt string the model sees, which also carries the
+raw ``source`` text (for scorers such as numeral or entity consistency) and the
+``reference`` output when the data has one (for BLEU / ROUGE).
+
+Where the records come from (``dataset:``):
+
+- a local ``.json`` / ``.jsonl`` / ``.csv`` / ``.parquet`` file, read with
+  ``datasets.load_dataset("json" | "csv" | "parquet", data_files=...)``;
+- ``resource:NAME``: a small sample shipped in ``lit_align/resources/`` (offline defaults);
+- ``stdlib`` (code only): function signatures and docstrings from the Python standard
+  library's own sources;
+- any other string: a Hugging Face hub dataset name (``cnn_dailymail``, ...). Without a
+  reachable hub this fails at once with :class:`DatasetLoadError` saying how to run offline.
+
+Columns may be nested with dots (``translation.en`` for ``{"translation": {"en": ...}}``).
+Validation contexts come from ``val_split`` (hub), ``val_dataset`` (a second file), or else
+a deterministic held-out ``val_fraction`` of the training records.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import random
+import re
+import sysconfig
+import textwrap
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from lit_align.data.prompts import collate_contexts
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DatasetLoadError(RuntimeError):
+    """A dataset name that cannot be resolved; the message says what to do instead."""
+
+
+class Context(str):
+    """The prompt a model is conditioned on, carrying its ``source`` text and ``reference``.
+
+    It *is* the prompt string (tokenizers and scorers that expect ``str`` work unchanged).
+    """
+
+    source: str
+    reference: str | None
+
+    def __new__(cls, prompt: str, source: str | None = None, reference: str | None = None) -> "Context":
+        obj = super().__new__(cls, prompt)
+        obj.source = str(prompt) if source is None else source
+        obj.reference = reference
+        return obj
+
+    def __reduce__(self):
+        return (Context, (str(self), self.source, self.reference))
+
+
+def source_of(context: str | None) -> str:
+    """The raw source text of a context (the prompt itself for a plain string)."""
+    if context is None:
+        return ""
+    return getattr(context, "source", str(context))
+
+
+class _Contexts(Dataset):
+    def __init__(self, contexts: Sequence[str]) -> None:
+        self.contexts = list(contexts)
+
+    def __len__(self) -> int:
+        return len(self.contexts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.contexts[i]
+
+
+class ContextsDataModule(L.LightningDataModule):
+    """Batches of contexts for conditional on-policy methods.
+
+    Args:
+        contexts_per_step: contexts per training batch (the method draws ``n_samples`` for each;
+            the paper's batch is contexts_per_step × n_samples).
+        steps_per_epoch: training batches per epoch, contexts drawn uniformly with replacement
+            (as in the CDPG code); None: one shuffled pass over the training contexts.
+        val_contexts_per_step: contexts per validation batch.
+        max_val_contexts: validation contexts used (the first ones, fixed).
+    """
+
+    def __init__(self, contexts_per_step: int = 8, steps_per_epoch: int | None = 1000,
+                 val_contexts_per_step: int = 8, max_val_contexts: int | None = 64) -> None:
+        super().__init__()
+        if contexts_per_step < 1 or val_contexts_per_step < 1:
+            raise ValueError("contexts_per_step and val_contexts_per_step must be ≥ 1")
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be ≥ 1 or null, got {steps_per_epoch}")
+        self.contexts_per_step = contexts_per_step
+        self.steps_per_epoch = steps_per_epoch
+        self.val_contexts_per_step = val_contexts_per_step
+        self.max_val_contexts = max_val_contexts
+        self.train_contexts: list[Context] | None = None
+        self.val_contexts: list[Context] | None = None
+
+    def load_contexts(self) -> tuple[list[Context], list[Context]]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_contexts is None:
+            train, val = self.load_contexts()
+            if not train:
+                raise ValueError(f"{type(self).__name__}: no training contexts")
+            self.train_contexts = train
+            self.val_contexts = val[: self.max_val_contexts] if self.max_val_contexts is not None else val
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        ds = _Contexts(self.train_contexts)
+        if self.steps_per_epoch is None:
+            return DataLoader(ds, batch_size=self.contexts_per_step, shuffle=True, collate_fn=collate_contexts)
+        sampler = RandomSampler(ds, replacement=True, num_samples=self.steps_per_epoch * self.contexts_per_step)
+        return DataLoader(ds, batch_size=self.contexts_per_step, sampler=sampler, collate_fn=collate_contexts)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return DataLoader(_Contexts(self.val_contexts or []), batch_size=self.val_contexts_per_step,
+                          collate_fn=collate_contexts)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class ContextListDataModule(ContextsDataModule):
+    """Contexts given inline (e.g. toy prefixes ``["a", "b"]``); validation reuses them unless given."""
+
+    def __init__(self, contexts: Sequence[str], val_contexts: Sequence[str] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not contexts:
+            raise ValueError("ContextListDataModule: `contexts` is empty")
+        self._train = [Context(c) for c in contexts]
+        self._val = [Context(c) for c in (val_contexts if val_contexts is not None else contexts)]
+
+    def load_contexts(self) -> tuple[list[Context], list[Context]]:
+        return self._train, self._val
+
+
+# ---------------------------------------------------------------------------- records
+def _column(record: dict, path: str, where: str):
+    value = record
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(path)
+        value = value[part]
+    return value
+
+
+def _check_columns(columns: Sequence[str], needed: Sequence[str | None], where: str, first: dict | None) -> None:
+    for col in needed:
+        if col is None:
+            continue
+        top = col.split(".")[0]
+        if top not in columns:
+            raise ValueError(
+                f"{where}: no column {col!r} (it has columns {sorted(columns)}); "
+                f"set source_column / reference_column to the right names"
+            )
+        if first is not None and "." in col:
+            try:
+                _column(first, col, where)
+            except KeyError:
+                raise ValueError(f"{where}: column {top!r} has no field {col!r} (first record: {first[top]!r:.200})") from None
+
+
+def resolve_local(name: str) -> Path | None:
+    """The file a dataset name points to (``resource:NAME`` or a path), or None for a hub name."""
+    if name.startswith("resource:"):
+        res = name[len("resource:"):]
+        path = RESOURCES / res
+        if not path.suffix:
+            path = path.with_suffix(".jsonl")
+        if not path.is_file():
+            shipped = sorted(p.name for p in RESOURCES.glob("*.*") if p.suffix in _BUILDERS)
+            raise FileNotFoundError(f"no shipped resource {res!r}; shipped: {shipped}")
+        return path
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir():
+            raise ValueError(f"dataset {name!r} is a folder: give a .json/.jsonl/.csv/.parquet file")
+        return path
+    if path.suffix.lower() in _BUILDERS or os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
+    return None
+
+
+def load_records(name: str, split: str = "train", config_name: str | None = None,
+                 offline_hint: str = "") -> list[dict] | None:
+    """Records of a local file (all rows) or of one split of a hub dataset (None if the split is missing)."""
+    import datasets
+
+    path = resolve_local(name)
+    if path is not None:
+        builder = _BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"data file {str(path)!r}: unsupported type {path.suffix!r}; use one of {sorted(_BUILDERS)}")
+        ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
+        return [dict(r) for r in ds]
+    from lit_align.models.loading import hub_reachable
+
+    if not hub_reachable():
+        raise DatasetLoadError(
+            f"dataset {name!r} is not a local file and the Hugging Face hub is not reachable. {offline_hint}"
+            "Or point `data.init_args.dataset` at a local .jsonl/.csv/.parquet file (and `model.init_args.model` "
+            "at a local folder or `smollm2`)."
+        )
+    try:
+        ds = datasets.load_dataset(name, config_name, split=split)
+    except ValueError as err:
+        if "split" in str(err).lower() and split != "train":
+            return None
+        raise DatasetLoadError(f"could not load dataset {name!r} (config {config_name!r}, split {split!r}): {err}") from err
+    except (OSError, ConnectionError) as err:
+        raise DatasetLoadError(f"could not load dataset {name!r} from the hub: {err}. {offline_hint}") from err
+    return [dict(r) for r in ds]
+
+
+class FileContextsDataModule(ContextsDataModule):
+    """Contexts (and references) read from a hub dataset or a local json/jsonl/csv/parquet file.
+
+    Args:
+        dataset: hub name, local file, or ``resource:NAME`` (see the module docstring).
+        config_name: hub dataset configuration (e.g. ``3.0.0`` for cnn_dailymail).
+        train_split, val_split: hub splits; a missing validation split falls back to ``val_fraction``.
+        val_dataset: a separate local file for validation (instead of ``val_fraction``).
+        source_column: the source text column (dots for nested fields).
+        reference_column: the reference output column, or null.
+        prompt_template: how the model sees a source: ``{source}`` is replaced (e.g.
+            ``"summarize: {source}"`` for T5).
+        max_source_chars: longer sources are cut (at a word boundary) before templating.
+        max_train_contexts: keep at most this many training contexts (after filtering).
+        val_fraction: held-out share of the records when there is no validation split/file.
+        seed: for the held-out split.
+    """
+
+    OFFLINE_CONFIG = ""  # the shipped config that runs the task offline (named in errors)
+    OFFLINE_DATASET = ""  # the shipped sample the offline config reads
+
+    def __init__(self, dataset: str, config_name: str | None = None, train_split: str = "train",
+                 val_split: str | None = "validation", val_dataset: str | None = None,
+                 source_column: str = "source", reference_column: str | None = "reference",
+                 prompt_template: str = "{source}", max_source_chars: int | None = None,
+                 max_train_contexts: int | None = None, val_fraction: float = 0.1, seed: int = 0,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if "{source}" not in prompt_template:
+            raise ValueError(f"prompt_template must contain '{{source}}', got {prompt_template!r}")
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.dataset, self.config_name = dataset, config_name
+        self.train_split, self.val_split, self.val_dataset = train_split, val_split, val_dataset
+        self.source_column, self.reference_column = source_column, reference_column
+        self.prompt_template = prompt_template
+        self.max_source_chars = max_source_chars
+        self.max_train_contexts = max_train_contexts
+        self.val_fraction, self.seed = val_fraction, seed
+
+    def offline_hint(self) -> str:
+        if not self.OFFLINE_CONFIG:
+            return ""
+        return (f"To run offline, use the offline variant: python -m lit_align fit --config "
+                f"configs/{self.OFFLINE_CONFIG} (shipped data, `model: smollm2`). ")
+
+    def keep(self, source: str) -> bool:
+        """Filter on the source text (all kept by default)."""
+        return True
+
+    def to_contexts(self, records: list[dict], where: str) -> list[Context]:
+        if not records:
+            return []
+        _check_columns(list(records[0].keys()), [self.source_column, self.reference_column], where, records[0])
+        out = []
+        for r in records:
+            source = _column(r, self.source_column, where)
+            if source is None or not str(source).strip():
+                continue
+            source = str(source).strip()
+            if self.max_source_chars is not None and len(source) > self.max_source_chars:
+                source = source[: self.max_source_chars].rsplit(" ", 1)[0]
+            if not self.keep(source):
+                continue
+            ref = _column(r, self.reference_column, where) if self.reference_column else None
+            out.append(Context(self.prompt_template.replace("{source}", source), source,
+                               None if ref is None else str(ref)))
+        return out
+
+    def load_contexts(self) -> tuple[list[Context], list[Context]]:
+        hint = self.offline_hint()
+        where = f"dataset {self.dataset!r}"
+        local = resolve_local(self.dataset) is not None
+        records = load_records(self.dataset, self.train_split, self.config_name, hint)
+        if self.val_dataset is not None:
+            val_records = load_records(self.val_dataset, "train", None, hint)
+            train, val = self.to_contexts(records, where), self.to_contexts(val_records, f"dataset {self.val_dataset!r}")
+        else:
+            val_records = None if local or self.val_split is None else load_records(
+                self.dataset, self.val_split, self.config_name, hint)
+            contexts = self.to_contexts(records, where)
+            if val_records is not None:
+                train, val = contexts, self.to_contexts(val_records, f"{where} split {self.val_split!r}")
+            else:
+                order = list(range(len(contexts)))
+                random.Random(self.seed).shuffle(order)
+                n_val = int(round(self.val_fraction * len(contexts)))
+                if self.val_fraction > 0 and len(contexts) > 1:
+                    n_val = max(1, n_val)
+                held = set(order[:n_val])
+                train = [c for i, c in enumerate(contexts) if i not in held]
+                val = [c for i, c in enumerate(contexts) if i in held]
+        if not train:
+            raise ValueError(f"{where}: no usable training contexts in column {self.source_column!r}"
+                             + (" after filtering" if type(self).keep is not FileContextsDataModule.keep else ""))
+        if self.max_train_contexts is not None:
+            train = train[: self.max_train_contexts]
+        return train, val
+
+
+# --------------------------------------------------------------------------- the tasks
+class TranslationDataModule(FileContextsDataModule):
+    """Sentences to translate (CDPG's terminology-consistent translation, §4.3).
+
+    Defaults follow the paper: Europarl v7 en→fr from the hub (``translation.en`` /
+    ``translation.fr``), T5's task prefix, and only sentences containing a numeral
+    (``require_numerals``; digits or number words of the numeral scorer's phrase table).
+    Offline: ``dataset: resource:translation_en_fr`` (a small sample shipped with lit_align).
+    """
+
+    OFFLINE_CONFIG = "cdpg_translate_offline.yaml"
+    OFFLINE_DATASET = "resource:translation_en_fr"
+
+    def __init__(self, dataset: str = "Helsinki-NLP/europarl", config_name: str | None = "en-fr",
+                 source_column: str = "translation.en", reference_column: str | None = "translation.fr",
+                 prompt_template: str = "translate English to French: {source}", require_numerals: bool = True,
+                 max_source_chars: int | None = 400, **kwargs) -> None:
+        super().__init__(dataset=dataset, config_name=config_name, source_column=source_column,
+                         reference_column=reference_column, prompt_template=prompt_template,
+                         max_source_chars=max_source_chars, **kwargs)
+        self.require_numerals = require_numerals
+
+    def keep(self, source: str) -> bool:
+        if not self.require_numerals:
+            return True
+        from lit_align.scorers.numeral import find_numbers
+
+        return bool(find_numbers(source))
+
+
+class SummarizationDataModule(FileContextsDataModule):
+    """News articles to summarise (CDPG's factually consistent summarization, §4.3).
+
+    Defaults follow the paper: CNN/DailyMail 3.0.0 from the hub (``article`` → ``highlights``)
+    with T5's ``summarize:`` prefix. Offline: ``dataset: resource:summarization_news``.
+    """
+
+    OFFLINE_CONFIG = "cdpg_summarize_offline.yaml"
+    OFFLINE_DATASET = "resource:summarization_news"
+
+    def __init__(self, dataset: str = "cnn_dailymail", config_name: str | None = "3.0.0",
+                 source_column: str = "article", reference_column: str | None = "highlights",
+                 prompt_template: str = "summarize: {source}", max_source_chars: int | None = 2000,
+                 **kwargs) -> None:
+        super().__init__(dataset=dataset, config_name=config_name, source_column=source_column,
+                         reference_column=reference_column, prompt_template=prompt_template,
+                         max_source_chars=max_source_chars, **kwargs)
+
+
+_STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
+                "turtledemo", "ensurepip", "tkinter", "pydoc_data"}
+
+
+def stdlib_functions(max_functions: int | None = 2000, docstring: bool = True, max_signature_lines: int = 3,
+                     max_docstring_lines: int = 12, root: str | None = None) -> list[tuple[str, str, str]]:
+    """``(module.name:line, prompt, body)`` for functions of the standard library's own sources.
+
+    The prompt is the (dedented) ``def`` line(s), with the docstring when ``docstring``; the
+    body is the rest of the function (a reference). Functions are visited in a fixed order
+    (sorted files, source order), so the list is the same on every machine with the same
+    Python. Only functions with a docstring are taken (also when the prompt omits it).
+    """
+    root = root or sysconfig.get_paths()["stdlib"]
+    out: list[tuple[str, str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _STDLIB_SKIP)
+        for fname in sorted(f for f in filenames if f.endswith(".py")):
+            path = os.path.join(dirpath, fname)
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+                tree = ast.parse(text)
+            except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
+                continue
+            lines = text.splitlines()
+            module = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or len(node.body) < 2:
+                    continue
+                doc = node.body[0]
+                if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                        and isinstance(doc.value.value, str)):
+                    continue
+                sig = lines[node.lineno - 1 : doc.lineno - 1]
+                docl = lines[doc.lineno - 1 : doc.end_lineno]
+                body = lines[doc.end_lineno : node.end_lineno]
+                if not sig or len(sig) > max_signature_lines or len(docl) > max_docstring_lines:
+                    continue
+                if any("\t" in ln for ln in sig + docl + body):
+                    continue
+                block = textwrap.dedent("\n".join(sig + docl + body) + "\n")
+                n_sig, n_doc = len(sig), len(docl)
+                blines = block.splitlines()
+                prompt_lines = blines[: n_sig + n_doc] if docstring else blines[:n_sig]
+                out.append((f"{module}.{node.name}:{node.lineno}", "\n".join(prompt_lines) + "\n",
+                            "\n".join(blines[n_sig + n_doc :]) + "\n"))
+                if max_functions is not None and len(out) >= max_functions:
+                    return out
+    return out
+
+
+class CodeDataModule(FileContextsDataModule):
+    """Python function signatures to complete (CDPG's compilability / PEP8 tasks, §4.3).
+
+    ``dataset: stdlib`` (default, offline): signatures (with docstrings when ``docstring``)
+    of standard-library functions; ~10% of functions (by a hash of their qualified name)
+    are held out for validation. A file needs a ``source_column`` (``signature``) holding
+    code that ends where the body starts. The paper used GPT-Neo-125M on signature-only
+    prompts (``docstring: false``); chat models get ``prompt_template`` with an instruction.
+    """
+
+    OFFLINE_CONFIG = "cdpg_code_compile_offline.yaml"
+    OFFLINE_DATASET = "stdlib"
+
+    def __init__(self, dataset: str = "stdlib", source_column: str = "signature",
+                 reference_column: str | None = None, prompt_template: str = "{source}",
+                 docstring: bool = True, max_functions: int = 2000, **kwargs) -> None:
+        super().__init__(dataset=dataset, source_column=source_column, reference_column=reference_column,
+                         prompt_template=prompt_template, **kwargs)
+        self.docstring, self.max_functions = docstring, max_functions
+
+    def load_contexts(self) -> tuple[list[Context], list[Context]]:
+        if self.dataset != "stdlib":
+            return super().load_contexts()
+        train, val = [], []
+        for name, prompt, body in stdlib_functions(self.max_functions, self.docstring):
+            ctx = Context(self.prompt_template.replace("{source}", prompt), prompt, body)
+            (val if zlib.crc32(name.encode()) % 10 == 0 else train).append(ctx)
+        if self.max_train_contexts is not None:
+            train = train[: self.max_train_contexts]
+        return train, val
