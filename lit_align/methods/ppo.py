@@ -60,7 +60,8 @@ class PPO(RewardFromScorers, BasePolicyModule):
         ppo_epochs: passes over each rollout.
         ppo_minibatch_size: samples per optimizer update (default ``minibatch_size``); each
             update accumulates gradients over forward chunks of ``minibatch_size`` samples.
-        whiten_advantages: whiten A over the rollout's tokens (as in the papers).
+        whiten_advantages: whiten A over the rollout's tokens (as in the papers; per rank
+            under DDP).
         value_model: None puts the value head on the policy (shared trunk, as Ziegler's
             GPT-2 with a value head); a model name loads a separate value network (same
             tokenizer as the policy) with its own head.
