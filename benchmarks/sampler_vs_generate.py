@@ -77,6 +77,48 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- CPU contention
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(wall s, CPU-seconds busy on the whole machine, CPU-seconds used by this process)."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    busy = f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if len(f) > 7 else 0)  # user nice system irq softirq steal
+    with open("/proc/self/stat") as fh:
+        st = fh.read().rsplit(")", 1)[1].split()
+    own = int(st[11]) + int(st[12])  # utime + stime, all threads
+    return time.perf_counter(), busy / _TICK, own / _TICK
+
+
+def _foreign_fraction(a, b) -> float:
+    """Share of the machine's CPU capacity used by *other* processes (and steal) between two snapshots."""
+    wall = max(b[0] - a[0], 1e-9)
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / ((os.cpu_count() or 1) * wall))
+
+
+def _wait_idle(args) -> float:
+    """Wait (≤ --wait-idle s) until a 0.5 s probe shows < --idle-threshold foreign CPU; return the last probe."""
+    deadline = time.perf_counter() + args.wait_idle
+    while True:
+        a = _cpu_snapshot()
+        time.sleep(0.5)
+        frac = _foreign_fraction(a, _cpu_snapshot())
+        if frac < args.idle_threshold or time.perf_counter() >= deadline:
+            return frac
+
+
+def _timed(call, args):
+    """Run ``call`` once after waiting for an idle machine: (output, seconds, foreign CPU fraction during the call)."""
+    if args.wait_idle > 0:
+        _wait_idle(args)
+    a = _cpu_snapshot()
+    out = call()
+    b = _cpu_snapshot()
+    return out, b[0] - a[0], _foreign_fraction(a, b)
+
+
 # --------------------------------------------------------------------------- worker
 def _reference_log_probs(model, prompt_ids, prompt_mask, completion, completion_mask):
     """Per-sequence log-probs by one full forward pass over prompt + completion (no cache)."""
@@ -200,11 +242,11 @@ def worker_isolated(args, side: str) -> dict:
     first = call()  # warm-up
     warmup_s = time.perf_counter() - t0
     n_calls = args.repeats if args.timing == "isolated" else args.mem_calls
-    times, tokens, last = [], [], first
+    times, tokens, foreign, last = [], [], [], first
     for _ in range(n_calls):
-        t0 = time.perf_counter()
-        last = call()
-        times.append(time.perf_counter() - t0)
+        last, dt, ff = _timed(call, args) if args.timing == "isolated" else (call(), float("nan"), float("nan"))
+        times.append(dt)
+        foreign.append(ff)
         tokens.append(int(last[3].sum()))
     peak_kb = _proc_status_kb("VmHWM")
 
@@ -232,7 +274,8 @@ def worker_isolated(args, side: str) -> dict:
             call()
         prof = p.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows)
 
-    return dict(meta, side=side, warmup_s=warmup_s, times=times, tokens=tokens, first_tokens=first[2].tolist(),
+    return dict(meta, side=side, warmup_s=warmup_s, times=times, tokens=tokens, foreign=foreign,
+                first_tokens=first[2].tolist(),
                 rss_loaded_mb=rss_loaded_kb / 1024, peak_rss_mb=peak_kb / 1024, peak_reset=peak_reset, check=check,
                 sample_text=texts[0][:120], profile=prof, prompt_len=int(prompt_ids.shape[1]))
 
@@ -247,14 +290,15 @@ def worker_timing(args, sides: list[str]) -> dict:
         calls[side]()
     times = {s: [] for s in sides}
     tokens = {s: [] for s in sides}
+    foreign = {s: [] for s in sides}
     for r in range(args.repeats):
         order = sides[r % len(sides) :] + sides[: r % len(sides)]
         for side in order:
-            t0 = time.perf_counter()
-            out = calls[side]()
-            times[side].append(time.perf_counter() - t0)
+            out, dt, ff = _timed(calls[side], args)
+            times[side].append(dt)
+            foreign[side].append(ff)
             tokens[side].append(int(out[3].sum()))
-    return dict(meta, times=times, tokens=tokens)
+    return dict(meta, times=times, tokens=tokens, foreign=foreign)
 
 
 # --------------------------------------------------------------------------- driver
@@ -298,14 +342,21 @@ def report(results: dict, args, loadavg) -> str:
     lines.append(_fmt_row(head, widths))
     lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
     summary = {}
+    contended = []
     for side, r in results.items():
-        med = statistics.median(r["times"])
+        # calls during which other processes used ≥ --idle-threshold of the machine are left out (if any are clean)
+        clean = [i for i, f in enumerate(r["foreign"]) if f < args.idle_threshold]
+        if len(clean) < len(r["times"]):
+            contended.append(f"{side}: {len(r['times']) - len(clean)}/{len(r['times'])}")
+        keep = clean or list(range(len(r["times"])))
+        r["times_used"] = [r["times"][i] for i in keep]
+        med = statistics.median(r["times_used"])
         tok = statistics.median(r["tokens"])  # generated (scored) tokens per call
         diff = r["check"].get("max_abs_diff_vs_forward")
-        summary[side] = dict(med=med, min=min(r["times"]), tps=tok / med, sps=args.batch / med, peak=r["peak_rss_mb"],
+        summary[side] = dict(med=med, min=min(r["times_used"]), tps=tok / med, sps=args.batch / med, peak=r["peak_rss_mb"],
                              delta=r["peak_rss_mb"] - r["rss_loaded_mb"])
         lines.append(_fmt_row([
-            side, f"{med:.3f}", f"{min(r['times']):.3f}", f"{tok / med:.0f}", f"{args.batch / med:.1f}",
+            side, f"{med:.3f}", f"{min(r['times_used']):.3f}", f"{tok / med:.0f}", f"{args.batch / med:.1f}",
             f"{r['rss_loaded_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{summary[side]['delta']:.0f}",
             "n/a (no log-probs)" if diff is None else f"{diff:.2e}",
         ], widths))
@@ -321,13 +372,17 @@ def report(results: dict, args, loadavg) -> str:
             )
     for side, r in results.items():
         extra = {k: (f"{v:.3e}" if "diff" in k else f"{v:.3f}") for k, v in r["check"].items()}
-        lines.append(f"[{side}] times={[round(t, 3) for t in r['times']]}  checks={extra}")
+        lines.append(f"[{side}] times={[round(t, 3) for t in r['times']]}  "
+                     f"foreign CPU={[round(f, 2) for f in r['foreign']]}  checks={extra}")
     if "lit_align" in results and "generate" in results:
         x, y = results["lit_align"]["first_tokens"], results["generate"]["first_tokens"]
         same = sum(a == b for ra, rb in zip(x, y) for a, b in zip(ra, rb))
         total = sum(len(r) for r in x)
         rows = sum(ra == rb for ra, rb in zip(x, y))
         lines.append(f"same seed -> identical tokens lit_align vs generate: {same}/{total} tokens, {rows}/{len(x)} rows")
+    if contended:
+        lines.append(f"contended calls left out of the statistics (foreign CPU ≥ {args.idle_threshold:.0%}): "
+                     + ", ".join(contended) + "; if a side had no clean call, all its calls were used")
     if not all(r["peak_reset"] for r in results.values()):
         lines.append("note: could not reset VmHWM; peak RSS includes model loading")
     return "\n".join(lines)
@@ -351,6 +406,12 @@ def parse_args(argv=None):
     p.add_argument("--timing", choices=("interleaved", "isolated"), default="interleaved",
                    help="interleaved: time all sides in one process, alternating calls (robust to background load); "
                         "isolated: time each side in its own process")
+    p.add_argument("--wait-idle", type=float, default=120.0,
+                   help="before each timed call wait up to this many seconds for other processes to leave the CPUs "
+                        "(0: don't wait)")
+    p.add_argument("--idle-threshold", type=float, default=0.10,
+                   help="share of the machine's CPU used by other processes above which a call counts as contended "
+                        "(contended calls are left out of the statistics when clean ones exist)")
     p.add_argument("--mem-calls", type=int, default=1,
                    help="calls after the warm-up in the per-side memory/check process (interleaved timing)")
     p.add_argument("--sides", default=",".join(DEFAULT_SIDES),
@@ -388,6 +449,7 @@ def main(argv=None):
         for side in sides:
             results[side]["times"] = timing["times"][side]
             results[side]["tokens"] = timing["tokens"][side]
+            results[side]["foreign"] = timing["foreign"][side]
     text = report(results, args, (load_before, os.getloadavg()[0]))
     print(text)
     if args.profile:

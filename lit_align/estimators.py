@@ -131,6 +131,9 @@ def effective_sample_size(log_w: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- per-context (CDPG, §4)
+__all__ += ["log_z_per_context", "per_context"]
+
+
 def log_z_per_context(log_P: Tensor, log_q: Tensor, context_index: Tensor, n_contexts: int | None = None) -> Tensor:
     """``log Ẑ_c`` for each context c: ``Ẑ_c = (1/M_c) Σ_{j: c_j = c} P_j/q_j`` (methods.md §4.2).
 

@@ -168,6 +168,9 @@ def masked_entropy_bonus(entropy: Tensor, mask: Tensor | None = None, coef: floa
     return -coef * _masked_mean(entropy, mask)
 
 
+__all__ += ["cdpg_loss"]
+
+
 def cdpg_loss(
     log_pi: Tensor,
     log_P: Tensor,
