@@ -187,12 +187,13 @@ class Policy:
         model.eval()
         try:
             ids, mask = self.encode_contexts(contexts, seq2seq, device)
+            # the prompt is encoded once per context; its states are shared by the n samples
+            if seq2seq:
+                tokens, log_q = self._sample_seq2seq(model, ids, mask, n_per_context)
+            else:
+                tokens, log_q = self._sample_causal(model, ids, mask, n_per_context)
             ids = ids.repeat_interleave(n_per_context, 0)
             mask = mask.repeat_interleave(n_per_context, 0)
-            if seq2seq:
-                tokens, log_q = self._sample_seq2seq(model, ids, mask)
-            else:
-                tokens, log_q = self._sample_causal(model, ids, mask)
         finally:
             model.train(was_training)
         comp_mask = self.completion_mask(tokens)
@@ -218,35 +219,67 @@ class Policy:
             finished = finished | (tok == self.eos_id)
         return tok, finished, log_q
 
-    def _sample_causal(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def _sample_causal(self, model: nn.Module, ids: Tensor, mask: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+        """Sample ``n`` completions per row of the (unique) prompts ``ids``."""
+        if not getattr(model, "supports_cache", True):
+            return self._sample_causal_no_cache(model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0))
+        cache_kw = _cache_kwarg(model)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # prefill once per context, then repeat its KV cache for the n samples
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                    **{cache_kw: None})
+        past, logits = _cache_out(out), out.logits[:, -1]
+        if n > 1:
+            if hasattr(past, "batch_repeat_interleave"):
+                past.batch_repeat_interleave(n)
+                logits = logits.repeat_interleave(n, 0)
+            else:  # a cache we cannot expand: prefill every row
+                ids, mask, pos = (t.repeat_interleave(n, 0) for t in (ids, mask, pos))
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                            logits_to_keep=1, **{cache_kw: None})
+                past, logits = _cache_out(out), out.logits[:, -1]
+            mask, pos = mask.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
+        b = mask.shape[0]
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        full_mask, step_pos = mask, pos[:, -1:]
+        out_tokens: list[Tensor] = []
+        for t in range(self.max_new_tokens):
+            tok, finished, log_q = self._step(logits, finished, log_q)
+            out_tokens.append(tok)
+            if finished.all() or t == self.max_new_tokens - 1:
+                break
+            full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
+            step_pos = step_pos + 1
+            out = model(input_ids=tok[:, None], attention_mask=full_mask, position_ids=step_pos,
+                        use_cache=True, logits_to_keep=1, **{cache_kw: past})
+            past, logits = _cache_out(out), out.logits[:, -1]
+        return torch.stack(out_tokens, dim=1), log_q
+
+    def _sample_causal_no_cache(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Recompute the whole sequence at each step (models without a KV cache, e.g. the toy LM)."""
         b = ids.shape[0]
         finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
         log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
-        use_cache = getattr(model, "supports_cache", True)
         out_tokens: list[Tensor] = []
-        seq, full_mask, past = ids, mask, None
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        step_input, step_pos = ids, pos
-        cache_kw = _cache_kwarg(model) if use_cache else ""
+        seq, full_mask = ids, mask
         for _ in range(self.max_new_tokens):
-            if use_cache:
-                out = model(input_ids=step_input, attention_mask=full_mask, position_ids=step_pos,
-                            use_cache=True, logits_to_keep=1, **{cache_kw: past})
-                past = _cache_out(out)
-            else:
-                out = model(input_ids=seq, attention_mask=full_mask)
+            out = model(input_ids=seq, attention_mask=full_mask)
             tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
             out_tokens.append(tok)
             if finished.all():
                 break
             seq = torch.cat([seq, tok[:, None]], dim=1)
             full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
-            step_input, step_pos = tok[:, None], step_pos[:, -1:] + 1
         return torch.stack(out_tokens, dim=1), log_q
 
-    def _sample_seq2seq(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        b = ids.shape[0]
+    def _sample_seq2seq(self, model: nn.Module, ids: Tensor, mask: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+        """Encode each (unique) source once, then decode ``n`` samples per source."""
         encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+        if n > 1:
+            encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state.repeat_interleave(n, 0)
+            mask = mask.repeat_interleave(n, 0)
+        b = mask.shape[0]
         start = model.config.decoder_start_token_id
         dec = torch.full((b, 1), start, dtype=torch.long, device=ids.device)
         finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
