@@ -16,10 +16,21 @@ Both sides do the same work in every timed call:
 * tokenising the prompt and decoding the completions to text (``Policy.sample`` does both, so the
   generate side does too).
 
-Each side runs in its own fresh subprocess (so peak RSS is that side's alone): load, warm-up call,
-then ``--repeats`` timed calls. Peak RSS is the kernel's high-water mark ``VmHWM`` of the
-subprocess, reset (``/proc/self/clear_refs``) after the model is loaded, so "peak" is the peak
-during sampling and "ΔRSS" is that peak minus the RSS right after loading.
+Memory: each side runs once in its own fresh subprocess (load, page the weights in, warm-up call,
+``--mem-calls`` more calls), so its peak RSS is its own. Peak RSS is the kernel's high-water mark
+``VmHWM`` of that process, reset (``/proc/self/clear_refs``) once the model is loaded and its
+weights touched, so "peak RSS" is the peak while sampling and "ΔRSS" is that peak minus the RSS
+before the first call (i.e. the working memory of sampling: KV cache, activations, logits, stored
+scores).
+
+Time: by default all sides are timed in one further process, one warm-up call each, then
+``--repeats`` rounds in which every side is called once (rotating order), so a background load
+hits all sides alike (``--timing isolated`` times each side in its own memory process instead).
+Before every timed call the script waits (≤ ``--wait-idle`` s) until other processes leave the
+CPUs, and it measures the CPU share other processes took *during* the call from ``/proc/stat``;
+calls with ≥ ``--idle-threshold`` foreign CPU are left out of the statistics when clean calls
+exist. On 2 cores a second busy process makes 2-thread PyTorch calls up to 10× slower (OpenMP
+threads wait on each other), so without this the numbers are noise on a shared machine.
 
 Correctness is checked on the last call of each side against a separate full forward pass over
 ``prompt + completion`` (no KV cache): the max abs difference of the per-sequence log-probs is
@@ -33,9 +44,11 @@ Usage::
     python benchmarks/sampler_vs_generate.py                            # SmolLM2-135M-Instruct
     python benchmarks/sampler_vs_generate.py --dtype bfloat16 --repeats 3
 
-A third row, ``generate (tokens only)``, runs ``generate`` without scores/log-probs as a lower
-bound for reference (skip it with ``--no-reference``). ``--profile`` prints a torch.profiler table
-of one call per side (not timed).
+A third row, ``generate-tokens-only``, runs ``generate`` without scores/log-probs as a lower
+bound for reference (skip it with ``--no-reference``). ``--sides ...,lit_align-fast`` adds the
+prototype of ``prototype_sampler.py`` (Policy with inverse-CDF sampling instead of
+``torch.multinomial``). ``--profile`` prints a torch.profiler table of one call per side (not timed).
+See README.md in this folder for results.
 """
 
 from __future__ import annotations
@@ -219,6 +232,7 @@ def _setup(args):
         "load_s": load_s,
         "n_params": sum(p.numel() for p in model.parameters()),
         "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
         "threads": torch.get_num_threads(),
     }
     return model, policy, calls, meta
@@ -332,7 +346,7 @@ def report(results: dict, args, loadavg) -> str:
         f"gen_logprobs={args.gen_logprobs}"
     )
     lines.append(
-        f"date={datetime.date.today().isoformat()}  torch={first['torch']}  python={platform.python_version()}  "
+        f"date={datetime.date.today().isoformat()}  torch={first['torch']}  transformers={first['transformers']}  python={platform.python_version()}  "
         f"cpu_count={os.cpu_count()}  machine={platform.machine()}  "
         f"loadavg(1 min) before/after={loadavg[0]:.2f}/{loadavg[1]:.2f}"
     )
