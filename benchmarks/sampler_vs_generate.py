@@ -66,8 +66,8 @@ import tempfile
 import time
 import warnings
 
-SIDES = ("lit_align", "generate", "generate-tokens-only", "lit_align-fast")
-DEFAULT_SIDES = ("lit_align", "generate", "generate-tokens-only")
+SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast")
+DEFAULT_SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only")
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
 
@@ -179,8 +179,11 @@ def _setup(args):
         is_eos = (tokens == eos).long()
         return ((is_eos.cumsum(-1) - is_eos) == 0).long()
 
-    def run_lit(pol=policy):
-        s = pol.sample(model, [prompt], batch)
+    def run_lit(pol=policy, copies=False):
+        # Policy.sample(model, [prompt], batch) encodes the prompt once and shares its KV cache among the
+        # `batch` samples; with copies=True it gets `batch` copies of the prompt (n_per_context=1), so its
+        # prefill is exactly generate's (which always prefills every row)
+        s = pol.sample(model, [prompt] * batch, 1) if copies else pol.sample(model, [prompt], batch)
         return s.prompt_ids, s.prompt_mask, s.completion_ids, s.completion_mask, s.log_q, s.texts
 
     def run_lit_fast():
@@ -224,6 +227,7 @@ def _setup(args):
 
     calls = {
         "lit_align": run_lit,
+        "lit_align-copies": lambda: run_lit(copies=True),
         "generate": lambda: run_generate(True),
         "generate-tokens-only": lambda: run_generate(False),
         "lit_align-fast": run_lit_fast,
@@ -332,11 +336,24 @@ def run_worker(role: str, args) -> dict:
     return res
 
 
+def _git_state() -> str:
+    """Commit of the checkout and whether lit_align/ has uncommitted changes (which sampler was measured)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lit_align"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return head + (" (lit_align/ modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def _fmt_row(cols, widths):
     return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
 
 
-def report(results: dict, args, loadavg) -> str:
+def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
     lines = []
     first = next(iter(results.values()))
     lines.append(
@@ -348,7 +365,7 @@ def report(results: dict, args, loadavg) -> str:
     lines.append(
         f"date={datetime.date.today().isoformat()}  torch={first['torch']}  transformers={first['transformers']}  python={platform.python_version()}  "
         f"cpu_count={os.cpu_count()}  machine={platform.machine()}  "
-        f"loadavg(1 min) before/after={loadavg[0]:.2f}/{loadavg[1]:.2f}"
+        f"loadavg(1 min) before/after={loadavg[0]:.2f}/{loadavg[1]:.2f}  git={git_state}"
     )
     head = ["side", "median s/call", "min s/call", "tokens/s", "samples/s", "RSS loaded MB", "peak RSS MB", "ΔRSS MB",
             "max|Δlogp| vs fwd"]
@@ -374,8 +391,8 @@ def report(results: dict, args, loadavg) -> str:
             f"{r['rss_loaded_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{summary[side]['delta']:.0f}",
             "n/a (no log-probs)" if diff is None else f"{diff:.2e}",
         ], widths))
-    pairs = [("lit_align", "generate"), ("lit_align", "generate-tokens-only"), ("lit_align-fast", "generate"),
-             ("lit_align-fast", "lit_align")]
+    pairs = [("lit_align", "generate"), ("lit_align-copies", "generate"), ("lit_align", "generate-tokens-only"),
+             ("lit_align-fast", "generate"), ("lit_align-fast", "lit_align")]
     for x, y in pairs:
         if x in summary and y in summary:
             a, b = summary[x], summary[y]
@@ -388,12 +405,13 @@ def report(results: dict, args, loadavg) -> str:
         extra = {k: (f"{v:.3e}" if "diff" in k else f"{v:.3f}") for k, v in r["check"].items()}
         lines.append(f"[{side}] times={[round(t, 3) for t in r['times']]}  "
                      f"foreign CPU={[round(f, 2) for f in r['foreign']]}  checks={extra}")
-    if "lit_align" in results and "generate" in results:
-        x, y = results["lit_align"]["first_tokens"], results["generate"]["first_tokens"]
-        same = sum(a == b for ra, rb in zip(x, y) for a, b in zip(ra, rb))
-        total = sum(len(r) for r in x)
-        rows = sum(ra == rb for ra, rb in zip(x, y))
-        lines.append(f"same seed -> identical tokens lit_align vs generate: {same}/{total} tokens, {rows}/{len(x)} rows")
+    for lit in ("lit_align", "lit_align-copies"):
+        if lit in results and "generate" in results:
+            x, y = results[lit]["first_tokens"], results["generate"]["first_tokens"]
+            same = sum(a == b for ra, rb in zip(x, y) for a, b in zip(ra, rb))
+            total = sum(len(r) for r in x)
+            rows = sum(ra == rb for ra, rb in zip(x, y))
+            lines.append(f"same seed -> identical tokens {lit} vs generate: {same}/{total} tokens, {rows}/{len(x)} rows")
     if contended:
         lines.append(f"contended calls left out of the statistics (foreign CPU ≥ {args.idle_threshold:.0%}): "
                      + ", ".join(contended) + "; if a side had no clean call, all its calls were used")
@@ -452,7 +470,7 @@ def main(argv=None):
         with open(args._out, "w") as fh:
             json.dump(res, fh)
         return
-    load_before = os.getloadavg()[0]
+    load_before, git_before = os.getloadavg()[0], _git_state()
     results = {}
     for side in sides:
         print(f"[{side}] memory + correctness (own process) ...", flush=True)
@@ -464,7 +482,9 @@ def main(argv=None):
             results[side]["times"] = timing["times"][side]
             results[side]["tokens"] = timing["tokens"][side]
             results[side]["foreign"] = timing["foreign"][side]
-    text = report(results, args, (load_before, os.getloadavg()[0]))
+    git_after = _git_state()
+    text = report(results, args, (load_before, os.getloadavg()[0]),
+                  git_before if git_before == git_after else f"{git_before} -> {git_after} (changed during the run!)")
     print(text)
     if args.profile:
         for side, r in results.items():

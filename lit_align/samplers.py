@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lit_align.estimators import log_importance_weights
+
 __all__ = [
     "log_weights",
     "importance_resample",
@@ -35,13 +37,7 @@ __all__ = [
 ]
 
 
-def _f64(x: Tensor) -> Tensor:
-    return x.detach().to(torch.float64)
-
-
-def log_weights(log_P: Tensor, log_q: Tensor) -> Tensor:
-    """``log P − log q`` (``-inf`` where P = 0)."""
-    return _f64(log_P) - _f64(log_q)
+log_weights = log_importance_weights  # ``log P − log q`` (``-inf`` where P = 0)
 
 
 def importance_resample(

@@ -77,3 +77,12 @@ def run_cli(monkeypatch: pytest.MonkeyPatch):
         return main(args + extra)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tiny tensor work on one thread (much faster on a busy 2-core machine)."""
+    from toy_exact import torch_threads
+
+    with torch_threads(1):
+        yield

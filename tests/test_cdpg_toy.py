@@ -29,7 +29,8 @@ from lit_align.models.toy import ToyLM, ToySpace, ToyTokenizer  # noqa: E402
 from lit_align.scorers import Scorer  # noqa: E402
 from lit_align.targets import Pointwise  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
+pytestmark = [pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode"),
+              pytest.mark.usefixtures("single_thread")]
 
 CONTEXTS = ["a", "b", "c", "d"]
 SPACE = ToySpace(4, 4)
@@ -42,12 +43,6 @@ class NextLetter(Scorer):
 
     def score(self, texts, contexts=None):
         return [float(chr((ord(c) - ord("a") + 1) % 4 + ord("a")) in t) for t, c in zip(texts, contexts)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 def conditional_log_probs(model: torch.nn.Module) -> dict[str, tuple[list[str], torch.Tensor]]:

@@ -29,10 +29,7 @@ from lit_align.scorers import Count, Regex  # noqa: E402
 R, N = 200, 4000  # replicates × samples per replicate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,9 @@ from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Regex  # noqa: E402
 from lit_align.targets import Pointwise  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
+pytestmark = [pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode"),
+              pytest.mark.usefixtures("single_thread")]
 PATTERN, EPS = "b.*d", 1e-4
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

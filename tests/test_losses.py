@@ -24,13 +24,10 @@ from lit_align.losses import dpg_loss, kl_shaped_reward, reinforce_loss, rl_kl_l
 from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Count, Regex  # noqa: E402
 
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 TOL = dict(rtol=1e-9, atol=1e-12)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

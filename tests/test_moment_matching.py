@@ -32,13 +32,8 @@ from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Count, Regex  # noqa: E402
 from lit_align.targets import EBM, Pointwise  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
+pytestmark = [pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode"),
+              pytest.mark.usefixtures("single_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -35,14 +35,9 @@ from lit_align.rl import (  # noqa: E402
 )
 from lit_align.scorers import Count  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
+pytestmark = [pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode"),
+              pytest.mark.usefixtures("single_thread")]
 D64 = torch.float64
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 def _fit(module: L.LightningModule, dm: L.LightningDataModule, steps: int, seed: int = 0, callbacks=()) -> None:

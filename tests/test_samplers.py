@@ -20,13 +20,10 @@ from lit_align import samplers  # noqa: E402
 from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Count, Regex  # noqa: E402
 
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 PATTERN = "b.*d"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

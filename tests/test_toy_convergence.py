@@ -34,16 +34,11 @@ from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Count, Regex  # noqa: E402
 from lit_align.targets import Pointwise  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode")
+pytestmark = [pytest.mark.filterwarnings("ignore:Found .* module.* in eval mode"),
+              pytest.mark.usefixtures("single_thread")]
 
 PATTERN = "b.*d"  # b(x) = 1 iff a "b" is followed later by a "d": Z ≈ 0.29 under the toy base
 DPG_STEPS, DPG_SAMPLES = 150, 256
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _single_thread():
-    with ex.torch_threads(1):
-        yield
 
 
 def _fit(module: L.LightningModule, steps: int, seed: int = 0) -> ToyDataModule:
