@@ -337,14 +337,14 @@ def run_worker(role: str, args) -> dict:
 
 
 def _git_state() -> str:
-    """Commit of the checkout and whether lit_align/ has uncommitted changes (which sampler was measured)."""
+    """Commit of the checkout and whether lit_align/models (the sampler) has uncommitted changes."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lit_align"], capture_output=True,
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lit_align/models"], capture_output=True,
                                text=True, check=True).stdout.strip()
-        return head + (" (lit_align/ modified)" if dirty else "")
+        return head + (" (lit_align/models modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
