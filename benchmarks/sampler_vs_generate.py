@@ -44,11 +44,14 @@ Usage::
     python benchmarks/sampler_vs_generate.py                            # SmolLM2-135M-Instruct
     python benchmarks/sampler_vs_generate.py --dtype bfloat16 --repeats 3
 
-A third row, ``generate-tokens-only``, runs ``generate`` without scores/log-probs as a lower
-bound for reference (skip it with ``--no-reference``). ``--sides ...,lit_align-fast`` adds the
+Sides: ``lit_align`` is ``policy.sample(model, [prompt], batch)``, which prefills the prompt once
+and shares its KV cache among the samples; ``lit_align-copies`` is
+``policy.sample(model, [prompt] * batch, 1)``, whose prefill is exactly generate's (``batch``
+copies); ``generate-tokens-only`` runs ``generate`` without scores/log-probs as a lower bound for
+reference (skip it with ``--no-reference``); ``lit_align-fast`` (opt-in via ``--sides``) is the
 prototype of ``prototype_sampler.py`` (Policy with inverse-CDF sampling instead of
-``torch.multinomial``). ``--profile`` prints a torch.profiler table of one call per side (not timed).
-See README.md in this folder for results.
+``torch.multinomial``). ``--profile`` prints a torch.profiler table of one call per side (not
+timed). See README.md in this folder for results.
 """
 
 from __future__ import annotations
@@ -218,7 +221,8 @@ def _setup(args):
                 ts = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
             else:
                 ts = torch.stack(
-                    [torch.log_softmax(s, dim=-1).gather(-1, comp[:, i : i + 1]).squeeze(-1) for i, s in enumerate(out.scores)],
+                    [torch.log_softmax(s, dim=-1).gather(-1, comp[:, i : i + 1]).squeeze(-1)
+                     for i, s in enumerate(out.scores)],
                     dim=1,
                 )
             log_q = (ts.float() * cmask).sum(-1)
@@ -342,8 +346,8 @@ def _git_state() -> str:
     try:
         head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lit_align/models"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "lit_align/models"],
+                               capture_output=True, text=True, check=True).stdout.strip()
         return head + (" (lit_align/models modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -363,7 +367,8 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
         f"gen_logprobs={args.gen_logprobs}"
     )
     lines.append(
-        f"date={datetime.date.today().isoformat()}  torch={first['torch']}  transformers={first['transformers']}  python={platform.python_version()}  "
+        f"date={datetime.date.today().isoformat()}  torch={first['torch']}  transformers={first['transformers']}  "
+        f"python={platform.python_version()}  "
         f"cpu_count={os.cpu_count()}  machine={platform.machine()}  "
         f"loadavg(1 min) before/after={loadavg[0]:.2f}/{loadavg[1]:.2f}  git={git_state}"
     )
@@ -384,7 +389,8 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
         med = statistics.median(r["times_used"])
         tok = statistics.median(r["tokens"])  # generated (scored) tokens per call
         diff = r["check"].get("max_abs_diff_vs_forward")
-        summary[side] = dict(med=med, min=min(r["times_used"]), tps=tok / med, sps=args.batch / med, peak=r["peak_rss_mb"],
+        summary[side] = dict(med=med, min=min(r["times_used"]), tps=tok / med, sps=args.batch / med,
+                             peak=r["peak_rss_mb"],
                              delta=r["peak_rss_mb"] - r["rss_loaded_mb"])
         lines.append(_fmt_row([
             side, f"{med:.3f}", f"{min(r['times_used']):.3f}", f"{tok / med:.0f}", f"{args.batch / med:.1f}",
@@ -411,7 +417,8 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
             same = sum(a == b for ra, rb in zip(x, y) for a, b in zip(ra, rb))
             total = sum(len(r) for r in x)
             rows = sum(ra == rb for ra, rb in zip(x, y))
-            lines.append(f"same seed -> identical tokens {lit} vs generate: {same}/{total} tokens, {rows}/{len(x)} rows")
+            lines.append(f"same seed -> identical tokens {lit} vs generate: {same}/{total} tokens, "
+                         f"{rows}/{len(x)} rows")
     if contended:
         lines.append(f"contended calls left out of the statistics (foreign CPU ≥ {args.idle_threshold:.0%}): "
                      + ", ".join(contended) + "; if a side had no clean call, all its calls were used")
@@ -421,8 +428,10 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="smollm2", help="lit_align model name (smollm2, tiny-gpt2, tiny-llama, a folder ...)")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2",
+                   help="lit_align model name (smollm2, tiny-gpt2, tiny-llama, a folder ...)")
     p.add_argument("--batch", type=int, default=32, help="sequences per call (one prompt repeated)")
     p.add_argument("--new-tokens", type=int, default=32, help="new tokens per sequence")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per side after one warm-up call")
