@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lit_align.callbacks.perf import PerfMonitor
 from lit_align.methods.base import BasePolicyModule
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -73,4 +74,5 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
         save_config_kwargs={"overwrite": True},
         args=argv,
         auto_configure_optimizers=False,
+        trainer_defaults={"callbacks": [PerfMonitor()]},
     )

@@ -25,6 +25,7 @@ from lit_align import estimators
 from lit_align.models.loading import load
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
+from lit_align.timing import PhaseTimer
 
 
 class BasePolicyModule(L.LightningModule):
@@ -74,6 +75,7 @@ class BasePolicyModule(L.LightningModule):
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
         if n_samples < 1:
             raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
         if minibatch_size < 1:
@@ -158,17 +160,27 @@ class BasePolicyModule(L.LightningModule):
 
     # ---------------------------------------------------------------- helpers
     def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
-        return self.policy.sample(model or self.model, list(contexts), n or self.hparams.n_samples)
+        n = n or self.hparams.n_samples
+        with self.timer("sampling"):
+            samples = self.policy.sample(model or self.model, list(contexts), n)
+        # the prompt is prefilled once per context, each completion token decoded once
+        self.timer.count("forward", samples.completion_mask.sum() + samples.prompt_mask.sum() // n)
+        self.timer.samples += len(samples)
+        return samples
 
     @torch.no_grad()
     def log_prob_no_grad(self, model: nn.Module, samples: Samples) -> Tensor:
-        return self.policy.log_prob(model, samples, self.hparams.minibatch_size)
+        with self.timer("log_probs"):
+            out = self.policy.log_prob(model, samples, self.hparams.minibatch_size)
+        self.timer.count("forward", samples.prompt_mask.sum() + samples.completion_mask.sum())
+        return out
 
     def base_log_prob(self, samples: Samples) -> Tensor:
         return self.log_prob_no_grad(self.base_model, samples)
 
     def score(self, scorers: Sequence[Scorer], samples: Samples) -> dict[str, Tensor]:
-        return {s.name: s(samples.texts, samples.contexts).to(self.device) for s in scorers}
+        with self.timer("scoring"):
+            return {s.name: s(samples.texts, samples.contexts).to(self.device) for s in scorers}
 
     def accumulate(
         self, samples: Samples, loss_fn: Callable[[Samples, Tensor, slice], Tensor]
@@ -185,12 +197,14 @@ class BasePolicyModule(L.LightningModule):
         for start in range(0, n, size):
             rows = slice(start, min(start + size, n))
             mb = samples.select(rows)
-            log_pi = self.policy.token_log_probs(self.model, mb).sum(-1)
-            loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
-            if torch.isfinite(loss):
-                self.manual_backward(loss)
-            else:
-                self.bad_steps_in_batch = True
+            with self.timer("forward_backward"):
+                log_pi = self.policy.token_log_probs(self.model, mb).sum(-1)
+                loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
+                if torch.isfinite(loss):
+                    self.manual_backward(loss)
+                else:
+                    self.bad_steps_in_batch = True
+            self.timer.count("train", mb.prompt_mask.sum() + mb.completion_mask.sum())
             log_pis.append(log_pi.detach())
             total = total + loss.detach().double()
         return torch.cat(log_pis), total
@@ -217,8 +231,9 @@ class BasePolicyModule(L.LightningModule):
         self.bad_steps = 0
         if self.hparams.max_grad_norm:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        with self.timer("optimizer"):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if sched is not None:
             sched.step()
         return True

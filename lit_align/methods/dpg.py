@@ -181,7 +181,8 @@ class DPG(BasePolicyModule):
         self.maybe_refit_moments()
         samples = self.sample(batch, model=self.sampling_model())
         log_a = self.base_log_prob(samples)
-        log_P = self.target.log_score(log_a, samples.texts, samples.contexts).to(self.device)
+        with self.timer("scoring"):
+            log_P = self.target.log_score(log_a, samples.texts, samples.contexts).to(self.device)
         log_q = samples.log_q.double()
         self.update_z(self.gather(log_P - log_q))
         log_z = self.log_z

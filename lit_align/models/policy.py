@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_align.models.draw import InverseCDFSampler
+
 
 @dataclass
 class Samples:
@@ -120,6 +122,7 @@ class Policy:
             raise ValueError("chat_template=True but the tokenizer has no chat template; set chat_template: false")
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
+        self._draw = InverseCDFSampler()
 
     @property
     def exact(self) -> bool:
@@ -212,7 +215,7 @@ class Policy:
 
     def _step(self, logits: Tensor, finished: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         logp = self._warp(logits)
-        tok = torch.multinomial(logp.exp(), 1).squeeze(-1)
+        tok = self._draw(logp.exp())
         tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
         log_q = log_q + torch.where(finished, torch.zeros_like(log_q), logp.gather(-1, tok[:, None]).squeeze(-1))
         if self.eos_id is not None:
