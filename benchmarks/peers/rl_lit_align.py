@@ -1,0 +1,39 @@
+"""lit_align's RLOO (k = samples per context, β = 0.05 KL in the reward) on the benchmark's work.
+
+Usage: python rl_lit_align.py MODEL_FOLDER [--steps 6] [--samples 32] [--tokens 32] [--minibatch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _measure import report  # noqa: E402
+from dpg_lit_align import PROMPT, fit_timed  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    from lit_align.methods import RLOO
+    from lit_align.scorers import Regex
+
+    def make():
+        return RLOO(model=args.model, reward=[Regex("e", name="e")], beta=0.05, n_samples=args.samples,
+                    minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5)
+
+    times, phases = fit_timed(make, args.steps, args.threads, PROMPT)
+    report("lit_align RLOO", times, args.samples, "samples", phases=phases)
+
+
+if __name__ == "__main__":
+    main()

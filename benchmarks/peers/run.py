@@ -1,0 +1,160 @@
+"""Run lit_align and its peers on identical work, one process at a time, and print the ratios.
+
+    python benchmarks/peers/run.py                      # everything, both models
+    python benchmarks/peers/run.py --only dpg --models tiny --steps 4
+    python benchmarks/peers/run.py --readme             # also rewrite the table in README.md
+
+Pairs (same model folder, prompt, samples per step, new tokens, micro-batch, lr, seed):
+  dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner
+  rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer, and GRPOTrainer
+  dpo  lit_align DPO                                     vs  trl 1.16 DPOTrainer
+Peers live in their own virtualenvs under benchmarks/peers/.venvs (created on first use from PyPI;
+torch 2.13.0 CPU as the project's); the project's environment never installs them. Sampling vs plain
+``generate`` is benchmarks/sampler_vs_generate.py (run here with ``--only sampling``).
+Each side runs in a fresh process: its peak RSS is its own. Timings on a shared machine are noise:
+run it alone (the script warns when the load average says otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent.parent
+VENVS = HERE / ".venvs"
+PEER_REQS = {
+    # disco 1.1.1 declares Python < 3.11 and pulls notebook/wandb/neptune/spacy it does not need to run
+    "disco": [["transformers==4.41.2", "scipy", "datasets", "tqdm", "accelerate<1"],
+              ["--no-deps", "--ignore-requires-python", "disco-generation==1.1.1"]],
+    "trl": [["trl==1.16.0"]],
+}
+
+
+def peer_python(name: str) -> Path:
+    py = VENVS / name / "bin" / "python"
+    if py.exists():
+        return py
+    print(f"creating the {name} virtualenv in {VENVS / name} ...", flush=True)
+    venv.EnvBuilder(with_pip=True).create(VENVS / name)
+    pip = [str(py), "-m", "pip", "install", "-q"]
+    subprocess.run(pip + ["torch==2.13.0"], check=True)
+    for reqs in PEER_REQS[name]:
+        subprocess.run(pip + reqs, check=True)
+    return py
+
+
+def run_side(python: Path | str, script: str, args: list[str]) -> dict:
+    cmd = [str(python), str(HERE / script), *args]
+    print("  $", " ".join(cmd[1:]), flush=True)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{script} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+
+
+def pairs(only: set[str]) -> list[tuple[str, str, tuple[str, str, list[str]]]]:
+    out = []
+    if "dpg" in only:
+        out.append(("DPG", "dpg_lit_align.py", ("disco", "dpg_disco.py", [])))
+    if "rl" in only:
+        out.append(("RLOO", "rl_lit_align.py", ("trl", "rl_trl.py", ["--trainer", "rloo"])))
+        out.append(("RL vs GRPO", "rl_lit_align.py", ("trl", "rl_trl.py", ["--trainer", "grpo"])))
+    if "dpo" in only:
+        out.append(("DPO", "dpo_lit_align.py", ("trl", "dpo_trl.py", [])))
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| work | model | lit_align /s | peer | peer /s | speed ratio | lit_align peak RSS | peer peak RSS "
+            "| memory ratio |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        a, b = r["ours"], r["peer"]
+        unit = next(k for k in a if k.endswith("_per_s"))
+        lines.append(f"| {r['work']} | {r['model']} | {a[unit]:.2f} {unit[:-6]} | {b['name']} | {b[unit]:.2f} "
+                     f"| **{a[unit] / b[unit]:.2f}×** | {a['peak_rss_mb'] / 1024:.2f} GB | "
+                     f"{b['peak_rss_mb'] / 1024:.2f} GB | {a['peak_rss_mb'] / b['peak_rss_mb']:.2f} |")
+    return "\n".join(lines)
+
+
+def phase_lines(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        ph = r["ours"].get("phases") or {}
+        if ph:
+            step = ph.get("step", sum(v for k, v in ph.items() if k != "step"))
+            parts = ", ".join(f"{k} {v:.2f}s ({v / step:.0%})" for k, v in ph.items() if k != "step")
+            out.append(f"- {r['work']} on {r['model']}: step {step:.2f}s = {parts}")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+    import transformers
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, Python {platform.python_version()}")
+
+
+def update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    s = readme.read_text()
+    begin, end = "<!-- peers:begin -->", "<!-- peers:end -->"
+    if begin not in s:
+        raise SystemExit(f"README.md has no {begin} … {end} block to replace")
+    i, j = s.index(begin) + len(begin), s.index(end)
+    readme.write_text(s[:i] + "\n" + text + "\n" + s[j:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl, dpo, sampling")
+    ap.add_argument("--models", default="tiny,smollm2", help="comma list of tiny, smollm2")
+    ap.add_argument("--steps", type=int, default=6, help="steps per side (the first is warm-up)")
+    ap.add_argument("--samples", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    import models
+
+    only = set(args.only.split(","))
+    load = os.getloadavg()[0]
+    if load > 1.5:
+        print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: timings will be noise", flush=True)
+    rows = []
+    for model in args.models.split(","):
+        folder = str(models.folder(model))
+        common = [folder, "--steps", str(args.steps), "--samples", str(args.samples), "--tokens",
+                  str(args.tokens), "--minibatch", str(args.minibatch)]
+        for work, ours_script, (peer, peer_script, extra) in pairs(only):
+            print(f"{work} on {model}:", flush=True)
+            ours = run_side(sys.executable, ours_script, common)
+            theirs = run_side(peer_python(peer), peer_script, common + extra)
+            rows.append({"work": work, "model": model, "ours": ours, "peer": theirs})
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    text = (f"Measured by `python benchmarks/peers/run.py` ({machine()}; {args.samples} samples × {args.tokens} "
+            f"new tokens per step from one prompt, micro-batch {args.minibatch}, median of {args.steps - 1} steps "
+            f"after one warm-up):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
+            f"{phase_lines(rows)}")
+    if "sampling" in only:
+        subprocess.run([sys.executable, str(HERE.parent / "sampler_vs_generate.py")], check=True, cwd=ROOT)
+    print("\n" + text)
+    (HERE / "results.md").write_text(text + "\n")
+    if args.readme:
+        update_readme(text)
+
+
+if __name__ == "__main__":
+    main()
