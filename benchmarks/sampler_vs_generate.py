@@ -35,7 +35,8 @@ threads wait on each other), so without this the numbers are noise on a shared m
 Correctness is checked on the last call of each side against a separate full forward pass over
 ``prompt + completion`` (no KV cache): the max abs difference of the per-sequence log-probs is
 printed, so both sides are shown to return the same (correct) numbers. With the same seed the two
-sides usually draw identical tokens as well (both call ``torch.multinomial`` once per step); the
+sides draw from the same distribution (lit_align by inverse CDF since e8094a0, generate by
+``torch.multinomial``), so identical tokens are no longer expected; the
 fraction of identical tokens is printed as a distribution check.
 
 Usage::
@@ -49,8 +50,8 @@ and shares its KV cache among the samples; ``lit_align-copies`` is
 ``policy.sample(model, [prompt] * batch, 1)``, whose prefill is exactly generate's (``batch``
 copies); ``generate-tokens-only`` runs ``generate`` without scores/log-probs as a lower bound for
 reference (skip it with ``--no-reference``); ``lit_align-fast`` (opt-in via ``--sides``) is the
-prototype of ``prototype_sampler.py`` (Policy with inverse-CDF sampling instead of
-``torch.multinomial``). ``--profile`` prints a torch.profiler table of one call per side (not
+prototype of ``prototype_sampler.py``, which ``Policy`` itself now uses (lit_align/models/draw.py),
+so the two rows should agree. ``--profile`` prints a torch.profiler table of one call per side (not
 timed). See README.md in this folder for results.
 """
 

@@ -45,7 +45,7 @@ def fit_timed(make_module, steps: int, threads: int, prompt: str) -> tuple[list[
     class Phases(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, *a) -> None:
             for k, v in trainer.callback_metrics.items():
-                if k.startswith("perf/") and k.endswith("_s"):
+                if k.startswith("perf/") and k.endswith("_s") and "per_s" not in k:
                     phases.setdefault(k[5:-2], []).append(float(v))
 
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False,

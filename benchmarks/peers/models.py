@@ -70,3 +70,29 @@ def tiny_folder() -> Path:
 
 def folder(name: str) -> Path:
     return {"smollm2": smollm2_folder, "tiny": tiny_folder}[name]()
+
+
+def preference_pairs(n: int = 256, seed: int = 0) -> Path:
+    """A JSONL preference set (prompt / chosen / rejected, TRL's standard format) both sides read.
+
+    Made-up movie-review fragments from a fixed word list: enough text for ~60-token pairs.
+    """
+    import random
+
+    out = MODELS / f"pairs_{n}_{seed}.jsonl"
+    if out.exists():
+        return out
+    rng = random.Random(seed)
+    good = "wonderful moving clever warm bright honest gripping lovely rich fresh".split()
+    bad = "dull slow muddled cold flat clumsy tedious bland thin stale".split()
+    filler = "the film story cast score scenes ending pace dialogue camera and with a of its".split()
+
+    def review(words: list[str]) -> str:
+        return " ".join(rng.choice(words if i % 3 == 0 else filler) for i in range(rng.randint(30, 45))) + "."
+
+    MODELS.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Review {i}: The movie was", "chosen": " " + review(good),
+                                "rejected": " " + review(bad)}) + "\n")
+    return out

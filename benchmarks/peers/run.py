@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -140,8 +141,12 @@ def main() -> None:
                   str(args.tokens), "--minibatch", str(args.minibatch)]
         for work, ours_script, (peer, peer_script, extra) in pairs(only):
             print(f"{work} on {model}:", flush=True)
-            ours = run_side(sys.executable, ours_script, common)
-            theirs = run_side(peer_python(peer), peer_script, common + extra)
+            args_ = common
+            if work == "DPO":  # pairs, not samples: --pairs-per-step pairs of at most 128 tokens
+                args_ = [folder, "--steps", str(args.steps), "--samples", str(args.pairs_per_step),
+                         "--pairs", str(models.preference_pairs())]
+            ours = run_side(sys.executable, ours_script, args_)
+            theirs = run_side(peer_python(peer), peer_script, args_ + extra)
             rows.append({"work": work, "model": model, "ours": ours, "peer": theirs})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (f"Measured by `python benchmarks/peers/run.py` ({machine()}; {args.samples} samples × {args.tokens} "
