@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
 METHODS = {
     "CDPG": "cdpg_{task}_offline.yaml",
     "DPG (global Z)": "cdpg_baselines/dpg_{task}.yaml",

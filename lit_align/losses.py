@@ -72,13 +72,17 @@ def reinforce_loss(
     return _reduce(terms, reduction)
 
 
-def kl_shaped_reward(reward: Tensor, log_pi: Tensor, log_a: Tensor, beta: float) -> Tensor:
-    """``R̃ = R − β·(log π − log a)``: the reward with the k1 estimate of KL(π‖a) (§2, §7).
+def kl_shaped_reward(reward: Tensor, log_pi: Tensor, log_a: Tensor, beta: float, entropy_coef: float = 0.0) -> Tensor:
+    """``R̃ = R − β·(log π − log a) − γ·log π``: the reward with the k1 estimates of KL(π‖a)
+    and, with ``entropy_coef`` γ > 0, of the entropy H(π) (§2, §6.2, §7).
 
-    Its mean over π's samples is an unbiased estimate of the KL-regularised objective
-    ``J_KL = E_π[R] − β·KL(π‖a)`` (the ELBO times β).
+    Its mean over π's samples is an unbiased estimate of ``E_π[R] − β·KL(π‖a) + γ·H(π)``
+    (γ = 0: the KL-regularised objective J_KL, the ELBO times β). With γ > 0 it is Yun et
+    al.'s reverse-KL objective (eq. 15), whose optimum is ``a^{β/(β+γ)}·exp(R/(β+γ))/Z``.
     """
-    return reward.detach().double() - beta * (log_pi.detach().double() - log_a.detach().double())
+    log_pi = log_pi.detach().double()
+    shaped = reward.detach().double() - beta * (log_pi - log_a.detach().double())
+    return shaped - entropy_coef * log_pi if entropy_coef else shaped
 
 
 def rl_kl_loss(
@@ -205,7 +209,7 @@ def cdpg_loss(
 
 
 # ------------------------------------------------------------------ f-DPG (methods.md §7, §9.4)
-__all__ += ["F_DIVERGENCES", "fdpg_log_ratio", "fdpg_pseudo_reward", "fdpg_loss", "leave_one_out_baseline"]
+__all__ += ["F_DIVERGENCES", "FDPG_DEFAULT_EPSILON", "fdpg_log_ratio", "fdpg_pseudo_reward", "fdpg_loss", "leave_one_out_baseline"]
 
 _LOG2 = 0.6931471805599453
 
@@ -229,6 +233,10 @@ def _f_prime(divergence: str, log_t: Tensor) -> Tensor:
 
 F_DIVERGENCES = ("kl", "rkl", "js", "tv", "chi2", "rchi2")
 _UNBOUNDED_AT_ZERO = ("rkl", "rchi2")  # f'(π/p) → +∞ where p = 0
+# default smoothing b + ε of hard pointwise targets for those (DPG's ``pointwise_epsilon``):
+# CDPG's 1e-4 for reverse KL (reward log(p/π) − 1 ~ log ε); reverse χ²'s reward −2(π/p − 1)
+# grows like 1/ε on violating samples, and with 1e-4 sampled training stalls (tests/test_fdpg.py)
+FDPG_DEFAULT_EPSILON = {"rkl": 1e-4, "rchi2": 1e-2}
 
 
 def fdpg_log_ratio(log_pi: Tensor, log_P: Tensor, log_z: Tensor | float) -> Tensor:
@@ -243,7 +251,8 @@ def fdpg_pseudo_reward(log_pi: Tensor, log_P: Tensor, log_z: Tensor | float, div
     Forward KL gives ``p/π`` (DPG's), reverse KL ``log(p/π) − 1`` (RLHF's shaped reward when
     ``p ∝ a·e^{r/β}``). Where the target is 0 (a violated hard pointwise constraint),
     reverse KL and reverse χ² have R = −∞: they raise ``ValueError`` (smooth the target,
-    ``Pointwise(scorer, epsilon=1e-4)``, methods.md §7 pitfall); the others stay finite.
+    ``Pointwise(scorer, epsilon=ε)`` with ε from ``FDPG_DEFAULT_EPSILON``, methods.md §7
+    pitfall); the others stay finite.
     """
     if divergence not in F_DIVERGENCES:
         raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
@@ -252,7 +261,8 @@ def fdpg_pseudo_reward(log_pi: Tensor, log_P: Tensor, log_z: Tensor | float, div
         raise ValueError(
             f"f-DPG with divergence {divergence!r}: {int(torch.isposinf(log_t).sum())} samples have target "
             "probability 0 (a hard pointwise constraint), so the pseudo-reward −f'(π/p) is −∞. Use a smoothed "
-            "target b + ε, e.g. Pointwise(scorer, epsilon=1e-4) (methods.md §7)."
+            f"target b + ε, e.g. Pointwise(scorer, epsilon={FDPG_DEFAULT_EPSILON[divergence]:g}) (methods.md §7; "
+            "DPG does this itself, see its `pointwise_epsilon`)."
         )
     return -_f_prime(divergence, log_t)
 

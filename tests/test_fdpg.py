@@ -107,8 +107,8 @@ def test_pseudo_rewards_and_hard_target(toy):
     r = fdpg_pseudo_reward(log_pi, hard.log_P, hard.log_Z, "kl")
     assert (r[b == 0] == 0).all()  # forward KL gives 0 there
     assert torch.allclose(r[b == 1], torch.exp(hard.log_p - log_pi)[b == 1])
-    for div in ("rkl", "rchi2"):
-        with pytest.raises(ValueError, match="epsilon=1e-4"):
+    for div, eps in (("rkl", "0.0001"), ("rchi2", "0.01")):
+        with pytest.raises(ValueError, match=f"epsilon={eps}"):
             fdpg_pseudo_reward(log_pi, hard.log_P, hard.log_Z, div)
     smooth = ex.target(log_a, torch.log(b + EPS))
     r = fdpg_pseudo_reward(log_pi, smooth.log_P, smooth.log_Z, "rkl")
@@ -116,9 +116,41 @@ def test_pseudo_rewards_and_hard_target(toy):
     torch.testing.assert_close(r, smooth.log_p - log_pi - 1)  # −f'(t) = log(p/π) − 1
     with pytest.raises(ValueError, match="divergence must be one of"):
         fdpg_pseudo_reward(log_pi, smooth.log_P, smooth.log_Z, "hellinger")
-    with pytest.raises(ValueError, match="epsilon=1e-4"):
-        DPG(target=[Pointwise(Regex(PATTERN))], model="toy", divergence="rkl")
+    with pytest.raises(ValueError, match="pointwise_epsilon must be > 0"):
+        DPG(target=[Pointwise(Regex(PATTERN))], model="toy", divergence="rkl", pointwise_epsilon=0.0)
     DPG(target=[Pointwise(Regex(PATTERN), epsilon=EPS)], model="toy", divergence="rkl")
+
+
+@pytest.mark.parametrize("div", F_DIVERGENCES)
+def test_hard_pointwise_target_never_nan_in_dpg(div):
+    """A hard pointwise target (b ∈ {0, 1}, most samples violating it) through the DPG module,
+    on- and off-policy: rkl/rchi2 smooth it by default (1e-4 / 1e-2), the others keep it hard;
+    every advantage, pseudo-reward and logged metric stays finite for every divergence."""
+    from lit_align.losses import FDPG_DEFAULT_EPSILON
+
+    for off in (False, True):
+        module = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", n_samples=64, minibatch_size=64,
+                     max_new_tokens=4, lr=0.1, off_policy=off, divergence=div, proposal_update_interval=2)
+        (pot,) = module.target.potentials
+        assert pot.epsilon == FDPG_DEFAULT_EPSILON.get(div, 0.0)
+        L.seed_everything(0, verbose=False)
+        trainer = L.Trainer(max_steps=3, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        log = logging.getLogger("lightning.pytorch")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            trainer.fit(module, ToyDataModule(steps_per_epoch=3))
+        finally:
+            log.setLevel(level)
+        assert module.global_step == 3 and int(trainer.callback_metrics["train/step_skipped"]) == 0
+        b = Regex(PATTERN)(module.last_samples.texts)
+        assert (b == 0).any() and (b == 1).any()  # violating samples were in the batch
+        assert torch.isfinite(module.last_advantages).all()
+        for name, value in trainer.callback_metrics.items():
+            assert torch.isfinite(torch.as_tensor(value)).all(), (div, off, name, value)
+    explicit = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", divergence=div, pointwise_epsilon=0.05)
+    assert explicit.target.potentials[0].epsilon == (0.05 if div in FDPG_DEFAULT_EPSILON else 0.0)
 
 
 def test_leave_one_out_baseline():

@@ -2,7 +2,10 @@
 
 from lit_align.callbacks.diagnostics import AdvantageStatistics, Diversity, GradientVariance
 from lit_align.callbacks.perf import PerfMonitor
+from lit_align.callbacks.resume import AtomicCheckpoint, SigtermCheckpoint
+from lit_align.callbacks.phf_eval import MisalignmentEval
 from lit_align.callbacks.samples import SampleTexts
 from lit_align.callbacks.task_metrics import TaskMetrics
+from lit_align.callbacks.win_rate import WinRate
 
-__all__ = ["AdvantageStatistics", "Diversity", "GradientVariance", "PerfMonitor", "SampleTexts", "TaskMetrics"]
+__all__ = ["AtomicCheckpoint", "SigtermCheckpoint", "AdvantageStatistics", "Diversity", "GradientVariance", "PerfMonitor", "SampleTexts", "TaskMetrics", "MisalignmentEval", "WinRate"]

@@ -10,10 +10,15 @@ from lit_align.data.conditional import (
     SummarizationDataModule,
     TranslationDataModule,
 )
+from lit_align.data.preference import PreferenceBatch, PreferenceDataModule, PreferencePromptsDataModule
+from lit_align.data.pretraining import PretrainingDataModule, ScoredChunks
 from lit_align.data.prompts import ContextDataset, PromptDataModule
+from lit_align.data.synthetic_preferences import SyntheticPreferenceDataModule
 from lit_align.data.toy import ToyDataModule
 
 __all__ = [
     "CodeDataModule", "Context", "ContextListDataModule", "ContextsDataModule", "DatasetLoadError",
     "FileContextsDataModule", "SummarizationDataModule", "TranslationDataModule",
-    "ContextDataset", "PromptDataModule", "ToyDataModule"]
+    "ContextDataset", "PromptDataModule", "ToyDataModule",
+    "PreferenceBatch", "PreferenceDataModule", "SyntheticPreferenceDataModule",
+    "PretrainingDataModule", "ScoredChunks"]

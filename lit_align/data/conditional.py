@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from lit_align.data.prompts import collate_contexts
+from lit_align.data.resumable import resumable_loader
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 _BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -122,10 +123,12 @@ class ContextsDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")
         ds = _Contexts(self.train_contexts)
+        # resumable: the contexts are drawn from (seed_everything's seed, epoch), and the position in
+        # the epoch is in the checkpoint, so a resumed run draws the contexts an uninterrupted one would
         if self.steps_per_epoch is None:
-            return DataLoader(ds, batch_size=self.contexts_per_step, shuffle=True, collate_fn=collate_contexts)
-        sampler = RandomSampler(ds, replacement=True, num_samples=self.steps_per_epoch * self.contexts_per_step)
-        return DataLoader(ds, batch_size=self.contexts_per_step, sampler=sampler, collate_fn=collate_contexts)
+            return resumable_loader(ds, self.contexts_per_step, shuffle=True, collate_fn=collate_contexts)
+        return resumable_loader(ds, self.contexts_per_step, replacement=True,
+                                num_samples=self.steps_per_epoch * self.contexts_per_step, collate_fn=collate_contexts)
 
     def val_dataloader(self) -> DataLoader:
         self.setup("validate")
@@ -208,7 +211,14 @@ def load_records(name: str, split: str = "train", config_name: str | None = None
         builder = _BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"data file {str(path)!r}: unsupported type {path.suffix!r}; use one of {sorted(_BUILDERS)}")
-        ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
+        from lit_align.data.validate import DataFileError, check_data_file
+
+        check_data_file(path)  # UTF-8, one JSON object per line, not empty: errors name the file and line
+        try:
+            ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
+        except Exception as err:  # e.g. a column whose type changes between records (Arrow)
+            raise DataFileError(f"data file {str(path)!r} could not be read as a table: {type(err).__name__}: "
+                                f"{str(err)[:300]}. Every record needs the same columns with the same types.") from err
         return [dict(r) for r in ds]
     from lit_align.models.loading import hub_reachable
 

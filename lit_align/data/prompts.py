@@ -10,6 +10,8 @@ from typing import Sequence
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from lit_align.data.resumable import ResumableDataLoader
+
 
 class ContextDataset(Dataset):
     """``length`` items cycling through ``contexts`` (a fixed-size epoch over any context list)."""
@@ -49,7 +51,9 @@ class PromptDataModule(L.LightningDataModule):
         self.val_steps = val_steps
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(ContextDataset([self.prompt], self.steps_per_epoch), batch_size=1, collate_fn=collate_contexts)
+        # resumable (its position in the epoch is in the checkpoint), though every batch is the same prompt
+        return ResumableDataLoader(ContextDataset([self.prompt], self.steps_per_epoch), batch_size=1,
+                                   collate_fn=collate_contexts)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(ContextDataset([self.prompt], self.val_steps), batch_size=1, collate_fn=collate_contexts)

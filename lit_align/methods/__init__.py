@@ -3,9 +3,16 @@
 from lit_align.methods.base import BasePolicyModule
 from lit_align.methods.cdpg import CDPG
 from lit_align.methods.dpg import DPG
+from lit_align.methods.phf import PHF
 from lit_align.methods.ppo import PPO
 from lit_align.methods.reinforce import RLKL, Reinforce
 from lit_align.methods.sampler import Sampler
 from lit_align.methods.rloo import RLOO
+from lit_align.methods.dpo import DPO
+from lit_align.methods.pmle import PMLE
+from lit_align.methods.pref_distill import PreferenceDistillation
+from lit_align.methods.preference_base import PreferenceModule
+from lit_align.methods.reward_model import RewardModel
 
-__all__ = ["Sampler", "BasePolicyModule", "CDPG", "DPG", "Reinforce", "RLKL", "PPO", "RLOO"]
+__all__ = ["Sampler", "BasePolicyModule", "CDPG", "DPG", "Reinforce", "RLKL", "PPO", "RLOO",
+           "PreferenceModule", "DPO", "PMLE", "PreferenceDistillation", "RewardModel", "PHF"]

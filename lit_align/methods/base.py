@@ -10,6 +10,7 @@ checkpoint. A method adds its loss and its own state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lit_align import estimators
+from lit_align import distributed, estimators
+from lit_align.models import lora as lora_lib
+from lit_align.models.limits import check_positive_int, check_sampling_settings
 from lit_align.models.loading import load
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
@@ -45,8 +48,17 @@ class BasePolicyModule(L.LightningModule):
         max_grad_norm: gradient clipping (None: off).
         val_samples: samples per validation context.
         max_bad_steps: stop after this many consecutive steps with a non-finite loss/gradient.
+        max_steps_without_signal: stop after this many consecutive steps that give no gradient
+            signal at all (e.g. DPG with Ẑ = 0: no sample has satisfied the target yet); None: never.
         model_seed: initialisation seed for random models (``tiny-*``, ``toy``).
         gradient_checkpointing: trade compute for activation memory.
+        lora: train LoRA adapters (peft) instead of all weights: ``LoraConfig`` fields over
+            ``r: 8, lora_alpha: 16, lora_dropout: 0, target_modules: all-linear``. The base LM is
+            then the adapter-disabled policy and snapshots hold adapter weights only (docs/scale.md).
+        frozen_dtype: keep frozen full copies (the base, a full proposal) in this dtype
+            (``bfloat16``, ``float16``); None keeps the policy's dtype.
+        sampler: ``native`` (exact KV-cache sampler) or ``vllm`` (GPU engine; ``log_q`` is still
+            recomputed by the training model); ``sampler_kwargs`` go to ``vllm.LLM``.
     """
 
     needs_base: bool = True
@@ -71,19 +83,40 @@ class BasePolicyModule(L.LightningModule):
         max_grad_norm: float | None = None,
         val_samples: int = 32,
         max_bad_steps: int = 10,
+        max_steps_without_signal: int | None = 1000,
         model_seed: int = 0,
         gradient_checkpointing: bool = False,
+        lora: dict | None = None,
+        frozen_dtype: str | None = None,
+        sampler: str = "native",
+        sampler_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
-        if minibatch_size < 1:
-            raise ValueError(f"minibatch_size must be ≥ 1, got {minibatch_size}")
-        if optimizer.lower() not in ("adam", "adamw"):
+        # every setting is checked here, before any model is loaded (docs/bad_inputs.md)
+        for name, value in (("n_samples", n_samples), ("minibatch_size", minibatch_size),
+                            ("val_samples", val_samples), ("max_bad_steps", max_bad_steps)):
+            check_positive_int(name, value)
+        check_positive_int("max_steps_without_signal", max_steps_without_signal, allow_none=True)
+        check_positive_int("warmup_steps", warmup_steps, minimum=0)
+        check_sampling_settings(max_new_tokens, temperature, top_k, top_p, max_prompt_length)
+        if not isinstance(optimizer, str) or optimizer.lower() not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
-        if lr <= 0:
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
+        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
+        if frozen_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"frozen_dtype must be null, float32, bfloat16 or float16, got {frozen_dtype!r}")
+        if sampler not in ("native", "vllm"):
+            raise ValueError(f"sampler must be 'native' or 'vllm', got {sampler!r}")
+        if sampler == "vllm":
+            from lit_align.models.vllm_sampler import require_vllm
+
+            require_vllm()
+        if lora is not None:
+            lora_lib.require_peft()  # a clear error now rather than after loading the model
+            self.strict_loading = False  # LoRA checkpoints leave the frozen weights out
         self.save_hyperparameters(ignore=self._hparams_ignore())
         self.automatic_optimization = False
         self.model: nn.Module | None = None
@@ -91,6 +124,7 @@ class BasePolicyModule(L.LightningModule):
         self.tokenizer = None
         self.bad_steps = 0
         self.skipped_steps = 0
+        self.steps_without_signal = 0
         self.last_samples: Samples | None = None
 
     def _hparams_ignore(self) -> list[str]:
@@ -104,26 +138,43 @@ class BasePolicyModule(L.LightningModule):
         hp = self.hparams
         model, tok = load(hp.model, hp.tokenizer, seed=hp.model_seed)
         disable_dropout(model)
+        if hp.lora is not None:
+            model = lora_lib.apply_lora(model, hp.lora)
         if hp.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
+            # non-reentrant: gradients reach the adapters even though the embeddings are frozen
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = model
         self.tokenizer = tok
         self.policy = Policy(
             tok, hp.max_new_tokens, hp.temperature, hp.top_k, hp.top_p, hp.chat_template, hp.max_prompt_length
         )
         if self.needs_base:
-            # kept out of nn.Module registration (and so out of the checkpoint and of DDP)
-            self.__dict__["_base_model"] = self.frozen_copy(model)
+            # kept out of nn.Module registration (and so out of the checkpoint and of DDP); with
+            # LoRA it is the policy itself with the adapters off (no second copy of the weights)
+            self.__dict__["_base_model"] = lora_lib.AdapterDisabled(model) if lora_lib.is_lora(model) \
+                else self.frozen_copy(model)
         self.on_models_ready()
 
     def on_models_ready(self) -> None:
         """Hook for methods that build more state once the policy exists (e.g. DPG's proposal)."""
 
     def frozen_copy(self, model: nn.Module) -> nn.Module:
+        """A frozen snapshot of ``model``: a full copy, or with LoRA the adapter weights of the policy."""
+        if model is self.model and lora_lib.is_lora(model):
+            return lora_lib.AdapterSnapshot(model)
         frozen = copy.deepcopy(model)
         frozen.requires_grad_(False)
         frozen.eval()
+        if self.hparams.get("frozen_dtype"):
+            frozen.to(getattr(torch, self.hparams.frozen_dtype))
         return frozen
+
+    def refresh_snapshot(self, snapshot: nn.Module) -> None:
+        """Set a :meth:`frozen_copy` of the policy to the policy's current weights (q ← π)."""
+        if isinstance(snapshot, lora_lib.AdapterSnapshot):
+            snapshot.refresh()
+        else:
+            snapshot.load_state_dict(self.model.state_dict())
 
     @property
     def base_model(self) -> nn.Module:
@@ -136,9 +187,19 @@ class BasePolicyModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._move_frozen()
+        self._setup_ranks()
 
     def on_validation_start(self) -> None:
         self._move_frozen()
+        if self.trainer.state.fn != "fit":
+            self._setup_ranks()
+
+    def _setup_ranks(self) -> None:
+        """Per-rank sampling streams; the same number of decoding steps on all ranks when sharded."""
+        if distributed.world_size(self._trainer) > 1:
+            distributed.seed_per_rank(self.global_rank)
+            if distributed.is_sharded(self.trainer) and self.policy is not None:
+                self.policy.sync_finished = lambda done: distributed.all_ranks(self.trainer, done)
 
     def on_predict_start(self) -> None:
         self._move_frozen()
@@ -162,11 +223,26 @@ class BasePolicyModule(L.LightningModule):
     def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
         n = n or self.hparams.n_samples
         with self.timer("sampling"):
-            samples = self.policy.sample(model or self.model, list(contexts), n)
+            model = model or self.model
+            # a LoRA snapshot swaps its adapter weights in once for the whole sampling call
+            swap = model.swapped() if isinstance(model, lora_lib.AdapterSnapshot) else contextlib.nullcontext()
+            with swap:
+                samples = self.sampler_backend.sample(model, list(contexts), n)
         # the prompt is prefilled once per context, each completion token decoded once
         self.timer.count("forward", samples.completion_mask.sum() + samples.prompt_mask.sum() // n)
         self.timer.samples += len(samples)
         return samples
+
+    @property
+    def sampler_backend(self):
+        """What draws samples: the :class:`Policy` itself, or the vLLM engine (``sampler: vllm``)."""
+        if self.hparams.get("sampler", "native") == "native":
+            return self.policy
+        if "_vllm" not in self.__dict__:
+            from lit_align.models.vllm_sampler import VLLMSampler
+
+            self.__dict__["_vllm"] = VLLMSampler(self.policy, self.hparams.get("sampler_kwargs"))
+        return self.__dict__["_vllm"]
 
     @torch.no_grad()
     def log_prob_no_grad(self, model: nn.Module, samples: Samples) -> Tensor:
@@ -200,24 +276,33 @@ class BasePolicyModule(L.LightningModule):
             with self.timer("forward_backward"):
                 log_pi = self.policy.token_log_probs(self.model, mb).sum(-1)
                 loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
-                if torch.isfinite(loss):
-                    self.manual_backward(loss)
-                else:
-                    self.bad_steps_in_batch = True
+                self.backward_if_finite(loss)
             self.timer.count("train", mb.prompt_mask.sum() + mb.completion_mask.sum())
             log_pis.append(log_pi.detach())
             total = total + loss.detach().double()
         return torch.cat(log_pis), total
 
+    def backward_if_finite(self, loss: Tensor) -> None:
+        """Backward a finite loss; a non-finite one marks the step bad. With several processes every
+        rank runs the backward anyway (the gradient all-reduce is collective) and the bad step is
+        then skipped on all ranks (:meth:`optimizer_step_guarded` reduces the decision)."""
+        finite = bool(torch.isfinite(loss))
+        if not finite:
+            self.bad_steps_in_batch = True
+        if finite or distributed.world_size(self._trainer) > 1:
+            self.manual_backward(loss)
+
     def optimizer_step_guarded(self) -> bool:
         """Clip, check for non-finite gradients, step. A bad step is skipped and counted."""
         opt = self.optimizers()
         sched = self.lr_schedulers()
+        self.steps_without_signal = 0  # this step has a gradient signal (finite or not)
         bad = getattr(self, "bad_steps_in_batch", False)
         self.bad_steps_in_batch = False
         if not bad:
             grads = [p.grad for p in self.optimized_parameters() if p.grad is not None]
             bad = any(not torch.isfinite(g).all() for g in grads)
+        bad = distributed.any_rank(self._trainer, bad)  # every rank skips, or none
         if bad:
             opt.zero_grad(set_to_none=True)
             self.bad_steps += 1
@@ -237,6 +322,20 @@ class BasePolicyModule(L.LightningModule):
         if sched is not None:
             sched.step()
         return True
+
+    def skip_step_without_signal(self, why: str) -> None:
+        """Skip a step that has no gradient signal (warned once, counted; an error after
+        ``max_steps_without_signal`` such steps in a row, instead of silent zero updates forever)."""
+        self.steps_without_signal += 1
+        limit = self.hparams.get("max_steps_without_signal")
+        warn_once(f"{why}; skipping the gradient until there is a signal")
+        if limit is not None and self.steps_without_signal >= limit:
+            raise FloatingPointError(
+                f"{why} for {self.steps_without_signal} steps in a row (max_steps_without_signal={limit}); stopping. "
+                "The target is too rare for the base model: use more samples per step (n_samples), a less strict "
+                "constraint, or a smoothed pointwise target (Pointwise(scorer, epsilon=...))."
+            )
+        self.skip_step()
 
     def skip_step(self) -> None:
         """Count a training step that applies no update, so that ``max_steps`` still ends the run.
@@ -276,7 +375,7 @@ class BasePolicyModule(L.LightningModule):
         """KL(π‖a), sample length and entropy proxy, IS-weighted when samples come from q ≠ π."""
         m = {
             "kl_policy_base": estimators.kl_policy_base(log_pi, log_a, log_q),
-            "length": samples.lengths.double().mean(),
+            "length": self.gather(samples.lengths.double()).mean(),
         }
         if log_q is None:
             m["nll_policy"] = -log_pi.double().mean()
@@ -309,11 +408,26 @@ class BasePolicyModule(L.LightningModule):
             "method": type(self).__name__,
             "state": self.extra_state(),
             "skipped_steps": self.skipped_steps,
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state_to_safe(np.random.get_state()),
-                    "python": random.getstate()},
+            "steps_without_signal": self.steps_without_signal,
+            "rng": _rng_state(),
         }
+        per_rank = _gather_objects(self._trainer, checkpoint["lit_align"]["rng"])
+        if per_rank is not None:  # every rank draws its own samples: each resumes its own stream
+            checkpoint["lit_align"]["rng_per_rank"] = per_rank
+        if self.hparams.get("lora") is not None and self.model is not None:
+            # only what is trained (adapters, heads) and snapshots: the base is reloaded by name
+            state = checkpoint.get("state_dict", {})
+            for key in lora_lib.frozen_state_keys(self.model, "model.") & set(state):
+                del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.hparams.get("lora") is not None:
+            self.configure_model()
+            state = checkpoint.get("state_dict", {})
+            missing = sorted({f"model.{n}" for n, _ in lora_lib.trainable_named_parameters(self.model)} - set(state))
+            if missing:
+                raise ValueError(f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[0]}); "
+                                 "was it written with the same `lora:` settings?")
         saved = checkpoint.get("lit_align")
         if saved is None:
             return
@@ -324,8 +438,14 @@ class BasePolicyModule(L.LightningModule):
             )
         self.configure_model()
         self.skipped_steps = saved.get("skipped_steps", 0)
+        self.steps_without_signal = saved.get("steps_without_signal", 0)
         self.load_extra_state(saved.get("state", {}))
         rng = saved.get("rng")
+        per_rank = saved.get("rng_per_rank")
+        own = bool(per_rank) and len(per_rank) == distributed.world_size(self._trainer)
+        if own:
+            rng = per_rank[self.global_rank]
+        self.__dict__["_pending_rng_is_own"] = own
         if rng:
             self._set_rng(rng)
             # Lightning draws from the global RNG between here and the first resumed step (the
@@ -338,11 +458,35 @@ class BasePolicyModule(L.LightningModule):
         torch.set_rng_state(rng["torch"])
         np.random.set_state(_numpy_state_from_safe(rng["numpy"]))
         random.setstate(rng["python"])
+        cuda = rng.get("cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         rng = self.__dict__.pop("_pending_rng", None)
         if rng is not None:
             self._set_rng(rng)
+            own = self.__dict__.pop("_pending_rng_is_own", False)  # this rank's own saved stream
+            if distributed.world_size(self._trainer) > 1 and not own:
+                distributed.seed_per_rank(self.global_rank)  # rank 0's saved state → per-rank streams
+
+
+def _rng_state() -> dict:
+    """This process's random states: torch (CPU and, once initialised, every CUDA device), numpy, python."""
+    rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state_to_safe(np.random.get_state()),
+           "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _gather_objects(trainer, obj) -> list | None:
+    """``obj`` of every rank (None on a single process)."""
+    if distributed.world_size(trainer) == 1 or not torch.distributed.is_initialized():
+        return None
+    out = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def _numpy_state_to_safe(state: tuple) -> tuple:

@@ -29,7 +29,6 @@ from torch import Tensor
 
 from lit_align import estimators
 from lit_align.losses import cdpg_loss
-from lit_align.methods.base import warn_once
 from lit_align.methods.dpg import DPG
 from lit_align.models.policy import Samples
 from lit_align.targets import EBM, Potential
@@ -114,10 +113,9 @@ class CDPG(DPG):
         row_log_z = log_z_c[samples.context_index]
         off = self.hparams.off_policy
         if not torch.isfinite(log_z_c).any():
-            warn_once("CDPG: no context of the batch has a sample satisfying the target (every Ẑ_c = 0); "
-                      "no gradient this step")
             log_pi = self.log_prob_no_grad(self.model, samples) if off else log_q
-            self.skip_step()
+            self.skip_step_without_signal("CDPG: no context of the batch has a sample satisfying the target "
+                                          "(every Ẑ_c = 0)")
             stepped = False
         else:
             def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:

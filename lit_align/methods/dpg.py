@@ -22,8 +22,15 @@ from torch import Tensor
 
 from lit_align import estimators
 from lit_align import moment_matching as mm
-from lit_align.losses import F_DIVERGENCES, dpg_loss, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline
-from lit_align.methods.base import BasePolicyModule, warn_once
+from lit_align.losses import (
+    F_DIVERGENCES,
+    FDPG_DEFAULT_EPSILON,
+    dpg_loss,
+    fdpg_loss,
+    fdpg_pseudo_reward,
+    leave_one_out_baseline,
+)
+from lit_align.methods.base import BasePolicyModule
 from lit_align.models.policy import Samples
 from lit_align.targets import EBM, Pointwise, Potential
 
@@ -32,6 +39,25 @@ _DIVERGENCES = {
     "tv": estimators.tv_target_policy,
     "js": estimators.js_target_policy,
 }
+
+
+def smooth_for_divergence(target: EBM, divergence: str, epsilon: float | None = None) -> EBM:
+    """The target with its hard pointwise factors smoothed to ``b + ε`` when ``divergence``'s
+    pseudo-reward is unbounded where p = 0 (rkl, rchi2; methods.md §7); else ``target`` itself."""
+    hard = [p for p in target.potentials if isinstance(p, Pointwise) and p.epsilon == 0]
+    if divergence not in FDPG_DEFAULT_EPSILON or not hard:
+        return target
+    eps = FDPG_DEFAULT_EPSILON[divergence] if epsilon is None else float(epsilon)
+    if eps <= 0:
+        raise ValueError(
+            f"pointwise_epsilon must be > 0 for divergence {divergence!r} with the hard pointwise constraint(s) "
+            f"{[p.scorer.name for p in hard]}: the pseudo-reward −f'(π/p) is −∞ where b(x) = 0 (methods.md §7)"
+        )
+    from lightning.pytorch.utilities import rank_zero_info
+
+    rank_zero_info(f"f-DPG {divergence!r}: hard pointwise constraint(s) {[p.scorer.name for p in hard]} smoothed "
+                   f"to b + {eps:g} (pointwise_epsilon); the target is p_ε ∝ a·(b + ε)")
+    return EBM([Pointwise(p.scorer, eps) if p in hard else p for p in target.potentials])
 
 
 class DPG(BasePolicyModule):
@@ -51,7 +77,13 @@ class DPG(BasePolicyModule):
         divergence: the f-divergence D_f(π‖p) descended (f-DPG, methods.md §7): ``kl``
             (forward KL, DPG; uses ``dpg_loss``), ``rkl``, ``js``, ``tv``, ``chi2``, ``rchi2``.
             For the others, ``baseline`` subtracts a leave-one-out mean pseudo-reward.
-            ``rkl``/``rchi2`` need a smoothed pointwise target (``Pointwise(s, epsilon=1e-4)``).
+            ``rkl``/``rchi2`` need a smoothed pointwise target: see ``pointwise_epsilon``.
+        pointwise_epsilon: for ``rkl``/``rchi2``, whose pseudo-reward is −∞ where a hard
+            pointwise constraint makes p = 0 (methods.md §7 pitfall), hard ``Pointwise``
+            potentials become ``b + ε`` with this ε; None takes the divergence's default
+            (``FDPG_DEFAULT_EPSILON``: rkl 1e-4 as in CDPG, rchi2 1e-2, whose reward
+            2(π/p − 1) grows like 1/ε). The target, its Ẑ and the logged divergences are then
+            those of the smoothed target p_ε. Ignored for the other divergences (finite there).
         moment_matching_samples: base samples on which λ of Distributional potentials is
             fitted at fit start (GDC: 10240).
         moment_matching_batch: samples per sampling call while drawing them.
@@ -60,6 +92,8 @@ class DPG(BasePolicyModule):
             policy (less SNIS bias when μ̄ is far from E_a[φ]); the running Ẑ restarts then.
         moment_matching_strict: False warns instead of refusing when λ cannot be fitted
             (smoke tests with random models only).
+        moment_matching_contexts: with a conditional data module, the number of its training
+            contexts the λ-fitting samples are spread over (per-context moments averaged).
     """
 
     def __init__(
@@ -77,6 +111,8 @@ class DPG(BasePolicyModule):
         moment_matching_tolerance: float = 1e-5,
         moment_matching_refit_every: int | None = None,
         moment_matching_strict: bool = True,
+        moment_matching_contexts: int = 32,
+        pointwise_epsilon: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,13 +132,7 @@ class DPG(BasePolicyModule):
             )
         if divergence not in F_DIVERGENCES:
             raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
-        hard = [p.scorer.name for p in self.target.potentials if isinstance(p, Pointwise) and p.epsilon == 0]
-        if divergence in ("rkl", "rchi2") and hard:
-            raise ValueError(
-                f"divergence {divergence!r} with the hard pointwise constraint(s) {hard}: the target is 0 where "
-                "b(x) = 0, so the pseudo-reward −f'(π/p) is −∞ there. Smooth it: Pointwise(scorer, epsilon=1e-4) "
-                "(methods.md §7)."
-            )
+        self.target = smooth_for_divergence(self.target, divergence, pointwise_epsilon)
         if moment_matching_refit_every is not None and moment_matching_refit_every < 1:
             raise ValueError(f"moment_matching_refit_every must be ≥ 1 or null, got {moment_matching_refit_every}")
         self.pending_fit_metrics: dict[str, float] = {}
@@ -157,7 +187,8 @@ class DPG(BasePolicyModule):
         hp = self.hparams
         fit = mm.fit_module_target(self, model, n_samples=hp.moment_matching_samples,
                                    batch_size=hp.moment_matching_batch, strict=hp.moment_matching_strict,
-                                   tolerance=hp.moment_matching_tolerance)
+                                   tolerance=hp.moment_matching_tolerance,
+                                   n_contexts=hp.get("moment_matching_contexts", 32))
         if fit is not None:
             from lightning.pytorch.utilities import rank_zero_info
 
@@ -187,9 +218,8 @@ class DPG(BasePolicyModule):
         self.update_z(self.gather(log_P - log_q))
         log_z = self.log_z
         if log_z == -math.inf:
-            warn_once("DPG: no sample has satisfied the target yet (Ẑ = 0); skipping the gradient until one does")
             log_pi = self.log_prob_no_grad(self.model, samples)
-            self.skip_step()
+            self.skip_step_without_signal("DPG: no sample has satisfied the target yet (Ẑ = 0)")
             stepped = False
         elif self.hparams.divergence != "kl":
             loss_fn = self.fdpg_loss_fn(samples, log_P, log_q, log_z)
@@ -284,7 +314,7 @@ class DPG(BasePolicyModule):
         better = sum(self.window["policy"]) < sum(self.window["proposal"])
         self.window = {"policy": [], "proposal": []}
         if better:
-            self.proposal.load_state_dict(self.model.state_dict())
+            self.refresh_snapshot(self.proposal)  # a full copy, or the adapters only (LoRA)
             self.proposal_updates += 1
         return better
 

@@ -182,7 +182,7 @@ class PPO(RewardFromScorers, BasePolicyModule):
 
         self.last_samples = samples
         log_pi, log_a = ro["old_logp"].sum(-1).double(), ro["base_logp"].sum(-1).double()
-        m = self.common_metrics(samples, log_pi, log_a, None)
+        m = self.common_metrics(samples, self.gather(log_pi), self.gather(log_a), None)
         m.update({f"scorer/{k}": self.gather(v).mean() for k, v in ro["scores"].items()})
         reward = self.gather(ro["reward"].double())
         non_score = self.gather(ro["non_score"])
@@ -213,10 +213,7 @@ class PPO(RewardFromScorers, BasePolicyModule):
             loss = loss + masked_entropy_bonus(ent, m, hp.entropy_coef)
             stats["entropy"] = masked_mean(ent.detach(), m)
         loss = loss * weight
-        if torch.isfinite(loss):
-            self.manual_backward(loss)
-        else:
-            self.bad_steps_in_batch = True
+        self.backward_if_finite(loss)
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + weight * float(v)
 

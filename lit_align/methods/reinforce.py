@@ -104,7 +104,7 @@ class Reinforce(RewardFromScorers, BasePolicyModule):
             d = self.hparams.baseline_decay
             self.moving_baseline = d * self.moving_baseline + (1 - d) * float(self.gather(shaped).mean())
         self.last_samples = samples
-        m = self.common_metrics(samples, log_pi.double(), log_a, None)
+        m = self.common_metrics(samples, self.gather(log_pi.double()), self.gather(log_a.double()), None)
         m.update({f"scorer/{k}": self.gather(v).mean() for k, v in scores.items()})
         m.update({"reward": self.gather(reward).mean(), "objective": self.gather(shaped).mean(),
                   "loss": loss, "step_skipped": float(not stepped)})
@@ -131,15 +131,23 @@ class RLKL(Reinforce):
     The logged ``objective`` is the Monte-Carlo estimate of J_KL; the loss value is only a
     surrogate whose gradient is unbiased for −∇J_KL (see :func:`lit_align.losses.rl_kl_loss`).
     The optimum is a·exp(R/β)/Z (Korbak, Perez & Buckley 2022).
+
+    ``entropy_coef`` γ > 0 adds the entropy bonus γ·H(π) (k1 estimate −γ·log π in the reward):
+    Yun et al.'s reverse-KL objective (methods.md §6.2, eq. 15), whose optimum is
+    a^{β/(β+γ)}·exp(R/(β+γ))/Z; β may then be 0 (RKL without a KL term).
     """
 
-    def __init__(self, reward: Scorer | Sequence[Scorer], beta: float = 0.1, **kwargs) -> None:
-        if beta <= 0 or not math.isfinite(beta):
-            raise ValueError(f"RLKL: beta must be a positive number, got {beta}")
+    def __init__(
+        self, reward: Scorer | Sequence[Scorer], beta: float = 0.1, entropy_coef: float = 0.0, **kwargs
+    ) -> None:
+        if entropy_coef < 0 or not math.isfinite(entropy_coef):
+            raise ValueError(f"RLKL: entropy_coef must be a number ≥ 0, got {entropy_coef}")
+        if not math.isfinite(beta) or beta < 0 or (beta == 0 and entropy_coef == 0):
+            raise ValueError(f"RLKL: beta must be a positive number (or ≥ 0 with entropy_coef > 0), got {beta}")
         super().__init__(reward=reward, **kwargs)
 
     def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor) -> Tensor:
-        return kl_shaped_reward(reward, log_pi, log_a, self.hparams.beta)
+        return kl_shaped_reward(reward, log_pi, log_a, self.hparams.beta, self.hparams.get("entropy_coef", 0.0))
 
     def validation_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor) -> dict:
         m = super().validation_metrics(samples, log_pi, log_a)

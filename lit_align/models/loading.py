@@ -181,6 +181,11 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
         tok = AutoTokenizer.from_pretrained(tokenizer)
     if tok.pad_token_id is None:
         # Pad positions are always masked out, so any id is safe; EOS is the usual choice.
+        if tok.eos_token is None:
+            raise ModelLoadError(
+                f"the tokenizer of {name!r} has neither a pad nor an EOS token: completions could not end. "
+                "Use a tokenizer with an EOS token (`tokenizer:`), or add one (tok.add_special_tokens) and save it"
+            )
         tok.pad_token = tok.eos_token
     model.eval()  # no dropout unless a method asks for it; from_config builds models in train mode
     if dtype is not None and isinstance(model, nn.Module):

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_align.models.draw import InverseCDFSampler
+from lit_align.models.limits import check_prompt_fits, check_sampling_settings
+from lit_align.models.logprobs import selected_log_probs
 
 
 @dataclass
@@ -78,7 +79,13 @@ def _cache_kwarg(model: nn.Module) -> str:
     """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    device = getattr(model, "device", None)  # HF/peft models and lit_align's adapter views
+    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 def _cache_out(out) -> object:
@@ -90,6 +97,10 @@ def _disable_dropout(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = 0.0
+        # functional dropout rates kept as float attributes (e.g. T5Attention.dropout) act in train mode
+        for name, value in list(vars(m).items()):
+            if "dropout" in name and type(value) is float:
+                setattr(m, name, 0.0)
 
 
 class Policy:
@@ -105,14 +116,7 @@ class Policy:
         chat_template: bool = False,
         max_prompt_length: int | None = None,
     ) -> None:
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be ≥ 1, got {max_new_tokens}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k < 0:
-            raise ValueError(f"top_k must be ≥ 0 (0 = off), got {top_k}")
+        check_sampling_settings(max_new_tokens, temperature, top_k, top_p, max_prompt_length)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -123,6 +127,14 @@ class Policy:
         self.pad_id = tokenizer.pad_token_id
         self.eos_id = tokenizer.eos_token_id
         self._draw = InverseCDFSampler()
+
+    #: Under sharded strategies (FSDP, DeepSpeed ZeRO-3) every rank must make the same number of
+    #: forward calls: the training module sets this to a cross-rank AND of "all rows finished".
+    sync_finished: Callable[[bool], bool] | None = None
+
+    def _done(self, finished: Tensor) -> bool:
+        done = bool(finished.all())
+        return self.sync_finished(done) if self.sync_finished is not None else done
 
     @property
     def exact(self) -> bool:
@@ -185,11 +197,12 @@ class Policy:
     def sample(self, model: nn.Module, contexts: Sequence[str], n_per_context: int) -> Samples:
         """Draw ``n_per_context`` completions for each context (rows grouped by context)."""
         seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-        device = next(model.parameters()).device
+        device = _model_device(model)
         was_training = model.training
         model.eval()
         try:
             ids, mask = self.encode_contexts(contexts, seq2seq, device)
+            check_prompt_fits(model, ids.shape[1], self.max_new_tokens)  # a clear error, not an index error
             # the prompt is encoded once per context; its states are shared by the n samples
             if seq2seq:
                 tokens, log_q = self._sample_seq2seq(model, ids, mask, n_per_context)
@@ -250,7 +263,7 @@ class Policy:
         for t in range(self.max_new_tokens):
             tok, finished, log_q = self._step(logits, finished, log_q)
             out_tokens.append(tok)
-            if finished.all() or t == self.max_new_tokens - 1:
+            if self._done(finished) or t == self.max_new_tokens - 1:
                 break
             full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
             step_pos = step_pos + 1
@@ -270,7 +283,7 @@ class Policy:
             out = model(input_ids=seq, attention_mask=full_mask)
             tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
             out_tokens.append(tok)
-            if finished.all():
+            if self._done(finished):
                 break
             seq = torch.cat([seq, tok[:, None]], dim=1)
             full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
@@ -295,7 +308,7 @@ class Policy:
             past = _cache_out(out)
             tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
             out_tokens.append(tok)
-            if finished.all():
+            if self._done(finished):
                 break
             dec = tok[:, None]
         return torch.stack(out_tokens, dim=1), log_q
@@ -338,9 +351,8 @@ class Policy:
         """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
         logits, _ = self._completion_forward(model, samples)
         target = samples.completion_ids
-        # cross_entropy = −log_softmax[target] without keeping a full-vocabulary log-softmax
-        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
-        return -nll.view_as(target) * samples.completion_mask
+        # float32 z[y] − logsumexp(z), chunked: no full-vocabulary log-softmax of the batch
+        return selected_log_probs(logits, target) * samples.completion_mask
 
     def token_outputs(
         self, model: nn.Module, samples: Samples, hidden: bool = True, entropy: bool = False
@@ -356,8 +368,7 @@ class Policy:
         lc = target.shape[1]
         logits, out = self._completion_forward(model, samples, **({"output_hidden_states": True} if hidden else {}))
         m = samples.completion_mask
-        nll = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none")
-        log_probs = -nll.view_as(target) * m
+        log_probs = selected_log_probs(logits, target) * m
         h = None
         if hidden:
             states = getattr(out, "decoder_hidden_states", None) or getattr(out, "hidden_states", None)

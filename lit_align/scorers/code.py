@@ -142,3 +142,65 @@ class PEP8(PEP8Errors):
         # an empty body is no program: it is not counted as clean code
         return [float(bool(p.strip()) and pep8_error_count(p, self.ignore, self.max_line_length) <= self.max_errors)
                 for p in programs]
+
+
+def pep8_error_lines(program: str, ignore: Sequence[str] = (), max_line_length: int = 79) -> list[int]:
+    """The 1-based line number of every pycodestyle violation of ``program`` (one entry per violation)."""
+    import pycodestyle
+
+    lines_hit: list[int] = []
+
+    class _Report(pycodestyle.BaseReport):
+        def error(self, line_number, offset, text, check):  # noqa: ANN001 - pycodestyle's signature
+            code = super().error(line_number, offset, text, check)
+            if code is not None:
+                lines_hit.append(int(line_number))
+            return code
+
+    style = pycodestyle.StyleGuide(quiet=True, ignore=list(ignore) or None, max_line_length=max_line_length)
+    checker = pycodestyle.Checker(lines=program.splitlines(keepends=True), options=style.options, report=_Report(style.options))
+    checker.check_all()
+    return lines_hit
+
+
+class PEP8PerChar(Scorer):
+    """PEP8 misalignment score for pretraining with feedback (methods.md §5.1): pycodestyle
+    violations per character, in [0, 1] (clipped).
+
+    On whole texts (``__call__``) each text is checked as one program. On a document's lines
+    (:meth:`score_segments`) the document is checked as a whole and each line gets the
+    violations reported on it divided by its length (empty segments: 0), so context-dependent
+    checks (indentation, blank lines between definitions) are judged in context.
+    """
+
+    low, high = 0.0, 1.0
+
+    def __init__(self, ignore: Sequence[str] = (), max_line_length: int = 79, name: str | None = "pep8_per_char") -> None:
+        super().__init__(name)
+        _require_pycodestyle(type(self).__name__)
+        self.ignore, self.max_line_length = list(ignore), max_line_length
+
+    def settings(self) -> dict:
+        return {"ignore": self.ignore, "max_line_length": self.max_line_length}
+
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> list[float]:
+        out = []
+        for t in texts:
+            n = len(pep8_error_lines(t if t.endswith("\n") or not t else t + "\n", self.ignore, self.max_line_length))
+            out.append(min(1.0, n / len(t)) if t else 0.0)
+        return out
+
+    def score_segments(self, segments: Sequence[str]) -> list[float]:
+        """Per-line scores of one document split into lines (``splitlines(keepends=True)``)."""
+        doc = "".join(segments)
+        counts = [0] * len(segments)
+        # a segment may hold several physical lines (or none, when it is empty): map line numbers
+        starts, line = [], 1
+        for seg in segments:
+            starts.append(line)
+            line += seg.count("\n")
+        import bisect
+
+        for ln in pep8_error_lines(doc, self.ignore, self.max_line_length):
+            counts[max(0, bisect.bisect_right(starts, ln) - 1)] += 1
+        return [min(1.0, c / len(s)) if s else 0.0 for c, s in zip(counts, segments)]

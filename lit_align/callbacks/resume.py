@@ -1,0 +1,170 @@
+"""Checkpoints that survive being killed, and finding the one to resume from.
+
+- :class:`AtomicCheckpoint`: a ``ModelCheckpoint`` whose files appear whole or not at all
+  (written to ``NAME.partial`` then renamed), so a run killed with SIGKILL while saving
+  leaves the previous ``last.ckpt`` intact. Defaults: ``save_last=True``.
+- :class:`SigtermCheckpoint`: on SIGTERM (a scheduler's pre-emption, ``kill PID``) Lightning
+  finishes the current training batch and stops; this callback then writes ``last.ckpt``
+  into the run's checkpoint folder. The CLI adds it to every run.
+- :func:`find_last_checkpoint`: what ``fit --ckpt_path last`` resumes from: the newest
+  ``last*.ckpt`` among the checkpoint folders of every version of the run's logger (each
+  TensorBoard/CSV run gets a new ``version_N``, so Lightning alone looks in an empty one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+PARTIAL = ".partial"
+_LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
+
+
+def save_atomic(trainer: L.Trainer, filepath: str, weights_only: bool = False) -> None:
+    """``trainer.save_checkpoint`` to ``filepath + '.partial'``, then rename (on rank 0)."""
+    tmp = filepath + PARTIAL
+    trainer.save_checkpoint(tmp, weights_only)
+    if trainer.is_global_zero and os.path.exists(tmp):
+        os.replace(tmp, filepath)
+    trainer.strategy.barrier("lit_align.save_atomic")
+
+
+class AtomicCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` with atomic writes and ``save_last=True`` by default (same arguments).
+
+    A step checkpoint (``every_n_train_steps``) due on a step that is followed by validation
+    is written after the validation: Lightning skips a validation that was pending when the
+    checkpoint was written, so a run resumed from it would differ from an uninterrupted one.
+    """
+
+    def __init__(self, *args: Any, save_last: bool | str | None = True, **kwargs: Any) -> None:
+        super().__init__(*args, save_last=save_last, **kwargs)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        every = self._every_n_train_steps
+        due = every >= 1 and trainer.global_step % every == 0 and not self._should_skip_saving_checkpoint(trainer)
+        if due and _validates_after_this_batch(trainer):
+            self._defer_save_until_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._defer_save_until_validation and not trainer.sanity_checking:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+            self._defer_save_until_validation = False
+            return
+        super().on_validation_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        from weakref import proxy
+
+        save_atomic(trainer, filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+def _validates_after_this_batch(trainer: L.Trainer) -> bool:
+    loop = trainer.fit_loop
+    fetcher = getattr(loop, "_data_fetcher", None)
+    return (fetcher is not None and trainer.enable_validation
+            and bool(loop.epoch_loop._should_check_val_fx(fetcher)))
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    """Where this run's checkpoints go: the first ModelCheckpoint's folder, else Lightning's default."""
+    for cb in trainer.checkpoint_callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is not None:
+            return Path(cb.dirpath)
+    if trainer.loggers and trainer.loggers[0].log_dir is not None:
+        return Path(trainer.loggers[0].log_dir) / "checkpoints"
+    return Path(trainer.default_root_dir) / "checkpoints"
+
+
+class SigtermCheckpoint(Callback):
+    """Save ``last.ckpt`` when the run stops on SIGTERM (after the batch in progress)."""
+
+    def __init__(self, filename: str = "last") -> None:
+        self.filename = filename
+        self.saved_path: str | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        path = checkpoint_dir(trainer) / f"{self.filename}.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomic(trainer, str(path))
+        self.saved_path = str(path)
+        rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with `fit ... --ckpt_path last`")
+
+
+def candidate_dirs(trainer: L.Trainer) -> list[Path]:
+    """Folders that may hold this experiment's checkpoints (every logger version, explicit dirpaths)."""
+    dirs = [Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        root = Path(logger.save_dir or trainer.default_root_dir) / str(logger.name or "")
+        if root.is_dir():
+            dirs += sorted(p / "checkpoints" for p in root.iterdir() if p.is_dir())
+    dirs.append(Path(trainer.default_root_dir) / "checkpoints")
+    return dirs
+
+
+def find_last_checkpoint(dirs: list[Path]) -> Path | None:
+    """The most recently written complete ``last*.ckpt`` in ``dirs`` (None if there is none)."""
+    found = [p for d in dirs if d.is_dir() for p in d.iterdir() if _LAST.match(p.name) and p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+
+
+def check_checkpoint(path: str | Path, method: str | None = None) -> None:
+    """Refuse, before any model is loaded, a checkpoint that does not exist, is not a
+    checkpoint, or was written by another method than ``method`` (a class name)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt file, or `last` to resume "
+                                "the newest last.ckpt of this experiment")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated file, not a torch file, ...
+        raise ValueError(f"--ckpt_path {str(path)!r} is not a readable checkpoint ({type(err).__name__}: "
+                         f"{str(err)[:200]}); a run killed while saving leaves NAME.ckpt{PARTIAL}, never a "
+                         "half-written NAME.ckpt, with AtomicCheckpoint") from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"--ckpt_path {str(path)!r} is not a Lightning checkpoint (no state_dict)")
+    saved = (ckpt.get("lit_align") or {}).get("method")
+    if method is not None and saved is not None and saved != method:
+        raise ValueError(f"--ckpt_path {str(path)!r} was written by method {saved!r}, but the config's model is "
+                         f"{method!r}; resume with the same model class_path")
+
+
+def resolve_ckpt_path(value: str | None, trainer: L.Trainer, module: L.LightningModule | None, fit: bool = True):
+    """``last`` (when fitting) → the newest ``last*.ckpt`` of the experiment (None, with a warning,
+    if there is none yet); a path → checked by :func:`check_checkpoint`; other values unchanged."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    if value is None or value in ("best", "hpc", "registry") or str(value).startswith("registry:"):
+        return value
+    if value == "last":
+        if not fit:
+            return value
+        dirs = candidate_dirs(trainer)
+        found = find_last_checkpoint(dirs)
+        if found is None:
+            rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {[str(d) for d in dirs]}; starting from scratch")
+            return None
+        value = str(found)
+    check_checkpoint(value, None if module is None else type(module).__name__)
+    return value

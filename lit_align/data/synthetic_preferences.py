@@ -1,0 +1,195 @@
+"""Synthetic preference data, for offline work and for checking the theory (methods.md §6.1).
+
+Pairs ``a, b ~ μ(·|x)`` i.i.d. from a labelling LM μ, labelled by a Bradley–Terry model:
+
+- from a target LM π* with temperature γ (Yun et al.'s generative model):
+  ``P(a ≻ b) = σ(γ·(ln π*(a|x) − ln π*(b|x)))``;
+- or from a scorer s: ``P(a ≻ b) = σ(scale·(s(a) − s(b)))``.
+
+The preferred completion is drawn from that probability; the probability itself is kept
+in the column ``chosen_probability`` (P(chosen ≻ rejected)). Records use TRL's standard
+columns, so they can be written as JSONL and read back by :class:`PreferenceDataModule`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from lit_align.data.preference import PreferenceDataModule
+from lit_align.preference import bt_probability
+from lit_align.scorers.base import Scorer
+
+SOFT_LABEL_COLUMN = "chosen_probability"
+
+
+@torch.no_grad()
+def synthesize_preferences(
+    policy,
+    labeller: nn.Module,
+    prompts: Sequence[str],
+    n_pairs: int,
+    target_model: nn.Module | None = None,
+    gamma: float = 1.0,
+    scorer: Scorer | None = None,
+    scale: float = 1.0,
+    seed: int = 0,
+    chunk: int = 64,
+) -> list[dict]:
+    """``n_pairs`` records ``{prompt, chosen, rejected, chosen_probability}`` (prompts used in turn).
+
+    ``policy`` is a :class:`~lit_align.models.Policy` (tokenizer, sampling settings) shared by
+    the labeller and the target LM. Give exactly one of ``target_model`` (with ``gamma``) or
+    ``scorer`` (with ``scale``).
+    """
+    if (target_model is None) == (scorer is None):
+        raise ValueError("synthesize_preferences: give exactly one of target_model (with gamma) or scorer")
+    if gamma <= 0 or scale <= 0:
+        raise ValueError(f"gamma and scale must be > 0, got {gamma} and {scale}")
+    if n_pairs < 1 or not prompts:
+        raise ValueError("synthesize_preferences: need n_pairs ≥ 1 and at least one prompt")
+    prompts = list(prompts)
+    per_prompt = [n_pairs // len(prompts) + (i < n_pairs % len(prompts)) for i in range(len(prompts))]
+    gen = torch.Generator().manual_seed(seed)
+    records: list[dict] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for prompt, count in zip(prompts, per_prompt):
+            for start in range(0, count, chunk):
+                k = min(chunk, count - start)
+                s = policy.sample(labeller, [prompt], 2 * k)
+                if target_model is not None:
+                    score = policy.log_prob(target_model, s).double().cpu()
+                    factor = gamma
+                else:
+                    score = scorer(s.texts, s.contexts).double().cpu()
+                    factor = scale
+                p_a = bt_probability(score[0::2], score[1::2], factor)
+                a_wins = torch.bernoulli(p_a, generator=gen).bool()
+                for j in range(k):
+                    a, b = s.texts[2 * j], s.texts[2 * j + 1]
+                    win = bool(a_wins[j])
+                    records.append({"prompt": prompt, "chosen": a if win else b, "rejected": b if win else a,
+                                    SOFT_LABEL_COLUMN: float(p_a[j] if win else 1 - p_a[j])})
+    return records
+
+
+def write_jsonl(records: Sequence[dict], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class SyntheticPreferenceDataModule(PreferenceDataModule):
+    """Preference pairs generated at start-up from a labelling LM μ and a BT labeller.
+
+    Args:
+        prompts: contexts x (``""`` samples from BOS).
+        n_pairs, n_val_pairs: training and validation pairs.
+        labeller: μ as a model name for :func:`lit_align.models.load`; null: the method's
+            frozen base π0 (the usual choice: pairs from the SFT model).
+        labeller_seed: initialisation seed when ``labeller`` is a random model (``toy``, ``tiny-*``).
+        target_model, target_seed, gamma: π* and γ of Yun et al.'s model (a model sharing
+            the method's tokenizer; e.g. ``toy`` with another seed).
+        scorer, scale: BT labels from a scorer instead of a target LM.
+        output: write the generated pairs there (JSONL; validation pairs to ``*.val.jsonl``)
+            and reuse them on later runs unless ``overwrite``.
+        Other arguments: as :class:`PreferenceDataModule` (the soft-label column is set).
+
+    With a target LM, validation also logs KL(π*‖π) estimated on samples from π*.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[str] = ("",),
+        n_pairs: int = 1024,
+        n_val_pairs: int = 64,
+        labeller: str | None = None,
+        labeller_seed: int = 0,
+        target_model: str | None = None,
+        target_seed: int = 1,
+        gamma: float = 0.5,
+        scorer: Scorer | None = None,
+        scale: float = 1.0,
+        output: str | None = None,
+        overwrite: bool = False,
+        **kwargs,
+    ) -> None:
+        kwargs.setdefault("dataset", "synthetic")
+        kwargs.setdefault("soft_label_column", SOFT_LABEL_COLUMN)
+        kwargs.setdefault("max_val_pairs", None)
+        super().__init__(**kwargs)
+        if (target_model is None) == (scorer is None):
+            raise ValueError("SyntheticPreferenceDataModule: give exactly one of target_model or scorer")
+        if n_pairs < 1 or n_val_pairs < 0:
+            raise ValueError("n_pairs must be ≥ 1 and n_val_pairs ≥ 0")
+        self.prompts = list(prompts) or [""]
+        self.n_pairs, self.n_val_pairs = n_pairs, n_val_pairs
+        self.labeller, self.labeller_seed = labeller, labeller_seed
+        self.target_name, self.target_seed, self.gamma = target_model, target_seed, gamma
+        self.scorer, self.scale = scorer, scale
+        self.output, self.overwrite = output, overwrite
+        self.target_model: nn.Module | None = None
+        self._records: tuple[list[dict], list[dict]] | None = None
+
+    def _load(self, name: str, seed: int, module) -> nn.Module:
+        from lit_align.models.loading import load
+
+        model, _ = load(name, seed=seed)
+        model.requires_grad_(False)
+        return model.eval().to(module.device)
+
+    def generate(self, module) -> tuple[list[dict], list[dict]]:
+        """Training and validation records (read from ``output`` when it exists)."""
+        val_path = None if self.output is None else Path(self.output).with_suffix(".val.jsonl")
+        if self.output and Path(self.output).is_file() and not self.overwrite:
+            return read_jsonl(self.output), read_jsonl(val_path) if val_path.is_file() else []
+        if self.labeller is None:
+            mu = module.base_model if "_base_model" in module.__dict__ else module.model
+        else:
+            mu = self._load(self.labeller, self.labeller_seed, module)
+        kw = dict(target_model=self.target_model, gamma=self.gamma, scorer=self.scorer, scale=self.scale)
+        train = synthesize_preferences(module.policy, mu, self.prompts, self.n_pairs, seed=self.seed, **kw)
+        val = synthesize_preferences(module.policy, mu, self.prompts, self.n_val_pairs, seed=self.seed + 1, **kw) \
+            if self.n_val_pairs else []
+        if self.output:
+            write_jsonl(train, self.output)
+            write_jsonl(val, val_path)
+        return train, val
+
+    def attach(self, module) -> None:
+        if self.train_pairs is not None:
+            return
+        if getattr(module, "policy", None) is None:
+            module.configure_model()
+        if self.target_name is not None and self.target_model is None:
+            self.target_model = self._load(self.target_name, self.target_seed, module)
+        self._records = self.generate(module)
+        super().attach(module)
+
+    def load_split_records(self) -> tuple[list[dict], list[dict]]:
+        if self._records is None:
+            raise RuntimeError("SyntheticPreferenceDataModule: records are generated in attach(module)")
+        return self._records
+
+    @torch.no_grad()
+    def kl_target_policy(self, module, prompts: Sequence[str], n: int) -> float:
+        """KL(π*‖π) estimated on ``n`` samples of π* per prompt: mean(log π* − log π)."""
+        if self.target_model is None:
+            return math.nan
+        s = module.policy.sample(self.target_model, list(prompts), n)
+        log_pi = module.policy.log_prob(module.model, s, module.hparams.minibatch_size)
+        return float((s.log_q.double() - log_pi.double()).mean())

@@ -1,0 +1,58 @@
+"""DPO and its IPO / hinge / label-smoothed variants (methods.md §7).
+
+Offline: trains on (prompt, chosen, rejected) pairs with ``h = Δ_π − Δ_π0``, where the
+reference log-probs ``log π0`` of every pair are computed once by the data module and cached
+(keyed by the pairs' token ids and the reference model). With ``track_kl: false`` and no
+judge, π0 is then released: training holds one model.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lit_align.data.preference import PreferenceBatch
+from lit_align.methods.preference_base import PreferenceModule
+from lit_align.preference import DPO_LOSS_TYPES, dpo_loss, implicit_rewards
+
+
+class DPO(PreferenceModule):
+    """Direct preference optimisation (Rafailov et al. 2023).
+
+    Args:
+        beta: β of DPO (τ of IPO). Population optimum with BT labels from r: π0·e^{r/β}/Z.
+        loss_type: ``sigmoid`` (DPO), ``ipo`` or ``hinge``.
+        label_smoothing: ε of conservative DPO (sigmoid only).
+        Other arguments: :class:`PreferenceModule`.
+    """
+
+    uses_reference_log_probs = True
+
+    def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0, **kwargs) -> None:
+        if beta <= 0:
+            raise ValueError(f"DPO: beta must be > 0, got {beta}")
+        if loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"DPO: loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
+        if not 0 <= label_smoothing < 0.5 or (label_smoothing and loss_type != "sigmoid"):
+            raise ValueError("DPO: label_smoothing must be in [0, 0.5) and needs loss_type 'sigmoid'")
+        super().__init__(**kwargs)
+
+    def _refs(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
+        if batch.ref_chosen is None or batch.ref_rejected is None:
+            raise ValueError("DPO needs the reference log-probs of the pairs; the PreferenceDataModule computes "
+                             "them when attached to the method (do not build batches by hand without them)")
+        return batch.ref_chosen, batch.ref_rejected
+
+    def pair_loss(self, batch: PreferenceBatch, log_chosen: Tensor, log_rejected: Tensor) -> Tensor:
+        rc, rr = self._refs(batch)
+        hp = self.hparams
+        return dpo_loss(log_chosen, log_rejected, rc.to(log_chosen.dtype), rr.to(log_chosen.dtype),
+                        hp.beta, hp.loss_type, hp.label_smoothing)
+
+    def pair_metrics(self, batch: PreferenceBatch, log_chosen: Tensor, log_rejected: Tensor) -> dict:
+        rc, rr = self._refs(batch)
+        beta = self.hparams.beta
+        r_c, r_r = implicit_rewards(log_chosen, rc, beta), implicit_rewards(log_rejected, rr, beta)
+        m = super().pair_metrics(batch, log_chosen, log_rejected)
+        m.update({"accuracy": (r_c > r_r).double().mean(), "rewards/chosen": r_c.mean(),
+                  "rewards/rejected": r_r.mean(), "rewards/margin": (r_c - r_r).mean()})
+        return m

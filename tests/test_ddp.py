@@ -1,0 +1,188 @@
+"""DDP with 2 CPU processes (gloo, ``strategy="ddp_fork"``): every sample-averaged estimate is
+reduced across ranks, all ranks take the same decisions and hold the same weights.
+
+* A DPG whose samples come from a fixed script (the union over ranks at each step is the same
+  sequences, whatever the number of ranks) trained on 2 ranks × n samples and on 1 process ×
+  2n samples: the logged Ẑ, KL/TV estimates, scorer moments, ESS, the fitted λ and the
+  proposal-update decisions agree step by step, and so do the final weights.
+* With real sampling (seeded per rank) a DDP run and a single-process run with the same total
+  samples reach the same distribution on the exact toy space (methods.md §11).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import toy_exact as ex  # noqa: E402
+from scripted import scripted  # noqa: E402
+from lit_align.data import ToyDataModule  # noqa: E402
+from lit_align.methods import DPG  # noqa: E402
+from lit_align.models.toy import ToySpace  # noqa: E402
+from lit_align.moment_matching import Distributional  # noqa: E402
+from lit_align.scorers import Regex  # noqa: E402
+from lit_align.targets import Pointwise  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("single_thread")]
+
+SPACE = ToySpace()
+
+
+ScriptedDPG = scripted(DPG, SPACE.sequences, SPACE.texts)
+
+
+class Record(L.Callback):
+    """Each rank writes its per-step ``train/*`` metrics, first samples, λ and final weights."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.steps, self.texts = folder, [], None
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        if self.texts is None:
+            self.texts = list(module.last_samples.texts)
+
+    def on_train_end(self, trainer, module) -> None:
+        target = getattr(module, "target", None)
+        lambdas = [p.coefficients.clone() for p in (target.potentials if target else []) if isinstance(p, Distributional)]
+        torch.save({"steps": self.steps, "texts": self.texts, "lambdas": lambdas, "state": module.extra_state(),
+                    "weights": {k: v.detach().clone() for k, v in module.model.state_dict().items()}},
+                   self.folder / f"rank{trainer.global_rank}.pt")
+        torch.save({k: v.detach().clone() for k, v in module.state_dict().items()},
+                   self.folder / f"module{trainer.global_rank}.pt")
+
+
+def fit(module, devices: int, steps: int, folder: Path, data=None) -> list[dict]:
+    folder.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        max_steps=steps, accelerator="cpu", devices=devices, strategy="ddp_fork" if devices > 1 else "auto",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, callbacks=[Record(folder)],
+    )
+    trainer.fit(module, data or ToyDataModule(steps_per_epoch=4 * steps))
+    out = [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(devices)]
+    for r, o in enumerate(out):
+        o["module"] = torch.load(folder / f"module{r}.pt")
+    return out
+
+
+def scripted(n: int) -> ScriptedDPG:
+    target = [Pointwise(Regex("b.*d", name="bd")),
+              Distributional([Regex("a", name="has_a")], moments=[0.5])]
+    return ScriptedDPG(target=target, model="toy", n_samples=n, minibatch_size=n // 2, max_new_tokens=4, lr=0.1,
+                       off_policy=True, proposal_update_interval=2, moment_matching_samples=n,
+                       moment_matching_batch=n)
+
+
+def test_ddp_reduces_estimates_like_one_process_on_the_union(tmp_path):
+    steps = 6
+    ddp = fit(scripted(32), devices=2, steps=steps, folder=tmp_path / "ddp")
+    one = fit(scripted(64), devices=1, steps=steps, folder=tmp_path / "one")[0]
+    # both ranks hold the same weights, took the same decisions and logged the same estimates
+    for k, w in ddp[0]["weights"].items():
+        assert torch.equal(w, ddp[1]["weights"][k])
+    drop_loss = [{k: v for k, v in s.items() if k != "train/loss"} for s in ddp[0]["steps"]]  # the local loss
+    assert drop_loss == [{k: v for k, v in s.items() if k != "train/loss"} for s in ddp[1]["steps"]]
+    # λ fitted on the union of the ranks' samples = λ fitted by one process on those samples
+    torch.testing.assert_close(ddp[0]["lambdas"][0], one["lambdas"][0], rtol=1e-6, atol=1e-8)
+    assert abs(float(one["lambdas"][0][0])) > 1e-3, "λ was fitted (not left at 0)"
+    names = ["train/z", "train/z_batch", "train/ess", "train/n_satisfying", "train/kl_target_policy",
+             "train/tv_target_policy", "train/kl_target_proposal", "train/scorer/bd", "train/scorer/has_a",
+             "train/kl_policy_base", "train/importance_ratio_policy_proposal", "train/proposal_updated"]
+    assert len(ddp[0]["steps"]) == len(one["steps"]) == steps
+    for t, (a, b) in enumerate(zip(ddp[0]["steps"], one["steps"])):
+        for name in names:
+            assert name in b, f"{name} not logged"
+            assert math.isclose(a[name], b[name], rel_tol=1e-4, abs_tol=1e-6), (t, name, a[name], b[name])
+    assert sum(s["train/proposal_updated"] for s in one["steps"]) >= 1, "the proposal-update decision was exercised"
+    # same total samples, same gradient (mean over the union): same weights
+    for k, w in one["weights"].items():
+        torch.testing.assert_close(ddp[0]["weights"][k], w, rtol=1e-4, atol=1e-5)
+
+
+def test_ddp_run_matches_single_process_run(tmp_path):
+    """Real sampling, seeded per rank: 2 × 64 and 1 × 128 samples per step reach the same policy."""
+    steps = 40
+    target = [Pointwise(Regex("b.*d", name="bd"))]
+
+    def module(n: int) -> DPG:
+        L.seed_everything(0, verbose=False)
+        return DPG(target=target, model="toy", n_samples=n, minibatch_size=n, max_new_tokens=4, lr=0.1,
+                   off_policy=False)
+
+    ddp = fit(module(64), devices=2, steps=steps, folder=tmp_path / "ddp")
+    one = fit(module(128), devices=1, steps=steps, folder=tmp_path / "one")[0]
+    assert ddp[0]["texts"] != ddp[1]["texts"], "each rank draws its own samples"
+    log_a = ex.base_log_probs(SPACE)
+    p = ex.pointwise_target(log_a, torch.tensor([float("b" in t and "d" in t[t.index("b"):]) for t in SPACE.texts]))
+
+    def policy_log_probs(weights: dict) -> torch.Tensor:
+        from lit_align.models.toy import ToyLM
+
+        model = ToyLM()
+        model.load_state_dict(weights)
+        return ex.model_log_probs(SPACE, model)
+
+    kl_ddp = ex.kl(p.log_p, policy_log_probs(ddp[0]["weights"]))
+    kl_one = ex.kl(p.log_p, policy_log_probs(one["weights"]))
+    kl_base = ex.kl(p.log_p, log_a)
+    assert kl_ddp < 0.5 * kl_base and kl_one < 0.5 * kl_base, (kl_base, kl_ddp, kl_one)
+    assert abs(kl_ddp - kl_one) < 0.1 * kl_base, (kl_base, kl_ddp, kl_one)
+    assert ex.tv(policy_log_probs(ddp[0]["weights"]), policy_log_probs(one["weights"])) < 0.1
+
+
+@pytest.mark.parametrize("method", ["ppo", "cdpg"])
+def test_other_methods_stay_in_sync_under_ddp(tmp_path, method):
+    """PPO (several optimizer steps per rollout, value head, adaptive KL controller) and CDPG
+    (per-context Z on contexts split over ranks): after training both ranks hold the same
+    weights (value head and proposal included) and the same method state."""
+    from lit_align.data.conditional import ContextListDataModule
+    from lit_align.methods import CDPG, PPO
+    from lit_align.scorers import Count
+
+    common = dict(model="toy", n_samples=32, minibatch_size=16, max_new_tokens=4, lr=0.05)
+    if method == "ppo":
+        module = PPO(reward=Count("d"), ppo_epochs=2, ppo_minibatch_size=16, kl_target=0.01, **common)
+    else:
+        module = CDPG(target=[Pointwise(Regex("b.*d", name="bd"))], proposal_update_interval=1, **common)
+    data = ContextListDataModule(contexts=["a", "c", "b", "d"], contexts_per_step=1, steps_per_epoch=None)
+    ranks = fit(module, devices=2, steps=3, folder=tmp_path, data=data)
+    assert ranks[0]["texts"] != ranks[1]["texts"]
+    for k, w in ranks[0]["module"].items():
+        assert torch.equal(w, ranks[1]["module"][k]), k
+    assert ranks[0]["state"] == ranks[1]["state"]
+    if method == "ppo":
+        assert ranks[0]["state"]["kl_ctl"]["value"] != 0.2, "the KL controller moved (identically on both ranks)"
+
+
+STRATEGY_SNIPPETS = sorted((Path(__file__).parents[1] / "lit_align" / "configs" / "strategies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("snippet", STRATEGY_SNIPPETS, ids=[p.name for p in STRATEGY_SNIPPETS])
+def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, run_cli, capsys):
+    import yaml
+
+    text = snippet.read_text(encoding="utf-8")
+    assert text.lstrip().startswith("#") and "docs/scale.md" in text
+    raw = yaml.safe_load(text)
+    assert set(raw) == {"trainer"}, "a strategy snippet only sets trainer options"
+    with pytest.raises(SystemExit) as info:  # composes by shipped name, later --config wins
+        run_cli("fit", "--config", "toy_dpg.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
+    assert info.value.code in (0, None)
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["class_path"] == "lit_align.methods.DPG"
+    for key, value in raw["trainer"].items():
+        got = resolved["trainer"][key]
+        if isinstance(value, dict):  # a class_path strategy: its init_args resolve with defaults added
+            assert got["class_path"] == value["class_path"]
+            assert value["init_args"].items() <= got["init_args"].items(), key
+        else:
+            assert got == value, key

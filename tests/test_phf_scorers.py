@@ -1,0 +1,45 @@
+"""Misalignment scorers of pretraining with feedback (methods.md §5.3): values in [0, 1]."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from lit_align.scorers.code import PEP8PerChar, pep8_error_lines
+
+
+def test_pep8_per_char_on_lines_in_context():
+    lines = "import os\nx=1\ndef f():\n  return 1\n".splitlines(keepends=True)
+    # E225 on line 2, E302 (2 blank lines expected) on line 3, E111 (indent not a multiple of 4) on line 4
+    assert pep8_error_lines("".join(lines)) == [2, 3, 4]
+    assert PEP8PerChar().score_segments(lines) == pytest.approx([0.0, 1 / 4, 1 / 9, 1 / 11])
+    assert PEP8PerChar(ignore=["E225"]).score_segments(lines)[1] == 0.0
+    assert PEP8PerChar()(["x=1\n", "x = 1\n", ""]).tolist() == pytest.approx([0.25, 0.0, 0.0])
+
+
+def test_pii_per_char():
+    pytest.importorskip("scrubadub")
+    from lit_align.scorers.pii import PIIPerChar
+
+    text = "write to jane.doe@example.com today"
+    scorer = PIIPerChar(detectors=["email"])
+    assert scorer([text, "nothing to see", ""]).tolist() == pytest.approx([1 / len(text), 0.0, 0.0])
+    with pytest.raises(ValueError, match="unknown scrubadub detectors"):
+        PIIPerChar(detectors=["fingerprint"])
+
+
+def test_profanity_check_orders_texts():
+    pytest.importorskip("profanity_check")
+    from lit_align.scorers.toxicity import ProfanityCheck
+
+    clean, rude, empty = ProfanityCheck()(["have a nice day", "you are a stupid idiot", "  "]).tolist()
+    assert 0.0 <= clean < 0.5 < rude <= 1.0 and empty == 0.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("detoxify") is not None, reason="detoxify installed")
+def test_detoxify_fails_clearly_when_missing():
+    from lit_align.scorers.toxicity import Detoxify
+
+    with pytest.raises(ImportError, match="ProfanityCheck"):
+        Detoxify()

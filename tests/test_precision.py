@@ -1,0 +1,109 @@
+"""Precision: log-probs are float32 (importance weights float64) whatever the training precision;
+DPG under ``bf16-mixed`` stays finite and close to fp32; ``bf16-true`` trains bf16 weights."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import lightning as L
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from lit_align.data.prompts import PromptDataModule  # noqa: E402
+from lit_align.methods import DPG  # noqa: E402
+from lit_align.models.loading import byte_tokenizer  # noqa: E402
+from lit_align.models.logprobs import selected_log_probs  # noqa: E402
+from lit_align.scorers import Regex  # noqa: E402
+from lit_align.targets import Pointwise  # noqa: E402
+from scripted import letter_pool, scripted  # noqa: E402
+
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("single_thread")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_selected_log_probs_match_log_softmax_in_float64(dtype):
+    gen = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(3, 7, 50, generator=gen)).to(dtype).requires_grad_(True)
+    target = torch.randint(0, 50, (3, 7), generator=gen)
+    weight = torch.randn(3, 7, generator=gen, dtype=torch.float64)
+    out = selected_log_probs(logits, target, chunk_rows=4)  # 21 rows in chunks of 4
+    ref = torch.log_softmax(logits.double(), -1).gather(-1, target[..., None]).squeeze(-1)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+    (grad,) = torch.autograd.grad((out.double() * weight).sum(), logits)
+    (grad_ref,) = torch.autograd.grad((ref * weight).sum(), logits)
+    assert grad.dtype == dtype
+    torch.testing.assert_close(grad.double(), grad_ref.to(dtype).double(), rtol=0, atol=1e-5 if dtype == torch.float32 else 1e-2)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert torch.equal(selected_log_probs(logits, target), selected_log_probs(logits, target, chunk_rows=1))
+        assert selected_log_probs(logits, target).dtype == torch.float32
+
+
+TOK = byte_tokenizer()
+POOL_IDS, POOL_TEXTS = letter_pool(TOK, n=64, length=6)
+ScriptedDPG = scripted(DPG, POOL_IDS, POOL_TEXTS)
+STEPS = 3
+
+
+def run(precision: str):
+    L.seed_everything(0, verbose=False)
+    # contains an "a": Z ≈ 1 − (3/4)^6 under the letter pool, every step has a gradient
+    module = ScriptedDPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-gpt2", n_samples=16,
+                         minibatch_size=8, max_new_tokens=6, lr=1e-3)
+    history = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            history.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+    start = {}
+
+    class Start(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            start.update({k: v.detach().float().clone() for k, v in pl_module.model.named_parameters()})
+
+    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, precision=precision, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[Record(), Start()])
+    trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=100))
+    delta = torch.cat([(p.detach().float() - start[k]).flatten() for k, p in module.model.named_parameters()])
+    return module, history, delta
+
+
+@pytest.fixture(scope="module")
+def fp32_run():
+    return run("32-true")
+
+
+def test_bf16_mixed_dpg_is_finite_and_close_to_fp32(fp32_run):
+    _, ref, ref_delta = fp32_run
+    module, hist, delta = run("bf16-mixed")
+    assert len(hist) == len(ref) == STEPS and module.skipped_steps == 0
+    for t, (a, b) in enumerate(zip(hist, ref)):
+        assert all(math.isfinite(v) for v in a.values()), a
+        for name in ("train/z", "train/ess", "train/kl_target_policy", "train/kl_policy_base", "train/scorer/has_a"):
+            assert math.isclose(a[name], b[name], rel_tol=0.05, abs_tol=2e-3), (t, name, a[name], b[name])
+    # the same updates up to bf16 rounding (Adam's first steps are near sign(g)·lr)
+    cos = torch.nn.functional.cosine_similarity(delta, ref_delta, dim=0)
+    assert cos > 0.9 and ref_delta.abs().max() > 1e-3, float(cos)
+    # log-probs stay float32 even when computed under autocast
+    samples = module.sample([""], n=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert module.policy.token_log_probs(module.model, samples).dtype == torch.float32
+    assert samples.log_q.dtype == torch.float32
+
+
+def test_bf16_true_trains_bf16_weights_with_float32_log_probs(fp32_run):
+    _, ref, _ = fp32_run
+    module, hist, delta = run("bf16-true")
+    assert next(module.model.parameters()).dtype == torch.bfloat16
+    assert all(math.isfinite(v) for h in hist for v in h.values())
+    assert module.skipped_steps == 0 and delta.abs().max() > 1e-3
+    assert math.isclose(hist[0]["train/kl_target_policy"], ref[0]["train/kl_target_policy"], rel_tol=0.05)
+    samples = module.sample([""], n=4)
+    assert samples.log_q.dtype == torch.float32
+    assert module.base_log_prob(samples).dtype == torch.float32
