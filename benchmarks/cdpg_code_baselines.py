@@ -4,8 +4,9 @@ Runs ``cdpg_code_compile_offline.yaml`` (or ``--task code_pep8``) with CDPG, the
 task with DPG (one global Z), RL with a KL penalty and REINFORCE (the baseline configs in
 ``configs/cdpg_baselines/`` with the offline model and data of the CDPG config), all for
 ``--steps`` steps, and reports constraint satisfaction ``E_π[b]`` against ``KL(π‖a)`` over
-training: a Markdown table (stdout and ``--out``/table.md) and, when matplotlib is
-installed, ``--out``/cdpg_code_baselines.png.
+training: a Markdown table (stdout and ``--out``/cdpg_code_baselines.md) and, when matplotlib
+is installed (``pip install .[bench]``), ``--out``/cdpg_code_baselines.png. The runs' TensorBoard
+logs go to ``--logs``.
 
     python benchmarks/cdpg_code_baselines.py --steps 50            # SmolLM2, offline (slow on CPU)
     python benchmarks/cdpg_code_baselines.py --steps 4 --model tiny-gpt2 --samples 4   # smoke run
@@ -43,11 +44,11 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
 
 
-def run(method: str, config: str, args, out: Path) -> dict[str, list[tuple[int, float]]]:
+def run(method: str, config: str, args, logs_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from lit_align.cli import main
 
     scorer = "compilable" if args.task == "code_compile" else "pep8"
-    root = out / method.split()[0].lower()
+    root = logs_dir / method.split()[0].lower()
     argv = ["fit", "--config", config, f"--trainer.max_steps={args.steps}", "--trainer.val_check_interval=1000000",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
             f"--trainer.logger.init_args.save_dir={root}", f"--model.init_args.model={args.model}",
@@ -78,24 +79,28 @@ def main_(argv: list[str] | None = None) -> None:
     p.add_argument("--contexts", type=int, default=4, help="contexts per step")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--lr", type=float, default=1e-5)
-    p.add_argument("--out", default="benchmarks/out/cdpg_code")
+    p.add_argument("--out", default="benchmarks/results", help="folder of the table and the PNG")
+    p.add_argument("--logs", default="runs/cdpg_code_baselines", help="folder of the runs' TensorBoard logs")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {m: run(m, c.format(task=args.task), args, out) for m, c in METHODS.items()}
+    results = {m: run(m, c.format(task=args.task), args, Path(args.logs)) for m, c in METHODS.items()}
 
     def last(series, k=5):
         vals = [v for _, v in series[-k:]]
         return sum(vals) / len(vals) if vals else float("nan")
 
-    rows = ["| method | E_π[b] first | E_π[b] last 5 | KL(π‖a) last 5 | s/step |", "|---|---|---|---|---|"]
+    header = (f"task {args.task}, model {args.model}, {args.steps} steps × {args.contexts} contexts × {args.samples} "
+              f"samples, max {args.max_new_tokens} new tokens, lr {args.lr}; E_π[b] and KL(π‖a) on each step's "
+              "training samples")
+    rows = ["| method | E_π[b] first | E_π[b] last 5 | KL(π‖a) last 5 | wall s (incl. load) |", "|---|---|---|---|---|"]
     for m, s in results.items():
         first = s["_constraint"][0][1] if s["_constraint"] else float("nan")
         rows.append(f"| {m} | {first:.3f} | {last(s['_constraint']):.3f} | "
-                    f"{last(s.get('train/kl_policy_base', [])):.3f} | {s['_seconds'][0][1] / args.steps:.1f} |")
-    table = "\n".join(rows)
+                    f"{last(s.get('train/kl_policy_base', [])):.3f} | {s['_seconds'][0][1]:.0f} |")
+    table = header + "\n\n" + "\n".join(rows)
     print(table)
-    (out / "table.md").write_text(table + "\n")
+    (out / "cdpg_code_baselines.md").write_text(table + "\n")
     try:
         import matplotlib
 

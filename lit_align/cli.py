@@ -107,13 +107,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     From the command line they print as one paragraph, without a traceback.
     """
+    from lit_align.callbacks.resume import CheckpointError
     from lit_align.callbacks.task_metrics import MissingMetricPackage
     from lit_align.data.conditional import DatasetLoadError
     from lit_align.data.validate import DataFileError
     from lit_align.models.loading import ModelLoadError
     from lit_align.moment_matching import MomentMatchingError
 
-    return (ModelLoadError, DatasetLoadError, DataFileError, MomentMatchingError, MissingMetricPackage)
+    return (ModelLoadError, DatasetLoadError, DataFileError, CheckpointError, MomentMatchingError, MissingMetricPackage)
 
 
 def main(args: list[str] | None = None) -> LitAlignCLI:

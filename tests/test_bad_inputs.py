@@ -20,6 +20,7 @@ import torch
 
 from lit_align.data import ContextListDataModule, DatasetLoadError, FileContextsDataModule
 from lit_align.data.preference_pairs import split_record
+from lit_align.data.pretraining import iter_documents
 from lit_align.data.validate import DataFileError
 from lit_align.models import ModelLoadError
 from lit_align.moment_matching import MomentMatchingError
@@ -205,6 +206,10 @@ CASES = [
     Case("data_malformed_in_cli", then(write("d.jsonl", JSONL + "{oops\n"), cli(
         "--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset={tmp}/d.jsonl",
         "--data.init_args.reference_column=null")), DataFileError, r"d\.jsonl', line 2: malformed JSON"),
+    Case("corpus_malformed_jsonl", lambda tmp: list(iter_documents(str(write("c.jsonl", '{"text": "a."}\n{"text": }\n')(
+        tmp)))), DataFileError, r"c\.jsonl', line 2: malformed JSON"),
+    Case("corpus_not_utf8", lambda tmp: list(iter_documents(str(write("c.txt", "a.\n".encode() + "caf\xe9\n".encode(
+        "latin-1"))(tmp)))), DataFileError, r"c\.txt' is not UTF-8 text: line 2"),
     Case("data_resource_unknown", lambda tmp: FileContextsDataModule(dataset="resource:no_such").setup("fit"),
          FileNotFoundError, r"no shipped resource 'no_such'; shipped: \[.*summarization_news"),
     Case("data_hub_offline", lambda tmp: FileContextsDataModule(dataset="some-org/some-dataset").setup("fit"),
@@ -283,3 +288,25 @@ def test_json_array_and_json_lines_in_a_json_file_both_load(in_tmp):
     (in_tmp / "array.json").write_text(json.dumps(rows))
     (in_tmp / "lines.json").write_text("\n".join(json.dumps(r) for r in rows))
     assert load_records(str(in_tmp / "array.json")) == rows == load_records(str(in_tmp / "lines.json"))
+
+
+@pytest.mark.parametrize("error_file", ["ckpt", "data"])
+def test_command_line_prints_one_paragraph_and_exits_2(error_file, in_tmp, monkeypatch, capsys):
+    """From the command line, a bad checkpoint or data file is a message, not a traceback."""
+    from lit_align import cli
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+    (in_tmp / "d.jsonl").write_text('{"source": "a"}\n{"source": \n')
+    extra = (["--ckpt_path", "nope.ckpt"] if error_file == "ckpt" else
+             ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl",
+              "--data.init_args.reference_column=null"])
+    monkeypatch.setattr("sys.argv", ["lit_align", "fit", "--config", "toy_dpg", "--trainer.logger=false", *extra])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    expected = "error: CheckpointNotFoundError: --ckpt_path 'nope.ckpt' does not exist" if error_file == "ckpt" \
+        else "error: DataFileError: data file 'd.jsonl', line 2: malformed JSON"
+    assert expected in err, err[-2000:]

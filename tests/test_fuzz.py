@@ -225,3 +225,19 @@ def test_preference_records_split_or_are_refused(prompt, chosen, rejected):
             assert p + c == chosen and p + r == rejected
         else:
             assert (p, c, r) == (prompt, chosen, rejected)
+
+
+@FAST
+@given(lines=st.lists(st.one_of(values.map(json.dumps), st.text(max_size=30)), max_size=8))
+def test_streamed_jsonl_agrees_with_the_whole_file_reader(tmp_path, lines):
+    """The pretraining corpus streams a .jsonl; it accepts and refuses exactly what the reader does."""
+    from lit_align.data.validate import iter_jsonl, read_jsonl
+
+    path = write(tmp_path, "c.jsonl", "\n".join(lines).encode())
+    outcomes = []
+    for reader in (read_jsonl, lambda p: list(iter_jsonl(p))):
+        try:
+            outcomes.append(("ok", reader(path)))
+        except DataFileError as err:
+            outcomes.append(("error", str(err)))
+    assert outcomes[0] == outcomes[1]

@@ -24,6 +24,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 PARTIAL = ".partial"
+
+
+class CheckpointError(ValueError):
+    """A ``--ckpt_path`` that cannot be resumed from; the message says why and what to do."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A ``--ckpt_path`` that does not exist."""
+
 _LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 
 
@@ -134,20 +143,27 @@ def check_checkpoint(path: str | Path, method: str | None = None) -> None:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt file, or `last` to resume "
-                                "the newest last.ckpt of this experiment")
+        raise CheckpointNotFoundError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt file, or `last` to "
+                                      "resume the newest last.ckpt of this experiment")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # reads little
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)  # an old (non-zip) torch file
     except Exception as err:  # truncated file, not a torch file, ...
-        raise ValueError(f"--ckpt_path {str(path)!r} is not a readable checkpoint ({type(err).__name__}: "
-                         f"{str(err)[:200]}); a run killed while saving leaves NAME.ckpt{PARTIAL}, never a "
-                         "half-written NAME.ckpt, with AtomicCheckpoint") from err
+        raise CheckpointError(
+            f"--ckpt_path {str(path)!r} is not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); "
+            f"with AtomicCheckpoint a run killed while saving leaves NAME.ckpt{PARTIAL}, never a half-written "
+            "NAME.ckpt"
+        ) from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"--ckpt_path {str(path)!r} is not a Lightning checkpoint (no state_dict)")
+        raise CheckpointError(f"--ckpt_path {str(path)!r} is not a Lightning checkpoint (no state_dict)")
     saved = (ckpt.get("lit_align") or {}).get("method")
     if method is not None and saved is not None and saved != method:
-        raise ValueError(f"--ckpt_path {str(path)!r} was written by method {saved!r}, but the config's model is "
-                         f"{method!r}; resume with the same model class_path")
+        raise CheckpointError(f"--ckpt_path {str(path)!r} was written by method {saved!r}, but the config's model "
+                              f"is {method!r}; resume with the same model class_path")
 
 
 def resolve_ckpt_path(value: str | None, trainer: L.Trainer, module: L.LightningModule | None, fit: bool = True):

@@ -45,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lit_align.data.conditional import _STDLIB_SKIP, RESOURCES, DatasetLoadError
+from lit_align.data.validate import iter_jsonl, iter_text_lines
 from lit_align.scorers.base import Scorer
 
 SEGMENTATIONS = ("sentences", "lines", "document")
@@ -136,15 +137,9 @@ def iter_records(corpus: str, split: str = "train", glob: str = "**/*.py", confi
                 if text:
                     yield text
         elif where.suffix == ".jsonl":
-            with where.open(encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        yield json.loads(line)
+            yield from iter_jsonl(where)  # streamed; a bad line is a DataFileError naming file and line
         elif where.suffix == ".txt":
-            with where.open(encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        yield line.rstrip("\n")
+            yield from iter_text_lines(where)
         else:
             import datasets
 

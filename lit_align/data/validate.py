@@ -117,3 +117,31 @@ def check_data_file(path: str | Path) -> int:
         header_only = " (only a header)" if suffix == ".csv" else ""
         raise DataFileError(f"data file {str(path)!r} has no records{header_only}")
     return len(records)
+
+
+def _stream_lines(path: Path):
+    """``(number, text)`` of each line, read in binary and decoded one line at a time (large files stream)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFileError(
+                    f"data file {str(path)!r} is not UTF-8 text: line {number}, byte {err.start} of the line "
+                    f"({raw[err.start:err.start + 4]!r}); re-encode it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from None
+
+
+def iter_jsonl(path: str | Path):
+    """Stream the records of a JSON-lines file (errors name the file and line, as :func:`read_jsonl`)."""
+    path = Path(path)
+    for number, line in _stream_lines(path):
+        if line.strip(_JSON_SPACE):
+            yield _parse_line(path, number, line)
+
+
+def iter_text_lines(path: str | Path):
+    """Stream the non-blank lines of a UTF-8 text file (without their newline)."""
+    for _, line in _stream_lines(Path(path)):
+        if line.strip():
+            yield line.rstrip("\r\n")

@@ -10,7 +10,7 @@ module asks :meth:`PHF.pretraining_options`); unlikelihood, RWR and AWR weight t
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -189,17 +189,13 @@ class PHF(BasePolicyModule):
         n_tokens = mask.sum().clamp(min=1)
         size = self.hparams.minibatch_size
         totals: dict[str, Tensor] = {}
-        timer = getattr(self, "timer", None)
         for start in range(0, ids.shape[0], size):
             rows = slice(start, start + size)
-            with timer("forward_backward") if timer is not None else nullcontext():
+            with self.timer("forward_backward"):
                 logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
                 terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h)
-                loss = terms["loss"] / n_tokens
-                if torch.isfinite(loss):
-                    self.manual_backward(loss)
-                else:
-                    self.bad_steps_in_batch = True
+                self.backward_if_finite(terms["loss"] / n_tokens)
+            self.timer.count("train", attn[rows].sum())
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v.detach().double()
         self.optimizer_step_guarded()

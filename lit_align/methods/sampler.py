@@ -107,9 +107,12 @@ class Sampler(BasePolicyModule):
                 rank_zero_info(fit.report())
 
     def on_predict_start(self) -> None:
+        super().on_predict_start()
+        self._setup_ranks()  # each rank draws its own samples
         self._prepare()
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self._prepare()
 
     def extra_state(self) -> dict:
