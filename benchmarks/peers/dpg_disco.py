@@ -70,7 +70,7 @@ def main() -> None:
     tuner.step_idx_updated.enroll(lambda s: clock.tick())
     tuner.tune()
     clock.tick()
-    report("disco DPG", clock.step_times(), args.samples, "samples")
+    report("disco DPG", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times())
 
 
 if __name__ == "__main__":

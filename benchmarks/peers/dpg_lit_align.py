@@ -30,8 +30,8 @@ class Clock(L.Callback):
         self.clock.tick()
 
 
-def fit_timed(make_module, steps: int, threads: int, prompt: str) -> tuple[list[float], dict[str, float]]:
-    """Fit ``make_module()`` for ``steps`` steps on ``prompt``; step times and mean per-phase seconds."""
+def fit_timed(make_module, steps: int, threads: int, prompt: str) -> tuple[StepClock, dict[str, float]]:
+    """Fit ``make_module()`` for ``steps`` steps on ``prompt``; the step clock and mean per-phase seconds."""
     torch.set_num_threads(threads)
     from lit_align.callbacks import PerfMonitor
     from lit_align.data import PromptDataModule
@@ -52,7 +52,7 @@ def fit_timed(make_module, steps: int, threads: int, prompt: str) -> tuple[list[
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[Clock(clock), PerfMonitor(), Phases()])
     trainer.fit(module, PromptDataModule(prompt=prompt, steps_per_epoch=steps))
-    return clock.step_times(), {k: sum(v[1:]) / max(len(v) - 1, 1) for k, v in phases.items()}
+    return clock, {k: sum(v[1:]) / max(len(v) - 1, 1) for k, v in phases.items()}
 
 
 def main() -> None:
@@ -72,8 +72,8 @@ def main() -> None:
         return DPG(model=args.model, target=[Pointwise(Regex("e", name="e"))], n_samples=args.samples,
                    minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, off_policy=False)
 
-    times, phases = fit_timed(make, args.steps, args.threads, PROMPT)
-    report("lit_align DPG", times, args.samples, "samples", phases=phases)
+    clock, phases = fit_timed(make, args.steps, args.threads, PROMPT)
+    report("lit_align DPG", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def main() -> None:
             clock.tick()
 
     DPOTrainer(model=args.model, args=cfg, train_dataset=data, callbacks=[Clock()]).train()
-    report("trl DPO", clock.step_times(), args.samples, "pairs")
+    report("trl DPO", clock.step_times(), args.samples, "pairs", cpu_times=clock.cpu_times())
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ def main() -> None:
         return RLOO(model=args.model, reward=[Regex("e", name="e")], beta=0.05, n_samples=args.samples,
                     minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5)
 
-    times, phases = fit_timed(make, args.steps, args.threads, PROMPT)
-    report("lit_align RLOO", times, args.samples, "samples", phases=phases)
+    clock, phases = fit_timed(make, args.steps, args.threads, PROMPT)
+    report("lit_align RLOO", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def main() -> None:
 
     trainer = Trainer(model=args.model, reward_funcs=reward_e, args=cfg, train_dataset=data, callbacks=[Clock()])
     trainer.train()
-    report(f"trl {args.trainer.upper()}", clock.step_times(), args.samples, "samples")
+    report(f"trl {args.trainer.upper()}", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times())
 
 
 if __name__ == "__main__":

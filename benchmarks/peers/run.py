@@ -73,14 +73,16 @@ def pairs(only: set[str]) -> list[tuple[str, str, tuple[str, str, list[str]]]]:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| work | model | lit_align /s | peer | peer /s | speed ratio | lit_align peak RSS | peer peak RSS "
-            "| memory ratio |\n|---|---|---|---|---|---|---|---|---|")
+    head = ("| work | model | lit_align /s | peer | peer /s | speed ratio (wall) | speed ratio (CPU time) "
+            "| lit_align peak RSS | peer peak RSS | memory ratio |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         a, b = r["ours"], r["peer"]
         unit = next(k for k in a if k.endswith("_per_s"))
+        cpu_unit = unit.replace("_per_s", "_per_cpu_s")
+        cpu_ratio = f"{a[cpu_unit] / b[cpu_unit]:.2f}×" if cpu_unit in a and cpu_unit in b else "–"
         lines.append(f"| {r['work']} | {r['model']} | {a[unit]:.2f} {unit[:-6]} | {b['name']} | {b[unit]:.2f} "
-                     f"| **{a[unit] / b[unit]:.2f}×** | {a['peak_rss_mb'] / 1024:.2f} GB | "
+                     f"| **{a[unit] / b[unit]:.2f}×** | {cpu_ratio} | {a['peak_rss_mb'] / 1024:.2f} GB | "
                      f"{b['peak_rss_mb'] / 1024:.2f} GB | {a['peak_rss_mb'] / b['peak_rss_mb']:.2f} |")
     return "\n".join(lines)
 
@@ -124,6 +126,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per side (1 on a shared machine)")
     ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
     args = ap.parse_args()
@@ -131,6 +134,7 @@ def main() -> None:
     import models
 
     only = set(args.only.split(","))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # every side, torch and the peers' own pools
     load = os.getloadavg()[0]
     if load > 1.5:
         print(f"warning: load average {load:.1f} on {os.cpu_count()} cores: timings will be noise", flush=True)
@@ -138,20 +142,20 @@ def main() -> None:
     for model in args.models.split(","):
         folder = str(models.folder(model))
         common = [folder, "--steps", str(args.steps), "--samples", str(args.samples), "--tokens",
-                  str(args.tokens), "--minibatch", str(args.minibatch)]
+                  str(args.tokens), "--minibatch", str(args.minibatch), "--threads", str(args.threads)]
         for work, ours_script, (peer, peer_script, extra) in pairs(only):
             print(f"{work} on {model}:", flush=True)
             args_ = common
             if work == "DPO":  # pairs, not samples: --pairs-per-step pairs of at most 128 tokens
                 args_ = [folder, "--steps", str(args.steps), "--samples", str(args.pairs_per_step),
-                         "--pairs", str(models.preference_pairs())]
+                         "--pairs", str(models.preference_pairs()), "--threads", str(args.threads)]
             ours = run_side(sys.executable, ours_script, args_)
             theirs = run_side(peer_python(peer), peer_script, args_ + extra)
             rows.append({"work": work, "model": model, "ours": ours, "peer": theirs})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (f"Measured by `python benchmarks/peers/run.py` ({machine()}; {args.samples} samples × {args.tokens} "
-            f"new tokens per step from one prompt, micro-batch {args.minibatch}, median of {args.steps - 1} steps "
-            f"after one warm-up):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
+            f"new tokens per step from one prompt, micro-batch {args.minibatch}, {args.threads} thread(s) per side, "
+            f"median of {args.steps - 1} steps after one warm-up; DPO: {args.pairs_per_step} pairs per step):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
             f"{phase_lines(rows)}")
     if "sampling" in only:
         subprocess.run([sys.executable, str(HERE.parent / "sampler_vs_generate.py")], check=True, cwd=ROOT)
