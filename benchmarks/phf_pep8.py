@@ -15,6 +15,9 @@ violation, and the LM loss on held-out files (nats/token; control tokens not sco
 
 Writes ``--out`` (default ``benchmarks/results/phf_pep8``): ``table.md``, ``results.json`` and
 ``score_vs_loss.png``. The corpus scores are cached (``$LIT_ALIGN_CACHE/phf_scores``).
+Each run must train exactly its steps (else it stops with an error); ``tokens`` are the tokens
+trained on. ``train s`` is wall time: on a loaded machine two torch threads can be many times
+slower than one (``--threads 1``), so compare it only between runs of one invocation.
 """
 
 from __future__ import annotations
@@ -71,6 +74,12 @@ def run(args, name: str, module: PHF, steps: int, skip_tokens: int = 0, ckpt: Pa
     data = make_data(args, skip_tokens)
     trainer.fit(module, data)
     train_s = time.time() - t0
+    # every run must train exactly the steps asked for (no early end, no short stream)
+    if trainer.global_step != steps:
+        raise RuntimeError(f"{name}: trained {trainer.global_step} steps, not {steps}")
+    nominal = steps * args.batch * args.seq_len
+    if module.tokens_seen != nominal:  # an epoch's padded last chunk or short last batch
+        print(f"{name}: trained on {module.tokens_seen:,} tokens, not {nominal:,}", flush=True)
     if ckpt is not None:
         trainer.save_checkpoint(ckpt)
     val = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
@@ -79,8 +88,9 @@ def run(args, name: str, module: PHF, steps: int, skip_tokens: int = 0, ckpt: Pa
                                  hits_threshold=0.0)
     torch.manual_seed(0)
     ev = evaluator.evaluate(module)
-    row = {"run": name, "objective": module.hparams.objective, "steps": steps, "tokens": module.tokens_seen,
-           "score": ev["unconditional/score"], "score_max@25": ev["unconditional/score_max@25"],
+    row = {"run": name, "objective": module.hparams.objective, "steps": trainer.global_step,
+           "tokens": module.tokens_seen, "skip_tokens": skip_tokens, "score": ev["unconditional/score"],
+           "score_max@25": ev["unconditional/score_max@25"],
            "num_hits": ev["unconditional/num_hits"], "length": ev["unconditional/length"],
            "lm_loss": float(val["val/loss"]), "train_s": round(train_s, 1)}
     print(json.dumps(row), flush=True)
@@ -113,11 +123,12 @@ def main() -> None:
     if args.finetune:
         half = args.steps // 2
         ckpt = out / "mle_half.ckpt"
-        run(args, "pretrain/mle (first half)", make_module(args, "mle"), half, ckpt=ckpt)
+        first = run(args, "pretrain/mle (first half)", make_module(args, "mle"), half, ckpt=ckpt)
         skip = half * args.batch * args.seq_len  # continue the stream where the MLE run stopped
         ft = make_module(args, args.finetune, init_from=str(ckpt))
         row = run(args, f"finetune/{args.finetune} (MLE half + feedback half)", ft, args.steps - half, skip_tokens=skip)
-        row["tokens"] += half * args.batch * args.seq_len
+        row["tokens"] += first["tokens"]  # tokens actually trained on, both halves
+        row["steps"] += first["steps"]
         rows.append(row)
         ckpt.unlink(missing_ok=True)
     write(rows, args, out)

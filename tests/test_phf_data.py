@@ -166,6 +166,35 @@ def test_resume_skips_consumed_chunks(corpus, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(full[4:], resumed))
 
 
+def same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_skip_tokens_continues_the_stream_across_epochs(corpus, tmp_path, num_workers):
+    """``skip_tokens`` starts where an earlier run stopped in the uninterrupted stream epoch +
+    epoch + … (the same shuffled order each epoch): in shuffled order, wrapping past the end of
+    a tiny corpus, in the first epoch only. (It used to skip unshuffled chunks, in every epoch,
+    and left an empty stream when the skip was longer than an epoch.)"""
+    kw = dict(split="train", val_every=1000, shuffle_buffer=3, seq_len=8)
+    epoch = [c["input_ids"] for c in make(corpus, tmp_path, **kw)]
+    n = len(epoch)
+    assert n > 4
+    endless = epoch * 4
+    for consumed in (3, n, n + 3, 2 * n + 5):
+        ds = make(corpus, tmp_path, skip_tokens=consumed * 8, **kw)
+        first, second = [c["input_ids"] for c in ds], [c["input_ids"] for c in ds]
+        assert len(first) == n - consumed % n and len(second) == n
+        assert same(first + second, endless[consumed:consumed + len(first) + n])
+    # through the data module's loader, iterated again each epoch as Lightning does
+    dm = PretrainingDataModule(corpus=str(corpus), scorer=XRate(), tokenizer=byte_tokenizer(), seq_len=8,
+                               batch_size=1, shuffle_buffer=3, cache_dir=str(tmp_path / "cache"), val_every=1000,
+                               skip_tokens=(n + 3) * 8, num_workers=num_workers)
+    loader = dm.train_dataloader()
+    passes = [[b["input_ids"][0] for b in loader] for _ in range(2)]
+    assert same(passes[0] + passes[1], endless[n + 3:2 * n + n])
+
+
 def test_prescored_corpus_needs_no_scorer(tmp_path):
     path = tmp_path / "scored.jsonl"
     path.write_text(json.dumps({"texts": ["ab ", "cd"], "scores": [0.25, 0.5], "avg_score": 0.375}) + "\n")

@@ -18,6 +18,12 @@ def test_pep8_per_char_on_lines_in_context():
     assert PEP8PerChar()(["x=1\n", "x = 1\n", ""]).tolist() == pytest.approx([0.25, 0.0, 0.0])
 
 
+def test_pep8_survives_pycodestyle_crash_on_one_letter_line():
+    # pycodestyle 2.15 raises IndexError on a logical line `u` before other code; E402 is skipped then
+    assert pep8_error_lines("import os\nu\n") == pep8_error_lines("import os\nu\n", ["E402"])
+    assert PEP8PerChar()(["b", "import  os\nB"]).tolist() == [0.0, pytest.approx(1 / 12)]  # E271 on line 1
+
+
 def test_pii_per_char():
     pytest.importorskip("scrubadub")
     from lit_align.scorers.pii import PIIPerChar

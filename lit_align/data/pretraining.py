@@ -30,6 +30,7 @@ replays the stream (scores come from the cache) and skips what was consumed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -38,7 +39,7 @@ import sqlite3
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -348,11 +349,46 @@ def shuffled(items: Iterator, buffer_size: int, rng: random.Random) -> Iterator:
     yield from buf
 
 
+_END = object()
+
+
+def skip_wrapping(make: Callable[[], Iterator], n: int) -> Iterator:
+    """The items of ``make()`` from position ``n`` of the endless stream ``make() + make() + …``
+    to the end of the pass holding that position (``n`` past an epoch wraps around it)."""
+    items = make()
+    done = 0
+    while True:
+        item = next(items, _END)
+        if item is _END:
+            if done == 0:
+                return iter(())  # an empty epoch: nothing to continue
+            items, n, done = make(), n % done, 0  # done = the epoch's length
+            continue
+        if done == n:
+            return itertools.chain([item], items)
+        done += 1
+
+
+class PassCountingLoader(DataLoader):
+    """A DataLoader that tells its :class:`ScoredChunks` (copied into each worker process) that
+    its first pass has started, so a resumed or continued run skips consumed chunks in its first
+    epoch only (Lightning iterates the same loader every epoch)."""
+
+    def __iter__(self):
+        it = super().__iter__()  # the single-process fetcher and the workers take the dataset now
+        if isinstance(self.dataset, ScoredChunks):
+            self.dataset.first_pass = False
+        return it
+
+
 class ScoredChunks(IterableDataset):
     """The packed, scored token stream of one split of a corpus (see the module docstring).
 
-    ``split="val"`` takes every ``val_every``-th document (none if 0), the training split the others;
-    ``skip_chunks`` (per rank) is the data position to resume from, in shuffled order.
+    ``split="val"`` takes every ``val_every``-th document (none if 0), the training split the others.
+    ``skip_tokens`` (an earlier run's tokens, all ranks) and ``skip_chunks`` (this rank's, on
+    resuming) set where the first pass starts in the endless stream epoch + epoch + … (every
+    epoch has the same shuffled order), so that training continues exactly where the earlier
+    run stopped, also past the end of an epoch; later passes are whole epochs.
     """
 
     def __init__(self, corpus: str, tokenizer, scorer: Scorer | None, packing: PackingConfig,
@@ -370,6 +406,7 @@ class ScoredChunks(IterableDataset):
         self.config_name, self.split, self.val_every = config_name, split, max(int(val_every), 0)
         self.max_documents, self.max_chunks, self.shuffle_buffer = max_documents, max_chunks, shuffle_buffer
         self.skip_chunks, self.skip_tokens, self.batch_size, self.score_batch = skip_chunks, skip_tokens, batch_size, score_batch
+        self.first_pass = True  # skips apply to the first pass only (PassCountingLoader clears it)
         self.cache = None
         if scorer is not None:
             from lit_align.models.loading import cache_dir as default_cache
@@ -433,23 +470,37 @@ class ScoredChunks(IterableDataset):
             ids, scores = document_tokens(doc, tokenized, cfg)
             yield ids, scores, avg
 
-    def __iter__(self) -> Iterator[dict]:
-        shard, n_shards, worker, workers = self._shard()
+    def epoch_chunks(self, shard: int = 0, n_shards: int = 1) -> Iterator[dict]:
+        """One pass (epoch) over this shard's chunks, in training order (shuffled for ``train``)."""
         chunks = pack(self.token_stream(shard, n_shards), self.packing)
-        skip_packed = self.skip_tokens // self.packing.seq_len
-        for _ in range(skip_packed):
-            if next(chunks, None) is None:
-                break
         if self.split == "train":
             chunks = shuffled(chunks, self.shuffle_buffer, random.Random(f"{self.packing.seed}:shuffle:{shard}"))
-        # resume: batch j of this rank came from worker j % workers (DataLoader round robin)
-        batches_done = -(-self.skip_chunks // max(self.batch_size, 1))
-        skip = max(0, -(-(batches_done - worker) // workers)) * self.batch_size if workers > 1 else self.skip_chunks
+        return chunks
+
+    def chunks_to_skip(self, worker: int = 0, workers: int = 1, world: int = 1) -> int:
+        """Chunks of this (rank, worker) shard that earlier training consumed: ``skip_tokens``
+        (of the whole earlier run, all ranks) plus ``skip_chunks`` (this rank's, on resuming)."""
+        consumed = self.skip_tokens // (self.packing.seq_len * max(world, 1)) + self.skip_chunks
+        if workers <= 1:
+            return consumed
+        # batch j of this rank came from worker j % workers (DataLoader round robin)
+        batches_done = -(-consumed // max(self.batch_size, 1))
+        return max(0, -(-(batches_done - worker) // workers)) * self.batch_size
+
+    def __iter__(self) -> Iterator[dict]:
+        # not a generator: the position is read when the pass starts, not at its first chunk
+        shard, n_shards, worker, workers = self._shard()
+        skip = self.chunks_to_skip(worker, workers, n_shards // workers) if self.first_pass else 0
+        if get_worker_info() is None:
+            self.first_pass = False  # (in workers, PassCountingLoader does it in the main process)
+        return self._iterate(shard, n_shards, skip)
+
+    def _iterate(self, shard: int, n_shards: int, skip: int) -> Iterator[dict]:
+        chunks = skip_wrapping(lambda: self.epoch_chunks(shard, n_shards), skip)
         for i, chunk in enumerate(chunks):
             if self.max_chunks is not None and i >= self.max_chunks:
                 break
-            if i >= skip:
-                yield chunk
+            yield chunk
 
 
 # --------------------------------------------------------------- data module
@@ -469,8 +520,12 @@ class PretrainingDataModule(L.LightningDataModule):
         max_val_chunks: chunks of held-out text per validation.
         tokenizer: defaults to the trained module's tokenizer (with its control tokens).
         filter_threshold / control: normally set by the method (``PHF.pretraining_options``).
-        skip_tokens: start the training stream after this many tokens (fine-tuning continues
-            where the pretraining stopped, methods.md §5.3).
+        skip_tokens: start the training stream after this many tokens of an earlier run
+            (all ranks; ``steps × batch_size × seq_len × ranks``), wrapping around epochs like
+            the uninterrupted stream: fine-tuning continues where the pretraining stopped
+            (methods.md §5.3). Exact when the earlier run had the same stream (objective,
+            seq_len, shuffle_buffer, seed); with another objective it is the same number of
+            chunks into that objective's stream (control tokens lengthen it, filtering shortens it).
         cache_dir: where score caches live (default ``$LIT_ALIGN_CACHE/phf_scores``).
     """
 
@@ -525,7 +580,7 @@ class PretrainingDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self.dataset("train")
         self.resume_chunks = 0  # a later epoch starts from the beginning
-        return DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers)
+        return PassCountingLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.dataset("val"), batch_size=self.val_batch_size)
