@@ -49,11 +49,11 @@ ScriptedDPG = scripted(DPG, POOL_IDS, POOL_TEXTS)
 STEPS = 3
 
 
-def run(precision: str):
+def run(precision: str, **kwargs):
     L.seed_everything(0, verbose=False)
     # contains an "a": Z ≈ 1 − (3/4)^6 under the letter pool, every step has a gradient
     module = ScriptedDPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-gpt2", n_samples=16,
-                         minibatch_size=8, max_new_tokens=6, lr=1e-3)
+                         minibatch_size=8, max_new_tokens=6, lr=1e-3, **kwargs)
     history = []
 
     class Record(L.Callback):
@@ -95,6 +95,23 @@ def test_bf16_mixed_dpg_is_finite_and_close_to_fp32(fp32_run):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert module.policy.token_log_probs(module.model, samples).dtype == torch.float32
     assert samples.log_q.dtype == torch.float32
+
+
+def test_bf16_gradient_passes_keep_importance_weights_exact(fp32_run):
+    """grad_dtype=bfloat16: only the policy's forward/backward is autocast, so at the first step
+    (same weights, same samples) Ẑ, ESS and the sampled moments equal the fp32 run's exactly."""
+    _, ref, ref_delta = fp32_run
+    module, hist, delta = run("32-true", grad_dtype="bfloat16")
+    assert len(hist) == STEPS and module.skipped_steps == 0
+    for name in ("train/z", "train/z_batch", "train/ess", "train/n_satisfying"):
+        assert hist[0][name] == ref[0][name], (name, hist[0][name], ref[0][name])
+    for a, b in zip(hist, ref):
+        assert all(math.isfinite(v) for v in a.values())
+        assert math.isclose(a["train/kl_target_policy"], b["train/kl_target_policy"], rel_tol=0.05, abs_tol=2e-3)
+    cos = torch.nn.functional.cosine_similarity(delta, ref_delta, dim=0)
+    assert cos > 0.9, float(cos)
+    assert not torch.equal(delta, ref_delta)  # the gradients did run in bf16
+    assert all(p.dtype == torch.float32 for p in module.model.parameters())
 
 
 def test_bf16_true_trains_bf16_weights_with_float32_log_probs(fp32_run):

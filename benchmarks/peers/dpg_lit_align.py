@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--minibatch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     args = ap.parse_args()
     from lit_align.methods import DPG
     from lit_align.scorers import Regex
@@ -70,10 +71,10 @@ def main() -> None:
 
     def make():
         return DPG(model=args.model, target=[Pointwise(Regex("e", name="e"))], n_samples=args.samples,
-                   minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, off_policy=False)
+                   minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, off_policy=False, grad_dtype=args.grad_dtype)
 
     clock, phases = fit_timed(make, args.steps, args.threads, PROMPT)
-    report("lit_align DPG", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
+    report("lit_align DPG" + (" bf16 grads" if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="pairs per step")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from lit_align.callbacks import PerfMonitor
@@ -42,7 +43,8 @@ def main() -> None:
 
     L.seed_everything(0, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    module = DPO(model=args.model, beta=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False)
+    module = DPO(model=args.model, beta=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
+                 grad_dtype=args.grad_dtype)
     data = PreferenceDataModule(dataset=args.pairs, batch_size=args.samples, val_fraction=0.0, val_split=None,
                                 max_train_pairs=args.steps * args.samples, max_val_pairs=0,
                                 max_completion_length=args.max_length - 8, cache_reference=False, shuffle=False)
@@ -68,7 +70,7 @@ def main() -> None:
     setup_cpu = marks["first_batch_cpu"] - marks["fit_start_cpu"]
     amortised = [t + setup / len(times) for t in times]
     amortised_cpu = [t + setup_cpu / len(times) for t in clock.cpu_times()]
-    report("lit_align DPO", amortised, args.samples, "pairs", cpu_times=amortised_cpu, reference_pass_s=setup,
+    report("lit_align DPO" + (" bf16 grads" if args.grad_dtype else " fp32"), amortised, args.samples, "pairs", cpu_times=amortised_cpu, reference_pass_s=setup,
            train_step_s=med)
 
 

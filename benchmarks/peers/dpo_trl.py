@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="pairs per step")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fp32", action="store_true", help="bf16=False (trl's default is bf16 mixed precision)")
     ap.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--minibatch", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -39,7 +40,7 @@ def main() -> None:
     data = load_dataset("json", data_files=args.pairs, split="train")
     cfg = DPOConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.samples,
                     gradient_accumulation_steps=1, max_length=args.max_length, learning_rate=1e-5,
-                    beta=0.1, max_steps=args.steps, report_to="none", save_strategy="no", logging_steps=1,
+                    beta=0.1, max_steps=args.steps, bf16=not args.fp32, report_to="none", save_strategy="no", logging_steps=1,
                     use_cpu=True, seed=0, lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True)
     clock = StepClock()
 
@@ -52,7 +53,7 @@ def main() -> None:
             clock.tick()
 
     DPOTrainer(model=args.model, args=cfg, train_dataset=data, callbacks=[Clock()]).train()
-    report("trl DPO", clock.step_times(), args.samples, "pairs", cpu_times=clock.cpu_times())
+    report("trl DPO" + (" fp32" if args.fp32 else " (bf16, default)"), clock.step_times(), args.samples, "pairs", cpu_times=clock.cpu_times())
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--minibatch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fp32", action="store_true", help="bf16=False (trl's default is bf16 mixed precision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from datasets import Dataset
@@ -47,7 +48,7 @@ def main() -> None:
     cfg = Config(output_dir=out, per_device_train_batch_size=args.minibatch, gradient_accumulation_steps=accum,
                  steps_per_generation=accum, num_generations=args.samples, max_completion_length=args.tokens,
                  learning_rate=1e-5, max_steps=args.steps, temperature=1.0, top_k=0, top_p=1.0,
-                 report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, seed=0,
+                 bf16=not args.fp32, report_to="none", save_strategy="no", logging_steps=1, use_cpu=True, seed=0,
                  lr_scheduler_type="constant", warmup_steps=0, disable_tqdm=True)
     data = Dataset.from_dict({"prompt": [PROMPT] * (args.steps * args.samples * 2)})
     clock = StepClock()
@@ -62,7 +63,7 @@ def main() -> None:
 
     trainer = Trainer(model=args.model, reward_funcs=reward_e, args=cfg, train_dataset=data, callbacks=[Clock()])
     trainer.train()
-    report(f"trl {args.trainer.upper()}", clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times())
+    report(f"trl {args.trainer.upper()}" + (" fp32" if args.fp32 else " (bf16, default)"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times())
 
 
 if __name__ == "__main__":

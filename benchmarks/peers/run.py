@@ -60,15 +60,27 @@ def run_side(python: Path | str, script: str, args: list[str]) -> dict:
     raise RuntimeError(f"{script} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
 
 
-def pairs(only: set[str]) -> list[tuple[str, str, tuple[str, str, list[str]]]]:
+def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, str, list[str]]]:
+    """(work, our script, our args, peer venv, peer script, peer args): identical arithmetic (fp32 on
+    both sides) first, then, with ``bf16``, lit_align with bf16 gradient passes against the peer
+    as shipped (trl defaults to bf16 mixed precision; disco has no such option)."""
+    bf = ["--grad-dtype", "bfloat16"]
     out = []
     if "dpg" in only:
-        out.append(("DPG", "dpg_lit_align.py", ("disco", "dpg_disco.py", [])))
-    if "rl" in only:
-        out.append(("RLOO", "rl_lit_align.py", ("trl", "rl_trl.py", ["--trainer", "rloo"])))
-        out.append(("RL vs GRPO", "rl_lit_align.py", ("trl", "rl_trl.py", ["--trainer", "grpo"])))
+        out.append(("DPG, fp32 both", "dpg_lit_align.py", [], "disco", "dpg_disco.py", []))
+        if bf16:
+            out.append(("DPG, lit_align bf16 grads", "dpg_lit_align.py", bf, "disco", "dpg_disco.py", []))
+    for trainer in ("rloo", "grpo"):
+        if "rl" in only:
+            work = "RLOO" if trainer == "rloo" else "RLOO vs GRPO"
+            out.append((f"{work}, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py",
+                        ["--trainer", trainer, "--fp32"]))
+            if bf16:
+                out.append((f"{work}, bf16 both", "rl_lit_align.py", bf, "trl", "rl_trl.py", ["--trainer", trainer]))
     if "dpo" in only:
-        out.append(("DPO", "dpo_lit_align.py", ("trl", "dpo_trl.py", [])))
+        out.append(("DPO, fp32 both", "dpo_lit_align.py", [], "trl", "dpo_trl.py", ["--fp32"]))
+        if bf16:
+            out.append(("DPO, bf16 both", "dpo_lit_align.py", bf, "trl", "dpo_trl.py", []))
     return out
 
 
@@ -128,6 +140,7 @@ def main() -> None:
     ap.add_argument("--minibatch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2, help="torch threads per side (1 on a shared machine)")
     ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
+    ap.add_argument("--no-bf16", action="store_true", help="only the fp32-on-both-sides rows")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
@@ -143,14 +156,14 @@ def main() -> None:
         folder = str(models.folder(model))
         common = [folder, "--steps", str(args.steps), "--samples", str(args.samples), "--tokens",
                   str(args.tokens), "--minibatch", str(args.minibatch), "--threads", str(args.threads)]
-        for work, ours_script, (peer, peer_script, extra) in pairs(only):
+        for work, ours_script, ours_extra, peer, peer_script, peer_extra in pairs(only, not args.no_bf16):
             print(f"{work} on {model}:", flush=True)
             args_ = common
-            if work == "DPO":  # pairs, not samples: --pairs-per-step pairs of at most 128 tokens
+            if work.startswith("DPO"):  # pairs, not samples: --pairs-per-step pairs of at most 128 tokens
                 args_ = [folder, "--steps", str(args.steps), "--samples", str(args.pairs_per_step),
                          "--pairs", str(models.preference_pairs()), "--threads", str(args.threads)]
-            ours = run_side(sys.executable, ours_script, args_)
-            theirs = run_side(peer_python(peer), peer_script, args_ + extra)
+            ours = run_side(sys.executable, ours_script, args_ + ours_extra)
+            theirs = run_side(peer_python(peer), peer_script, args_ + peer_extra)
             rows.append({"work": work, "model": model, "ours": ours, "peer": theirs})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = (f"Measured by `python benchmarks/peers/run.py` ({machine()}; {args.samples} samples × {args.tokens} "

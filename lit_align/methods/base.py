@@ -59,6 +59,10 @@ class BasePolicyModule(L.LightningModule):
             (``bfloat16``, ``float16``); None keeps the policy's dtype.
         sampler: ``native`` (exact KV-cache sampler) or ``vllm`` (GPU engine; ``log_q`` is still
             recomputed by the training model); ``sampler_kwargs`` go to ``vllm.LLM``.
+        grad_dtype: run only the gradient passes (the policy's forward + backward) under
+            ``torch.autocast`` in this dtype (``bfloat16``); sampling, the sampled ``log_q``, the
+            base/proposal log-probs and hence every importance weight and Ẑ stay in the model's
+            dtype. Up to ~3.5× faster matmuls on CPUs with bf16 units and on GPUs.
     """
 
     needs_base: bool = True
@@ -90,6 +94,7 @@ class BasePolicyModule(L.LightningModule):
         frozen_dtype: str | None = None,
         sampler: str = "native",
         sampler_kwargs: dict | None = None,
+        grad_dtype: str | None = None,
     ) -> None:
         super().__init__()
         self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
@@ -108,6 +113,8 @@ class BasePolicyModule(L.LightningModule):
             raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
         if frozen_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"frozen_dtype must be null, float32, bfloat16 or float16, got {frozen_dtype!r}")
+        if grad_dtype not in (None, "float32", "bfloat16", "float16"):
+            raise ValueError(f"grad_dtype must be null, float32, bfloat16 or float16, got {grad_dtype!r}")
         if sampler not in ("native", "vllm"):
             raise ValueError(f"sampler must be 'native' or 'vllm', got {sampler!r}")
         if sampler == "vllm":
@@ -274,13 +281,27 @@ class BasePolicyModule(L.LightningModule):
             rows = slice(start, min(start + size, n))
             mb = samples.select(rows)
             with self.timer("forward_backward"):
-                log_pi = self.policy.token_log_probs(self.model, mb).sum(-1)
+                with self.grad_autocast():
+                    log_pi = self.policy.token_log_probs(self.model, mb).sum(-1).float()
                 loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
                 self.backward_if_finite(loss)
             self.timer.count("train", mb.prompt_mask.sum() + mb.completion_mask.sum())
             log_pis.append(log_pi.detach())
             total = total + loss.detach().double()
         return torch.cat(log_pis), total
+
+    @property
+    def grad_dtype_set(self) -> bool:
+        """Gradient passes in lower precision: on-policy weights then use the sampled fp32 ``log_q``
+        for q (the same number as π's log-prob in exact arithmetic), never the bf16 forward's."""
+        return self.hparams.get("grad_dtype") not in (None, "float32")
+
+    def grad_autocast(self):
+        """Autocast context of the gradient passes (``grad_dtype``); a no-op by default."""
+        dtype = self.hparams.get("grad_dtype")
+        if not dtype or dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
 
     def backward_if_finite(self, loss: Tensor) -> None:
         """Backward a finite loss; a non-finite one marks the step bad. With several processes every

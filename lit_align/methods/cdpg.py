@@ -119,7 +119,7 @@ class CDPG(DPG):
             stepped = False
         else:
             def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
-                lq = log_q[rows] if off else log_pi.detach()
+                lq = log_q[rows] if off or self.grad_dtype_set else log_pi.detach()
                 return cdpg_loss(log_pi, log_P[rows], lq, row_log_z[rows], self.hparams.baseline,
                                  self.hparams.detach_advantage)
 

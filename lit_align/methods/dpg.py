@@ -228,7 +228,7 @@ class DPG(BasePolicyModule):
             self.log("train/loss", float(loss), batch_size=1)
         else:
             def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
-                lq = log_q[rows] if self.hparams.off_policy else log_pi.detach()
+                lq = log_q[rows] if self.hparams.off_policy or self.grad_dtype_set else log_pi.detach()
                 return dpg_loss(log_pi, log_P[rows], lq, log_z, self.hparams.baseline, self.hparams.normalize)
 
             log_pi, loss = self.accumulate(samples, loss_fn)
@@ -264,7 +264,7 @@ class DPG(BasePolicyModule):
         self.last_pseudo_reward = reward
 
         def loss_fn(mb: Samples, log_pi: Tensor, rows: slice) -> Tensor:
-            lq = log_q[rows] if off else log_pi.detach()
+            lq = log_q[rows] if off or self.grad_dtype_set else log_pi.detach()
             return fdpg_loss(log_pi, log_P[rows], lq, log_z, div, base[rows])
 
         return loss_fn

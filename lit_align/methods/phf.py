@@ -192,7 +192,9 @@ class PHF(BasePolicyModule):
         for start in range(0, ids.shape[0], size):
             rows = slice(start, start + size)
             with self.timer("forward_backward"):
-                logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
+                with self.grad_autocast():
+                    logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
+                logp, h = logp.float(), (h.float() if h is not None else None)
                 terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h)
                 self.backward_if_finite(terms["loss"] / n_tokens)
             self.timer.count("train", attn[rows].sum())

@@ -97,7 +97,8 @@ class PreferenceModule(BasePolicyModule):
         total = torch.zeros((), device=self.device, dtype=torch.float64)
         for start in range(0, n, size):
             mb = batch.select(slice(start, min(start + size, n)))
-            log_pi = self.policy.token_log_probs(self.model, mb.samples).sum(-1)
+            with self.grad_autocast():
+                log_pi = self.policy.token_log_probs(self.model, mb.samples).sum(-1).float()
             lc, lr = log_pi[: len(mb)], log_pi[len(mb):]
             loss = loss_fn(mb, lc, lr) * (len(mb) / n)
             self.backward_if_finite(loss)
