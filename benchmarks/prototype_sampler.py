@@ -1,4 +1,5 @@
-"""Prototype (benchmark only, not used by lit_align): a faster exact sampling step for ``Policy``.
+"""Prototype (kept for its self-test and microbenchmark; adopted by ``Policy`` in lit_align/models/draw.py):
+a faster exact sampling step for ``Policy``.
 
 Profiling ``Policy.sample`` on SmolLM2-135M (batch 32, vocabulary 49 152, 2 CPU threads) shows
 that ~22 % of the call is ``torch.multinomial(probs, 1)``: for one draw per row it runs an
@@ -34,26 +35,8 @@ from torch import Tensor
 from lit_align.models.policy import Policy
 
 
-def sample_inverse_cdf(probs: Tensor, generator: torch.Generator | None = None, out: Tensor | None = None) -> Tensor:
-    """One draw per row from (unnormalised, non-negative) ``probs`` (B, V) by inverse CDF in float64.
-
-    ``out``: optional float64 buffer of ``probs``' shape for the CDF. Reusing one across decoding steps
-    matters on CPU: a fresh 12.6 MB float64 tensor per step (B=32, V=49 152) is served by mmap and
-    page-faulted in every time (~6 000 minor faults, several ms), a reused one costs nothing.
-    """
-    if out is not None and out.shape == probs.shape and out.device == probs.device:
-        cdf = torch.cumsum(probs, -1, dtype=torch.float64, out=out)
-    else:
-        cdf = torch.cumsum(probs, -1, dtype=torch.float64)
-    total = cdf[:, -1:]
-    u = torch.rand(total.shape, dtype=torch.float64, device=probs.device, generator=generator) * total
-    # right=True: first index with cdf > u, always a token with p > 0 (flat stretches of the cdf are skipped)
-    tok = torch.searchsorted(cdf, u, right=True).clamp_(max=probs.shape[-1] - 1)
-    # only if u rounded up to the total can that be a trailing p = 0 token: use the last token with p > 0
-    zero = probs.gather(-1, tok) <= 0
-    if bool(zero.any()):
-        tok = torch.where(zero, torch.searchsorted(cdf, total, right=False), tok)
-    return tok.squeeze(-1)
+# the prototype's sampling function now lives in the library (Policy uses it): lit_align/models/draw.py
+from lit_align.models.draw import sample_inverse_cdf  # noqa: E402
 
 
 class FastPolicy(Policy):

@@ -3,6 +3,7 @@ its own process and virtualenv, so peak RSS is the process's own)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import statistics
@@ -50,3 +51,18 @@ def report(name: str, step_times: list[float], per_step: int, unit: str, warmup:
         out.update(cpu_step_s=cpu, **{f"{unit}_per_cpu_s": per_step / cpu})
     print("RESULT " + json.dumps(out), flush=True)
     sys.stdout.flush()
+
+
+def parser(doc: str | None, samples: int = 32, pairs: bool = False) -> argparse.ArgumentParser:
+    """The arguments every driver takes (the runner passes the same ones to both sides)."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("model")
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--samples", type=int, default=samples, help="samples (or pairs) per step")
+    ap.add_argument("--tokens", type=int, default=32, help="new tokens per sample")
+    ap.add_argument("--minibatch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    if pairs:
+        ap.add_argument("--pairs", required=True, help="preference pairs (JSONL, TRL standard format)")
+        ap.add_argument("--max-length", type=int, default=128)
+    return ap

@@ -10,14 +10,13 @@ import, so :func:`shim_missing_misc` provides a stand-in (the DPG tuner's KL los
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from _measure import StepClock, report  # noqa: E402
+from _measure import StepClock, parser, report  # noqa: E402
 
 PROMPT = "The movie was"
 
@@ -44,13 +43,7 @@ def shim_missing_misc() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -5,7 +5,6 @@ Usage: python dpg_lit_align.py MODEL_FOLDER [--steps 6] [--samples 32] [--tokens
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from _measure import StepClock, report  # noqa: E402
+from _measure import StepClock, parser, report  # noqa: E402
 
 PROMPT = "The movie was"
 
@@ -56,13 +55,7 @@ def fit_timed(make_module, steps: int, threads: int, prompt: str) -> tuple[StepC
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     args = ap.parse_args()
     from lit_align.methods import DPG

@@ -11,7 +11,6 @@ as in trl's single pass). ``KL(π‖π0)`` tracking on samples is off (trl does 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
@@ -22,18 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from _measure import StepClock, report  # noqa: E402
+from _measure import StepClock, parser, report  # noqa: E402
 from dpg_lit_align import Clock  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--pairs", required=True)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=8, help="pairs per step")
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, samples=8, pairs=True)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -9,7 +9,6 @@ log-probs computed every step: ``precompute_ref_log_probs`` is off by default).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -17,20 +16,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from _measure import StepClock, report  # noqa: E402
+from _measure import StepClock, parser, report  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--pairs", required=True)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=8, help="pairs per step")
-    ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__, samples=8, pairs=True)
     ap.add_argument("--fp32", action="store_true", help="bf16=False (trl's default is bf16 mixed precision)")
-    ap.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--minibatch", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from datasets import load_dataset

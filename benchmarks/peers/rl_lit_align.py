@@ -5,24 +5,17 @@ Usage: python rl_lit_align.py MODEL_FOLDER [--steps 6] [--samples 32] [--tokens 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _measure import report  # noqa: E402
+from _measure import parser, report  # noqa: E402
 from dpg_lit_align import PROMPT, fit_timed  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     args = ap.parse_args()
     from lit_align.methods import RLOO

@@ -9,7 +9,6 @@ lr 1e-5; everything else is trl's default (RLOO: β = 0.05 with a reference mode
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from _measure import StepClock, report  # noqa: E402
+from _measure import StepClock, parser, report  # noqa: E402
 
 PROMPT = "The movie was"
 
@@ -27,14 +26,7 @@ def reward_e(prompts, completions, **kwargs) -> list[float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--trainer", choices=["rloo", "grpo"], default="rloo")
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--samples", type=int, default=32)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = parser(__doc__)
     ap.add_argument("--fp32", action="store_true", help="bf16=False (trl's default is bf16 mixed precision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
