@@ -65,18 +65,19 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
     both sides) first, then, with ``bf16``, lit_align with bf16 gradient passes against the peer
     as shipped (trl defaults to bf16 mixed precision; disco has no such option)."""
     bf = ["--grad-dtype", "bfloat16"]
+    bf_all = bf + ["--sample-dtype", "bfloat16"]  # sampling too: log_q is the bf16 sampler's exact density
     out = []
     if "dpg" in only:
         out.append(("DPG, fp32 both", "dpg_lit_align.py", [], "disco", "dpg_disco.py", []))
         if bf16:
-            out.append(("DPG, lit_align bf16 grads", "dpg_lit_align.py", bf, "disco", "dpg_disco.py", []))
+            out.append(("DPG, lit_align bf16", "dpg_lit_align.py", bf_all, "disco", "dpg_disco.py", []))
     for trainer in ("rloo", "grpo"):
         if "rl" in only:
             work = "RLOO" if trainer == "rloo" else "RLOO vs GRPO"
             out.append((f"{work}, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py",
                         ["--trainer", trainer, "--fp32"]))
             if bf16:
-                out.append((f"{work}, bf16 both", "rl_lit_align.py", bf, "trl", "rl_trl.py", ["--trainer", trainer]))
+                out.append((f"{work}, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", trainer]))
     if "dpo" in only:
         out.append(("DPO, fp32 both", "dpo_lit_align.py", [], "trl", "dpo_trl.py", ["--fp32"]))
         if bf16:

@@ -63,6 +63,10 @@ class BasePolicyModule(L.LightningModule):
             ``torch.autocast`` in this dtype (``bfloat16``); sampling, the sampled ``log_q``, the
             base/proposal log-probs and hence every importance weight and Ẑ stay in the model's
             dtype. Up to ~3.5× faster matmuls on CPUs with bf16 units and on GPUs.
+        sample_dtype: sample under ``torch.autocast`` in this dtype (``bfloat16``). The proposal is
+            then the bf16 policy, and ``log_q`` is that distribution's exact log-prob (taken in the
+            same forward), so importance weights stay exact; on-policy methods then use ``log_q``
+            (not the fp32 forward) as q.
     """
 
     needs_base: bool = True
@@ -95,6 +99,7 @@ class BasePolicyModule(L.LightningModule):
         sampler: str = "native",
         sampler_kwargs: dict | None = None,
         grad_dtype: str | None = None,
+        sample_dtype: str | None = None,
     ) -> None:
         super().__init__()
         self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
@@ -113,8 +118,9 @@ class BasePolicyModule(L.LightningModule):
             raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
         if frozen_dtype not in (None, "float32", "bfloat16", "float16"):
             raise ValueError(f"frozen_dtype must be null, float32, bfloat16 or float16, got {frozen_dtype!r}")
-        if grad_dtype not in (None, "float32", "bfloat16", "float16"):
-            raise ValueError(f"grad_dtype must be null, float32, bfloat16 or float16, got {grad_dtype!r}")
+        for name, value in (("grad_dtype", grad_dtype), ("sample_dtype", sample_dtype)):
+            if value not in (None, "float32", "bfloat16", "float16"):
+                raise ValueError(f"{name} must be null, float32, bfloat16 or float16, got {value!r}")
         if sampler not in ("native", "vllm"):
             raise ValueError(f"sampler must be 'native' or 'vllm', got {sampler!r}")
         if sampler == "vllm":
@@ -233,7 +239,7 @@ class BasePolicyModule(L.LightningModule):
             model = model or self.model
             # a LoRA snapshot swaps its adapter weights in once for the whole sampling call
             swap = model.swapped() if isinstance(model, lora_lib.AdapterSnapshot) else contextlib.nullcontext()
-            with swap:
+            with swap, self._autocast("sample_dtype"):
                 samples = self.sampler_backend.sample(model, list(contexts), n)
         # the prompt is prefilled once per context, each completion token decoded once
         self.timer.count("forward", samples.completion_mask.sum() + samples.prompt_mask.sum() // n)
@@ -292,13 +298,16 @@ class BasePolicyModule(L.LightningModule):
 
     @property
     def grad_dtype_set(self) -> bool:
-        """Gradient passes in lower precision: on-policy weights then use the sampled fp32 ``log_q``
-        for q (the same number as π's log-prob in exact arithmetic), never the bf16 forward's."""
-        return self.hparams.get("grad_dtype") not in (None, "float32")
+        """Gradient passes or sampling in lower precision: on-policy weights then use the sampled
+        ``log_q`` for q (the exact density of what was sampled), never a forward of another precision."""
+        return any(self.hparams.get(k) not in (None, "float32") for k in ("grad_dtype", "sample_dtype"))
 
     def grad_autocast(self):
         """Autocast context of the gradient passes (``grad_dtype``); a no-op by default."""
-        dtype = self.hparams.get("grad_dtype")
+        return self._autocast("grad_dtype")
+
+    def _autocast(self, option: str):
+        dtype = self.hparams.get(option)
         if not dtype or dtype == "float32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
