@@ -27,6 +27,7 @@ def reward_e(prompts, completions, **kwargs) -> list[float]:
 
 def main() -> None:
     ap = parser(__doc__)
+    ap.add_argument("--trainer", choices=["rloo", "grpo"], default="rloo")
     ap.add_argument("--fp32", action="store_true", help="bf16=False (trl's default is bf16 mixed precision)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
