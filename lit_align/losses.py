@@ -14,7 +14,8 @@ from torch import Tensor
 __all__ = ["dpg_loss", "reinforce_loss", "kl_shaped_reward", "rl_kl_loss"]
 
 
-def _reduce(terms: Tensor, reduction: str) -> Tensor:
+def reduce_terms(terms: Tensor, reduction: str) -> Tensor:
+    """Reduce per-sample loss terms: ``mean``, ``sum`` or ``none`` (the terms themselves)."""
     if reduction == "mean":
         return terms.mean()
     if reduction == "sum":
@@ -53,7 +54,7 @@ def dpg_loss(
     if not normalize:
         coef = coef * torch.exp(log_z)
     terms = -coef.to(log_pi.dtype) * log_pi
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 def reinforce_loss(
@@ -69,7 +70,7 @@ def reinforce_loss(
     """
     adv = (reward.detach().to(torch.float64) - torch.as_tensor(baseline, dtype=torch.float64))
     terms = -adv.to(log_pi.dtype) * log_pi
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 def kl_shaped_reward(reward: Tensor, log_pi: Tensor, log_a: Tensor, beta: float, entropy_coef: float = 0.0) -> Tensor:
@@ -205,7 +206,7 @@ def cdpg_loss(
             adv = adv - 1.0
         terms = -(adv * log_pi.to(torch.float64)).to(log_pi.dtype)
     terms = torch.where(signal, terms, torch.zeros_like(terms))
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 # ------------------------------------------------------------------ f-DPG (methods.md §7, §9.4)
@@ -292,7 +293,7 @@ def fdpg_loss(
     base = torch.as_tensor(baseline, dtype=torch.float64, device=log_pi.device)
     coef = ratio * (reward - base.detach())
     terms = -coef.to(log_pi.dtype) * log_pi
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 def leave_one_out_baseline(reward: Tensor, weight: Tensor | None = None) -> Tensor:

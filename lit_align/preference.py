@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_align.losses import reduce_terms
+
 __all__ = [
     "DPO_LOSS_TYPES",
     "bt_probability",
@@ -25,16 +27,6 @@ __all__ = [
 ]
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
-
-
-def _reduce(terms: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return terms.mean()
-    if reduction == "sum":
-        return terms.sum()
-    if reduction == "none":
-        return terms
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _same_shape(**tensors: Tensor) -> None:
@@ -70,7 +62,7 @@ def bradley_terry_loss(
     else:
         p = label.to(margin.dtype)
         terms = p * F.softplus(-margin) + (1 - p) * F.softplus(margin)
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 def implicit_rewards(log_pi: Tensor, log_ref: Tensor, beta: float) -> Tensor:
@@ -112,7 +104,7 @@ def dpo_loss(
         terms = (h - 1.0 / (2.0 * beta)) ** 2
     else:
         terms = torch.relu(1.0 - beta * h)
-    return _reduce(terms, reduction)
+    return reduce_terms(terms, reduction)
 
 
 def pmle_loss(log_pi_chosen: Tensor, log_pi_rejected: Tensor, gamma: float, reduction: str = "mean") -> Tensor:
@@ -126,7 +118,7 @@ def pmle_loss(log_pi_chosen: Tensor, log_pi_rejected: Tensor, gamma: float, redu
     _same_shape(chosen=log_pi_chosen, rejected=log_pi_rejected)
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
-    return _reduce(F.softplus(-gamma * (log_pi_chosen - log_pi_rejected)), reduction)
+    return reduce_terms(F.softplus(-gamma * (log_pi_chosen - log_pi_rejected)), reduction)
 
 
 def bernoulli_kl(p: Tensor, logit_q: Tensor) -> Tensor:
@@ -156,4 +148,4 @@ def preference_distillation_loss(
     p = soft_label.detach()
     if ((p < 0) | (p > 1)).any():
         raise ValueError("soft_label must hold probabilities in [0, 1]")
-    return _reduce(bernoulli_kl(p, gamma * (log_pi_a - log_pi_b)), reduction)
+    return reduce_terms(bernoulli_kl(p, gamma * (log_pi_a - log_pi_b)), reduction)

@@ -8,7 +8,6 @@ depends on the context, so every context has its own ``Z_c`` and target ``p_c``.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -176,15 +175,7 @@ def test_released_code_estimator_has_the_extra_factor():
 def _fit(module, steps: int, seed: int = 0):
     L.seed_everything(seed, verbose=False)
     dm = ContextListDataModule(CONTEXTS, contexts_per_step=4, steps_per_epoch=steps)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    log = logging.getLogger("lightning.pytorch")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        trainer.fit(module, dm)
-    finally:
-        log.setLevel(level)
+    trainer = ex.quiet_fit(module, dm, steps)
     assert module.global_step == steps
     return trainer
 

@@ -204,15 +204,7 @@ def _dpg_run(divergence: str, off_policy: bool = False, steps: int = 150):
                  max_new_tokens=4, lr=0.1, off_policy=off_policy, divergence=divergence)
     L.seed_everything(0, verbose=False)
     dm = ToyDataModule(steps_per_epoch=steps)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    log = logging.getLogger("lightning.pytorch")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        trainer.fit(module, dm)
-    finally:
-        log.setLevel(level)
+    ex.quiet_fit(module, dm, steps)
     space = dm.space
     log_a = ex.model_log_probs(space, module.base_model)
     tgt = ex.target(log_a, torch.log(Regex(PATTERN)(space.texts) + EPS))

@@ -4,7 +4,6 @@ each context's target ``p_c ∝ a(·|c)·exp(λφ)`` normalised by its own ``Z_c
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -111,15 +110,7 @@ def test_cdpg_fits_lambda_per_context_at_fit_start():
                   moment_matching_batch=2000, moment_matching_tolerance=1e-8)
     L.seed_everything(0, verbose=False)
     dm = ContextListDataModule(ctx, contexts_per_step=4, steps_per_epoch=1)
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
-    log = logging.getLogger("lightning.pytorch")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        trainer.fit(module, dm)
-    finally:
-        log.setLevel(level)
+    ex.quiet_fit(module, dm, 1)
     (dist,) = [p for p in module.target.potentials if isinstance(p, Distributional)]
     assert dist.last_fit.n_groups == 4 and dist.last_fit.converged
     lam = float(dist.coefficients[0])

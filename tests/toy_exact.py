@@ -114,3 +114,23 @@ def expectation(log_p: Tensor, values: Tensor) -> Tensor:
 def sample_indices(log_p: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """``n`` i.i.d. indices of sequences drawn from the exact distribution (multinomial)."""
     return torch.multinomial(torch.exp(log_p.double()), n, replacement=True, generator=generator)
+
+
+def quiet_fit(module, datamodule, steps: int, **trainer_kwargs):
+    """``Trainer.fit`` for ``steps`` steps on CPU with no logger, checkpoints, progress bar or
+    validation, and Lightning's info logging silenced; returns the trainer."""
+    import logging
+
+    import lightning as L
+
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        **trainer_kwargs)
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        trainer.fit(module, datamodule)
+    finally:
+        log.setLevel(level)
+    return trainer
