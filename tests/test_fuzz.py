@@ -166,10 +166,15 @@ def test_random_config_files_parse_or_are_refused(in_tmp, monkeypatch, capsys, d
     path = in_tmp / "random.yaml"
     path.write_text(doc, encoding="utf-8")
     try:
-        expect_clean_outcome(lambda: instantiate(["--config", "toy_dpg", "--config", str(path)], monkeypatch))
+        cli = expect_clean_outcome(lambda: instantiate(["--config", "toy_dpg", "--config", str(path)], monkeypatch))
     except BAD_ARGS as err:  # pragma: no cover - the failure message
         pytest.fail(f"config {doc!r} crashed the parser: {type(err).__name__}: {err}")
     capsys.readouterr()
+    if cli is not None:  # accepted: what was built is a method with valid settings
+        from lit_align.methods import BasePolicyModule
+
+        assert isinstance(cli.model, BasePolicyModule)
+        assert cli.model.hparams.n_samples >= 1 and cli.model.hparams.max_new_tokens >= 1
 
 
 # ------------------------------------------------------------------ resumable loaders
