@@ -22,28 +22,25 @@ a deterministic held-out ``val_fraction`` of the training records.
 
 from __future__ import annotations
 
-import ast
-import os
 import random
-import re
-import sysconfig
-import textwrap
 import zlib
-from pathlib import Path
 from typing import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from lit_align.data.prompts import collate_contexts
+from lit_align.data.records import (  # noqa: F401 - re-exported
+    _BUILDERS,
+    RESOURCES,
+    DatasetLoadError,
+    _check_columns,
+    _column,
+    load_records,
+    resolve_local,
+)
 from lit_align.data.resumable import resumable_loader
-
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
-_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-class DatasetLoadError(RuntimeError):
-    """A dataset name that cannot be resolved; the message says what to do instead."""
+from lit_align.data.stdlib_code import _STDLIB_SKIP, stdlib_functions  # noqa: F401 - re-exported
 
 
 class Context(str):
@@ -151,92 +148,6 @@ class ContextListDataModule(ContextsDataModule):
 
     def load_contexts(self) -> tuple[list[Context], list[Context]]:
         return self._train, self._val
-
-
-# ---------------------------------------------------------------------------- records
-def _column(record: dict, path: str, where: str):
-    value = record
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(path)
-        value = value[part]
-    return value
-
-
-def _check_columns(columns: Sequence[str], needed: Sequence[str | None], where: str, first: dict | None) -> None:
-    for col in needed:
-        if col is None:
-            continue
-        top = col.split(".")[0]
-        if top not in columns:
-            raise ValueError(
-                f"{where}: no column {col!r} (it has columns {sorted(columns)}); "
-                f"set source_column / reference_column to the right names"
-            )
-        if first is not None and "." in col:
-            try:
-                _column(first, col, where)
-            except KeyError:
-                raise ValueError(f"{where}: column {top!r} has no field {col!r} (first record: {first[top]!r:.200})") from None
-
-
-def resolve_local(name: str) -> Path | None:
-    """The file a dataset name points to (``resource:NAME`` or a path), or None for a hub name."""
-    if name.startswith("resource:"):
-        res = name[len("resource:"):]
-        path = RESOURCES / res
-        if not path.suffix:
-            path = path.with_suffix(".jsonl")
-        if not path.is_file():
-            shipped = sorted(p.name for p in RESOURCES.glob("*.*") if p.suffix in _BUILDERS)
-            raise FileNotFoundError(f"no shipped resource {res!r}; shipped: {shipped}")
-        return path
-    path = Path(name).expanduser()
-    if path.exists():
-        if path.is_dir():
-            raise ValueError(f"dataset {name!r} is a folder: give a .json/.jsonl/.csv/.parquet file")
-        return path
-    if path.suffix.lower() in _BUILDERS or os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    return None
-
-
-def load_records(name: str, split: str = "train", config_name: str | None = None,
-                 offline_hint: str = "") -> list[dict] | None:
-    """Records of a local file (all rows) or of one split of a hub dataset (None if the split is missing)."""
-    import datasets
-
-    path = resolve_local(name)
-    if path is not None:
-        builder = _BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"data file {str(path)!r}: unsupported type {path.suffix!r}; use one of {sorted(_BUILDERS)}")
-        from lit_align.data.validate import DataFileError, check_data_file
-
-        check_data_file(path)  # UTF-8, one JSON object per line, not empty: errors name the file and line
-        try:
-            ds = datasets.load_dataset(builder, data_files={"train": str(path)}, split="train")
-        except Exception as err:  # e.g. a column whose type changes between records (Arrow)
-            raise DataFileError(f"data file {str(path)!r} could not be read as a table: {type(err).__name__}: "
-                                f"{str(err)[:300]}. Every record needs the same columns with the same types.") from err
-        return [dict(r) for r in ds]
-    from lit_align.models.loading import hub_reachable
-
-    if not hub_reachable():
-        raise DatasetLoadError(
-            f"dataset {name!r} is not a local file and the Hugging Face hub is not reachable. {offline_hint}"
-            "Or point `data.init_args.dataset` at a local .jsonl/.csv/.parquet file (and `model.init_args.model` "
-            "at a local folder or `smollm2`)."
-        )
-    try:
-        ds = datasets.load_dataset(name, config_name, split=split)
-    except ValueError as err:
-        if "split" in str(err).lower() and split != "train":
-            return None
-        raise DatasetLoadError(f"could not load dataset {name!r} (config {config_name!r}, split {split!r}): {err}") from err
-    except (OSError, ConnectionError) as err:
-        raise DatasetLoadError(f"could not load dataset {name!r} from the hub: {err}. {offline_hint}") from err
-    return [dict(r) for r in ds]
 
 
 class FileContextsDataModule(ContextsDataModule):
@@ -386,57 +297,6 @@ class SummarizationDataModule(FileContextsDataModule):
         super().__init__(dataset=dataset, config_name=config_name, source_column=source_column,
                          reference_column=reference_column, prompt_template=prompt_template,
                          max_source_chars=max_source_chars, **kwargs)
-
-
-_STDLIB_SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "__pycache__",
-                "turtledemo", "ensurepip", "tkinter", "pydoc_data"}
-
-
-def stdlib_functions(max_functions: int | None = 2000, docstring: bool = True, max_signature_lines: int = 3,
-                     max_docstring_lines: int = 12, root: str | None = None) -> list[tuple[str, str, str]]:
-    """``(module.name:line, prompt, body)`` for functions of the standard library's own sources.
-
-    The prompt is the (dedented) ``def`` line(s), with the docstring when ``docstring``; the
-    body is the rest of the function (a reference). Functions are visited in a fixed order
-    (sorted files, source order), so the list is the same on every machine with the same
-    Python. Only functions with a docstring are taken (also when the prompt omits it).
-    """
-    root = root or sysconfig.get_paths()["stdlib"]
-    out: list[tuple[str, str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _STDLIB_SKIP)
-        for fname in sorted(f for f in filenames if f.endswith(".py")):
-            path = os.path.join(dirpath, fname)
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-                tree = ast.parse(text)
-            except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
-                continue
-            lines = text.splitlines()
-            module = os.path.relpath(path, root)[:-3].replace(os.sep, ".")
-            for node in ast.walk(tree):
-                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or len(node.body) < 2:
-                    continue
-                doc = node.body[0]
-                if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
-                        and isinstance(doc.value.value, str)):
-                    continue
-                sig = lines[node.lineno - 1 : doc.lineno - 1]
-                docl = lines[doc.lineno - 1 : doc.end_lineno]
-                body = lines[doc.end_lineno : node.end_lineno]
-                if not sig or len(sig) > max_signature_lines or len(docl) > max_docstring_lines:
-                    continue
-                if any("\t" in ln for ln in sig + docl + body):
-                    continue
-                block = textwrap.dedent("\n".join(sig + docl + body) + "\n")
-                n_sig, n_doc = len(sig), len(docl)
-                blines = block.splitlines()
-                prompt_lines = blines[: n_sig + n_doc] if docstring else blines[:n_sig]
-                out.append((f"{module}.{node.name}:{node.lineno}", "\n".join(prompt_lines) + "\n",
-                            "\n".join(blines[n_sig + n_doc :]) + "\n"))
-                if max_functions is not None and len(out) >= max_functions:
-                    return out
-    return out
 
 
 class CodeDataModule(FileContextsDataModule):

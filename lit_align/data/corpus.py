@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Iterator
 
 
-from lit_align.data.conditional import _STDLIB_SKIP, RESOURCES, DatasetLoadError
+from lit_align.data.records import RESOURCES, DatasetLoadError
+from lit_align.data.stdlib_code import _STDLIB_SKIP
 from lit_align.data.validate import iter_jsonl, iter_text_lines
 
 SEGMENTATIONS = ("sentences", "lines", "document")
