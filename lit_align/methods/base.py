@@ -13,12 +13,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 import warnings
 from typing import Callable, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +26,7 @@ from lit_align.models.limits import check_positive_int, check_sampling_settings
 from lit_align.models.loading import load
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
+from lit_align.rng_state import gather_objects, rng_state, set_rng
 from lit_align.timing import PhaseTimer
 
 
@@ -439,9 +438,9 @@ class BasePolicyModule(L.LightningModule):
             "state": self.extra_state(),
             "skipped_steps": self.skipped_steps,
             "steps_without_signal": self.steps_without_signal,
-            "rng": _rng_state(),
+            "rng": rng_state(),
         }
-        per_rank = _gather_objects(self._trainer, checkpoint["lit_align"]["rng"])
+        per_rank = gather_objects(self._trainer, checkpoint["lit_align"]["rng"])
         if per_rank is not None:  # every rank draws its own samples: each resumes its own stream
             checkpoint["lit_align"]["rng_per_rank"] = per_rank
         if self.hparams.get("lora") is not None and self.model is not None:
@@ -477,59 +476,19 @@ class BasePolicyModule(L.LightningModule):
             rng = per_rank[self.global_rank]
         self.__dict__["_pending_rng_is_own"] = own
         if rng:
-            self._set_rng(rng)
+            set_rng(rng)
             # Lightning draws from the global RNG between here and the first resumed step (the
             # train dataloader's iterator seed), which an uninterrupted run does not do at that
             # point; set the state again just before that step so a resumed run continues exactly.
             self._pending_rng = rng
 
-    @staticmethod
-    def _set_rng(rng: dict) -> None:
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(_numpy_state_from_safe(rng["numpy"]))
-        random.setstate(rng["python"])
-        cuda = rng.get("cuda")
-        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         rng = self.__dict__.pop("_pending_rng", None)
         if rng is not None:
-            self._set_rng(rng)
+            set_rng(rng)
             own = self.__dict__.pop("_pending_rng_is_own", False)  # this rank's own saved stream
             if distributed.world_size(self._trainer) > 1 and not own:
                 distributed.seed_per_rank(self.global_rank)  # rank 0's saved state → per-rank streams
-
-
-def _rng_state() -> dict:
-    """This process's random states: torch (CPU and, once initialised, every CUDA device), numpy, python."""
-    rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state_to_safe(np.random.get_state()),
-           "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return rng
-
-
-def _gather_objects(trainer, obj) -> list | None:
-    """``obj`` of every rank (None on a single process)."""
-    if distributed.world_size(trainer) == 1 or not torch.distributed.is_initialized():
-        return None
-    out = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
-
-
-def _numpy_state_to_safe(state: tuple) -> tuple:
-    """numpy's RNG state with its key array as a tensor, so ``torch.load(weights_only=True)`` reads it
-    (LightningCLI and the Trainer load checkpoints weights-only)."""
-    name, keys, pos, has_gauss, cached = state
-    return (name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached))
-
-
-def _numpy_state_from_safe(state: tuple) -> tuple:
-    name, keys, pos, has_gauss, cached = state
-    keys = keys.numpy() if isinstance(keys, Tensor) else np.asarray(keys)
-    return (name, keys.astype(np.uint32), pos, has_gauss, cached)
 
 
 def warn_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - intentional module cache
