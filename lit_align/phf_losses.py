@@ -22,7 +22,7 @@ __all__ = ["mle_loss", "unlikelihood_loss", "ul_aligned_weight", "awr_weights", 
            "value_from_hidden", "theoretical_loss"]
 
 
-def reduce_terms(terms: Tensor, mask: Tensor, reduction: str) -> Tensor:
+def masked_reduce(terms: Tensor, mask: Tensor, reduction: str) -> Tensor:
     terms = terms * mask
     if reduction == "mean":
         return terms.sum() / mask.sum().clamp(min=1)
@@ -39,7 +39,7 @@ def _mask(log_probs: Tensor, mask: Tensor | None) -> Tensor:
 
 def mle_loss(log_probs: Tensor, mask: Tensor | None = None, reduction: str = "mean") -> Tensor:
     """``L = mean_i CE_i = −mean_i log π(x_i | x_<i)`` (MLE, filtering, conditional training)."""
-    return reduce_terms(-log_probs, _mask(log_probs, mask), reduction)
+    return masked_reduce(-log_probs, _mask(log_probs, mask), reduction)
 
 
 def ul_aligned_weight(scores: Tensor, threshold: float, mode: str = "hard") -> Tensor:
@@ -75,7 +75,7 @@ def unlikelihood_loss(
     aligned = ul_aligned_weight(scores.to(log_probs.dtype), threshold, mode)
     log_one_minus_p = torch.log(torch.clamp(1.0 - log_probs.exp(), min=1e-20))
     terms = -aligned * log_probs - alpha * (1.0 - aligned) * log_one_minus_p
-    return reduce_terms(terms, _mask(log_probs, mask), reduction)
+    return masked_reduce(terms, _mask(log_probs, mask), reduction)
 
 
 def awr_weights(rewards: Tensor, values: Tensor | float, beta: float, max_weight: float = 1000.0) -> Tensor:
@@ -106,7 +106,7 @@ def awr_loss(
     rewards = -scores.to(log_probs.dtype)
     w = awr_weights(rewards, values, beta, max_weight)
     terms = alpha * (-log_probs) * w + (1.0 - alpha) * (values - rewards) ** 2
-    return reduce_terms(terms, m, reduction)
+    return masked_reduce(terms, m, reduction)
 
 
 def rwr_loss(
@@ -127,7 +127,7 @@ def rwr_loss(
     """
     rewards = -scores.to(log_probs.dtype)
     w = awr_weights(rewards, baseline, beta, max_weight)
-    return reduce_terms(-log_probs * w, _mask(log_probs, mask), reduction)
+    return masked_reduce(-log_probs * w, _mask(log_probs, mask), reduction)
 
 
 def value_from_hidden(hidden: Tensor, weight: Tensor) -> Tensor:
