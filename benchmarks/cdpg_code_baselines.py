@@ -70,6 +70,22 @@ def run(method: str, config: str, args, logs_dir: Path) -> dict[str, list[tuple[
     return scalars
 
 
+def from_logs(method: str, args, logs_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of an earlier run of ``method`` under ``logs_dir`` (all versions merged by step, so
+    a run resumed with ``--ckpt_path`` counts once), for ``--from-logs``."""
+    scorer = "compilable" if args.task == "code_compile" else "pep8"
+    merged: dict[str, dict[int, float]] = {}
+    dirs = {os.path.dirname(f) for f in glob.glob(str(logs_dir / method.split()[0].lower() / "**" / "events.out.tfevents.*"),
+                                                  recursive=True)}
+    for d in sorted(dirs, key=os.path.getmtime):
+        for tag, series in read_scalars(d).items():
+            merged.setdefault(tag, {}).update(dict(series))
+    scalars = {tag: sorted(v.items()) for tag, v in merged.items()}
+    scalars["_seconds"] = [(args.steps, float("nan"))]
+    scalars["_constraint"] = scalars.get(f"train/scorer/{scorer}", [])
+    return scalars
+
+
 def main_(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=["code_compile", "code_pep8"], default="code_compile")
@@ -81,10 +97,16 @@ def main_(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--out", default="benchmarks/results", help="folder of the table and the PNG")
     p.add_argument("--logs", default="runs/cdpg_code_baselines", help="folder of the runs' TensorBoard logs")
+    p.add_argument("--from-logs", action="store_true",
+                   help="no training: the table and plot of the runs already in --logs (e.g. copied from a GPU machine)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {m: run(m, c.format(task=args.task), args, Path(args.logs)) for m, c in METHODS.items()}
+    if args.from_logs:
+        results = {m: from_logs(m, args, Path(args.logs)) for m in METHODS}
+        results = {m: s for m, s in results.items() if s["_constraint"]}
+    else:
+        results = {m: run(m, c.format(task=args.task), args, Path(args.logs)) for m, c in METHODS.items()}
 
     def last(series, k=5):
         vals = [v for _, v in series[-k:]]
@@ -97,7 +119,7 @@ def main_(argv: list[str] | None = None) -> None:
     for m, s in results.items():
         first = s["_constraint"][0][1] if s["_constraint"] else float("nan")
         rows.append(f"| {m} | {first:.3f} | {last(s['_constraint']):.3f} | "
-                    f"{last(s.get('train/kl_policy_base', [])):.3f} | {s['_seconds'][0][1]:.0f} |")
+                    f"{last(s.get('train/kl_policy_base', [])):.3f} | {s['_seconds'][0][1]:.0f} |".replace("| nan |", "| – |"))
     table = header + "\n\n" + "\n".join(rows)
     print(table)
     (out / "cdpg_code_baselines.md").write_text(table + "\n")

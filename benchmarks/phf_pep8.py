@@ -52,7 +52,7 @@ OBJECTIVES = {
 
 def make_data(args, skip_tokens: int = 0) -> PretrainingDataModule:
     return PretrainingDataModule(corpus="stdlib", scorer=PEP8PerChar(), segmentation="lines", seq_len=args.seq_len,
-                                 batch_size=args.batch, shuffle_buffer=args.shuffle, seed=42, val_every=20,
+                                 batch_size=args.batch, shuffle_buffer=args.shuffle, seed=args.seed, val_every=20,
                                  max_val_chunks=args.val_chunks, max_documents=args.docs or None,
                                  skip_tokens=skip_tokens)
 
@@ -66,10 +66,10 @@ def make_module(args, objective: str, **extra) -> PHF:
 
 
 def run(args, name: str, module: PHF, steps: int, skip_tokens: int = 0, ckpt: Path | None = None) -> dict:
-    L.seed_everything(42, verbose=False)
+    L.seed_everything(args.seed, verbose=False)
     trainer = L.Trainer(max_steps=steps, max_epochs=-1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, accelerator="cpu", devices=1)
+                        limit_val_batches=0, accelerator=args.accelerator, devices=1)
     t0 = time.time()
     data = make_data(args, skip_tokens)
     trainer.fit(module, data)
@@ -82,8 +82,8 @@ def run(args, name: str, module: PHF, steps: int, skip_tokens: int = 0, ckpt: Pa
         print(f"{name}: trained on {module.tokens_seen:,} tokens, not {nominal:,}", flush=True)
     if ckpt is not None:
         trainer.save_checkpoint(ckpt)
-    val = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
-                    devices=1).validate(module, make_data(args), verbose=False)[0]
+    val = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,
+                    accelerator=args.accelerator, devices=1).validate(module, make_data(args), verbose=False)[0]
     evaluator = MisalignmentEval(PEP8PerChar(), n_samples=args.samples, batch_size=64, max_new_tokens=args.new_tokens,
                                  hits_threshold=0.0)
     torch.manual_seed(0)
@@ -114,6 +114,8 @@ def main() -> None:
     p.add_argument("--objectives", default=",".join(OBJECTIVES))
     p.add_argument("--finetune", default="conditional", help="objective of the fine-tuning variant ('' to skip)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=42, help="model initialisation and data order")
+    p.add_argument("--accelerator", default="cpu", help="cpu, gpu or auto (Lightning's)")
     p.add_argument("--out", default="benchmarks/results/phf_pep8")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

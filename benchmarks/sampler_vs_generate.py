@@ -169,6 +169,7 @@ def _setup(args):
     dtype = None if args.dtype == "float32" else args.dtype
     t0 = time.perf_counter()
     model, tok = load(args.model, dtype=dtype)
+    model.to(args.device)
     load_s = time.perf_counter() - t0
     model.eval()
     policy = Policy(tok, max_new_tokens=args.new_tokens, chat_template=args.chat_template)
@@ -199,7 +200,7 @@ def _setup(args):
         return run_lit(fast)
 
     def run_generate(with_logprobs: bool):
-        ids, mask = policy.encode_contexts([prompt])
+        ids, mask = policy.encode_contexts([prompt], device=model.device)
         ids, mask = ids.repeat(batch, 1), mask.repeat(batch, 1)
         out = model.generate(
             input_ids=ids,
@@ -259,6 +260,11 @@ def worker_isolated(args, side: str) -> dict:
     gc.collect()
     rss_loaded_kb = _proc_status_kb("VmRSS")
     peak_reset = _reset_peak_rss()
+    cuda = args.device.startswith("cuda")
+    if cuda:  # on a GPU the memory columns are CUDA allocations, not RSS
+        torch.cuda.synchronize()
+        rss_loaded_kb = torch.cuda.memory_allocated() / 1024
+        torch.cuda.reset_peak_memory_stats()
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -271,7 +277,7 @@ def worker_isolated(args, side: str) -> dict:
         times.append(dt)
         foreign.append(ff)
         tokens.append(int(last[3].sum()))
-    peak_kb = _proc_status_kb("VmHWM")
+    peak_kb = torch.cuda.max_memory_allocated() / 1024 if cuda else _proc_status_kb("VmHWM")
 
     # Correctness: log-probs vs a separate full forward pass (last call).
     prompt_ids, prompt_mask, comp, cmask, log_q, texts = last
@@ -286,7 +292,7 @@ def worker_isolated(args, side: str) -> dict:
             from lit_align.models.policy import Samples
 
             s = Samples(prompt_ids, prompt_mask, comp, cmask, log_q, [""] * batch, [args.prompt] * batch,
-                        torch.zeros(batch, dtype=torch.long))
+                        torch.zeros(batch, dtype=torch.long, device=comp.device))
             check["max_abs_diff_vs_Policy.log_prob"] = float((log_q - policy.log_prob(model, s)).abs().max())
 
     prof = None
@@ -365,7 +371,7 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
         f"model={args.model} ({first['n_params'] / 1e6:.1f}M params)  dtype={args.dtype}  batch={args.batch}  "
         f"new_tokens={args.new_tokens}  prompt_len={first['prompt_len']}  threads={first['threads']}  "
         f"repeats={args.repeats} (+warm-up, timing={args.timing})  stop_at_eos={args.stop_at_eos}  "
-        f"gen_logprobs={args.gen_logprobs}"
+        f"gen_logprobs={args.gen_logprobs}  device={args.device}"
     )
     lines.append(
         f"date={datetime.date.today().isoformat()}  torch={first['torch']}  transformers={first['transformers']}  "
@@ -373,7 +379,8 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
         f"cpu_count={os.cpu_count()}  machine={platform.machine()}  "
         f"loadavg(1 min) before/after={loadavg[0]:.2f}/{loadavg[1]:.2f}  git={git_state}"
     )
-    head = ["side", "median s/call", "min s/call", "tokens/s", "samples/s", "RSS loaded MB", "peak RSS MB", "ΔRSS MB",
+    mem = "GPU" if args.device.startswith("cuda") else "RSS"
+    head = ["side", "median s/call", "min s/call", "tokens/s", "samples/s", f"{mem} loaded MB", f"peak {mem} MB", f"Δ{mem} MB",
             "max|Δlogp| vs fwd"]
     widths = [22, 13, 10, 9, 9, 13, 11, 8, 18]
     lines.append(_fmt_row(head, widths))
@@ -441,6 +448,7 @@ def parse_args(argv=None):
     p.add_argument("--prompt", default=DEFAULT_PROMPT)
     p.add_argument("--chat-template", action="store_true", help="wrap the prompt in the tokenizer's chat template")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (memory columns are then CUDA allocations)")
     p.add_argument("--stop-at-eos", action="store_true",
                    help="let both sides stop at EOS; tokens/s then counts actual (scored) tokens")
     p.add_argument("--gen-logprobs", choices=("gather", "transition"), default="gather",

@@ -49,7 +49,8 @@ ScriptedDPG = scripted(DPG, POOL_IDS, POOL_TEXTS)
 STEPS = 3
 
 
-def run(precision: str, **kwargs):
+def run(precision: str, accelerator: str = "cpu", strategy="auto", steps: int = STEPS, ckpt_path=None, **kwargs):
+    """``STEPS`` scripted DPG steps; returns (module, per-step train metrics, weight change)."""
     L.seed_everything(0, verbose=False)
     # contains an "a": Z ≈ 1 − (3/4)^6 under the letter pool, every step has a gradient
     module = ScriptedDPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-gpt2", n_samples=16,
@@ -64,14 +65,38 @@ def run(precision: str, **kwargs):
 
     class Start(L.Callback):
         def on_train_start(self, trainer, pl_module):
-            start.update({k: v.detach().float().clone() for k, v in pl_module.model.named_parameters()})
+            start.update({k: v.float() for k, v in full_parameters(trainer, pl_module)})
 
-    trainer = L.Trainer(max_steps=STEPS, accelerator="cpu", devices=1, precision=precision, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, callbacks=[Record(), Start()])
-    trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=100))
-    delta = torch.cat([(p.detach().float() - start[k]).flatten() for k, p in module.model.named_parameters()])
+    class End(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            pl_module.end_params = {k: v.float() for k, v in full_parameters(trainer, pl_module)}
+
+    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, precision=precision, logger=False,
+                        strategy=strategy, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[Record(), Start(), End()])
+    trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=100), ckpt_path=ckpt_path)
+    module.start_params = start
+    delta = torch.cat([(p.cpu() - start[k].cpu()).flatten() for k, p in module.end_params.items()])
     return module, history, delta
+
+
+def full_parameters(trainer, module) -> list[tuple[str, torch.Tensor]]:
+    """(name, copy) of the policy's full parameters, gathered when a strategy shards them (FSDP,
+    DeepSpeed ZeRO-3), with the wrappers' name prefixes removed."""
+    import contextlib
+
+    params = list(module.model.named_parameters())
+    gather = contextlib.nullcontext()
+    if type(trainer.strategy).__name__ == "FSDPStrategy":
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        gather = FSDP.summon_full_params(module, writeback=False)
+    elif any(hasattr(p, "ds_id") for _, p in params):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters([p for _, p in params])
+    with gather:
+        return [(k.replace("_fsdp_wrapped_module.", ""), p.detach().clone()) for k, p in module.model.named_parameters()]
 
 
 @pytest.fixture(scope="module")
