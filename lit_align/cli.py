@@ -112,9 +112,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lit_align.data.conditional import DatasetLoadError
     from lit_align.data.validate import DataFileError
     from lit_align.models.loading import ModelLoadError
+    from lit_align.distributed import UnsupportedStrategyError
     from lit_align.moment_matching import MomentMatchingError
 
-    return (ModelLoadError, DatasetLoadError, DataFileError, CheckpointError, MomentMatchingError, MissingMetricPackage)
+    return (ModelLoadError, DatasetLoadError, DataFileError, CheckpointError, MomentMatchingError, MissingMetricPackage,
+            UnsupportedStrategyError)
 
 
 def main(args: list[str] | None = None) -> LitAlignCLI:

@@ -63,6 +63,11 @@ def test_rule_entities_runs_connectors_acronyms_and_sentence_starts():
     assert rule_entities("Floods hit Valmora, Estria.") == {"valmora", "estria"}
     assert rule_entities("Obama spoke.", known={"obama"}) == {"obama"}
     assert rule_entities("However, Merkel's team left.") == {"merkel"}
+    # "of" after a multi-word name starts a new entity unless the name ends in an institution/title word
+    assert rule_entities("He said governor Kenji Mori of Estria promised aid.") == {"kenji mori", "estria"}
+    assert rule_entities("He thanked the Valmora Chamber of Commerce and the Duke of Edinburgh.") == \
+        {"valmora chamber of commerce", "duke of edinburgh"}
+    assert rule_entities("He met Vincent van Gogh.") == {"vincent van gogh"}
 
 
 @pytest.mark.parametrize("summary, expected", [

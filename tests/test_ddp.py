@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import toy_exact as ex  # noqa: E402
 from scripted import scripted  # noqa: E402
 from lit_align.data import ToyDataModule  # noqa: E402
+from lit_align.data.prompts import PromptDataModule  # noqa: E402
 from lit_align.methods import DPG  # noqa: E402
 from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.moment_matching import Distributional  # noqa: E402
@@ -186,3 +187,40 @@ def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, ru
             assert value["init_args"].items() <= got["init_args"].items(), key
         else:
             assert got == value, key
+
+
+def test_fsdp_wrap_policy_leaves_no_parameter_in_the_root_unit():
+    """FSDP: training_step runs inside the root unit's forward and calls backward there, which FSDP
+    allows only for inner units' parameters; the policy wraps every transformer block and every
+    model the LightningModule holds (policy, DPG proposal), so the root keeps none."""
+    from lit_align.distributed import wrap_transformer_blocks
+    from lit_align.models.lora import unwrapped_name
+
+    module = DPG(target=[Pointwise(Regex("a", name="a"))], model="tiny-llama", n_samples=4, max_new_tokens=4)
+    module.configure_model()
+    assert wrap_transformer_blocks(module, recurse=True)
+    children = [c for c in module.children() if any(True for _ in c.parameters())]
+    assert {id(c) for c in children} == {id(module.model), id(module.proposal)}
+    assert all(wrap_transformer_blocks(c, recurse=False) for c in children)
+    assert wrap_transformer_blocks(module.model, recurse=True)
+    blocks = [m for m in module.model.modules() if type(m).__name__ == "LlamaDecoderLayer"]
+    assert len(blocks) == 2 and all(wrap_transformer_blocks(b, recurse=False) for b in blocks)
+    assert not wrap_transformer_blocks(module.model.lm_head, recurse=False)
+    assert unwrapped_name("_fsdp_wrapped_module.base_model._fsdp_wrapped_module.w") == "base_model.w"
+
+
+def test_deepspeed_is_refused_before_the_models_are_built(tmp_path, monkeypatch):
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    from lit_align.distributed import EXPERIMENTAL_DEEPSPEED_ENV, UnsupportedStrategyError
+
+    class DeepSpeedStrategy(SingleDeviceStrategy):  # stands for Lightning's (DeepSpeed is not installed here)
+        pass
+
+    monkeypatch.delenv(EXPERIMENTAL_DEEPSPEED_ENV, raising=False)
+    module = DPG(target=[Pointwise(Regex("a", name="a"))], model="tiny-gpt2", n_samples=4, max_new_tokens=4)
+    trainer = L.Trainer(strategy=DeepSpeedStrategy(device=torch.device("cpu")), max_steps=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(UnsupportedStrategyError, match="strategies/fsdp.yaml"):
+        trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=2))
+    assert module.model is None  # refused before configure_model loaded anything

@@ -135,6 +135,16 @@ def test_filtering_drops_documents_above_the_threshold(corpus, tmp_path):
     assert ids == expected
 
 
+def test_an_empty_training_stream_is_an_error_not_an_endless_loop(corpus, tmp_path):
+    """Filtering that keeps no document: every epoch is empty, and with max_epochs -1 the run
+    would loop over empty epochs forever; the training stream says so instead."""
+    from lit_align.data.validate import DataFileError
+
+    with pytest.raises(DataFileError, match="training stream is empty.*filtering"):
+        list(make(corpus, tmp_path, filter_threshold=-1.0, split="train", val_every=0))
+    assert list(make(corpus, tmp_path, filter_threshold=-1.0, split="val")) == []  # an empty val split is allowed
+
+
 def test_control_tokens_prefix_each_segment(corpus, tmp_path):
     control = ControlTokens(aligned_id=1000, misaligned_id=1001, threshold=0.0, drop_fraction=0.0)
     ids, scores = flatten(make(corpus, tmp_path, control=control, seq_len=1000))

@@ -140,6 +140,12 @@ def test_control_tokens_never_appear_in_samples(single_thread):
     assert samples.contexts[0] == "" and samples.contexts[-1] == "def f():"  # contexts without the control prefix
     # the prompt is EOS + <|aligned|> (+ prompt)
     assert m.policy.encode_context(m.generation_context("")) == [m.tokenizer.eos_token_id, ids[0]]
+    # the paper's code setting blocks only <|misaligned|>: <|aligned|> may be sampled, and is dropped from the texts
+    m.hparams.block_aligned_token = False
+    samples = m.sample([""], 16)
+    assert torch.isin(samples.completion_ids, torch.tensor(ids[:1])).any()
+    assert not torch.isin(samples.completion_ids, torch.tensor(ids[1:])).any()
+    assert not any("<|" in t for t in samples.texts)
 
 
 def test_new_control_embeddings_start_at_the_mean(single_thread):

@@ -49,7 +49,7 @@ ScriptedDPG = scripted(DPG, POOL_IDS, POOL_TEXTS)
 STEPS = 3
 
 
-def run(precision: str, accelerator: str = "cpu", strategy="auto", steps: int = STEPS, ckpt_path=None, **kwargs):
+def run(precision, accelerator: str = "cpu", strategy="auto", steps: int = STEPS, ckpt_path=None, **kwargs):
     """``STEPS`` scripted DPG steps; returns (module, per-step train metrics, weight change)."""
     L.seed_everything(0, verbose=False)
     # contains an "a": Z ≈ 1 − (3/4)^6 under the letter pool, every step has a gradient
@@ -71,7 +71,8 @@ def run(precision: str, accelerator: str = "cpu", strategy="auto", steps: int = 
         def on_train_end(self, trainer, pl_module):
             pl_module.end_params = {k: v.float() for k, v in full_parameters(trainer, pl_module)}
 
-    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, precision=precision, logger=False,
+    plugin = {"precision": precision} if isinstance(precision, str) else {"plugins": [precision]}
+    trainer = L.Trainer(max_steps=steps, accelerator=accelerator, devices=1, **plugin, logger=False,
                         strategy=strategy, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, callbacks=[Record(), Start(), End()])
     trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=100), ckpt_path=ckpt_path)
@@ -90,7 +91,7 @@ def full_parameters(trainer, module) -> list[tuple[str, torch.Tensor]]:
     if type(trainer.strategy).__name__ == "FSDPStrategy":
         from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-        gather = FSDP.summon_full_params(module, writeback=False)
+        gather = FSDP.summon_full_params(trainer.strategy.model, writeback=False)  # the root unit, not an inner one
     elif any(hasattr(p, "ds_id") for _, p in params):
         import deepspeed
 
@@ -186,3 +187,17 @@ def test_bf16_sampling_and_gradients_dpg_run_is_consistent():
     assert len(seen) == 3 and all(math.isfinite(v) for m in seen for v in m.values())
     # π (fp32 forward) / q (bf16 sampler) stays ≈ 1: the two densities describe the same samples
     assert all(abs(m["train/importance_ratio_policy_proposal"] - 1) < 0.1 for m in seen), seen
+
+
+def test_fp16_grad_scaler_overflow_skips_the_update_and_lowers_the_scale():
+    """16-mixed (a GradScaler): a scaled gradient that overflows is the scaler's business — the
+    update is skipped, the scale lowered and the step counted, and training goes on (before, the
+    still-scaled gradients were checked and clipped: every overflow was a 'bad step' and the scale
+    never came down). Run on CPU with an explicit fp16 plugin and a huge initial scale."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, backoff_factor=2.0**-20, growth_interval=1000)
+    module, hist, delta = run(MixedPrecision("16-mixed", "cpu", scaler=scaler), steps=4, max_grad_norm=1.0)
+    assert len(hist) == 4 and module.skipped_steps >= 1 and module.bad_steps == 0
+    assert scaler.get_scale() <= 2.0**40 * 2.0**-20 * (1 + 1e-9)  # lowered once per overflowing step
+    assert torch.isfinite(delta).all() and delta.abs().max() > 1e-4  # the later steps did update

@@ -250,3 +250,30 @@ def test_ddp_resume_restores_each_ranks_random_stream(tmp_path, single_thread):
     for rank in range(2):  # the last step's samples of each rank, and the weights, as without the interruption
         assert resumed[rank]["texts"] == full[rank]["texts"], rank
         assert torch.equal(resumed[rank]["table"], full[rank]["table"]), rank
+
+
+def test_atomic_save_replaces_a_folder_checkpoint(tmp_path):
+    """DeepSpeed / sharded FSDP checkpoints are folders: a second save replaces the first (os.replace
+    alone refuses a non-empty folder), and a file checkpoint is replaced by a folder and back."""
+    from types import SimpleNamespace
+
+    from lit_align.callbacks.resume import save_atomic
+
+    def saver(kind):
+        def save_checkpoint(path, weights_only=False):
+            if kind == "dir":
+                os.makedirs(path)
+                Path(path, "shard_0.pt").write_text(f"{kind} {len(calls)}")
+            else:
+                Path(path).write_text(f"{kind} {len(calls)}")
+            calls.append(path)
+        return save_checkpoint
+
+    calls: list[str] = []
+    strategy = SimpleNamespace(barrier=lambda name=None: None)
+    target = str(tmp_path / "last.ckpt")
+    for i, kind in enumerate(["dir", "dir", "file", "dir"]):
+        save_atomic(SimpleNamespace(save_checkpoint=saver(kind), is_global_zero=True, strategy=strategy), target)
+        body = Path(target, "shard_0.pt").read_text() if kind == "dir" else Path(target).read_text()
+        assert body == f"{kind} {i}"
+        assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]  # no .partial or .old left behind

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,33 @@ _LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 
 
 def save_atomic(trainer: L.Trainer, filepath: str, weights_only: bool = False) -> None:
-    """``trainer.save_checkpoint`` to ``filepath + '.partial'``, then rename (on rank 0)."""
+    """``trainer.save_checkpoint`` to ``filepath + '.partial'``, then rename (on rank 0).
+
+    A checkpoint that is a folder (DeepSpeed, FSDP's sharded state dict: every rank writes its
+    shard) replaces the previous folder: the old one is moved aside, the new one renamed, the old
+    one deleted (a kill between the two renames leaves ``NAME.old`` and no ``NAME``)."""
     tmp = filepath + PARTIAL
     trainer.save_checkpoint(tmp, weights_only)
+    trainer.strategy.barrier("lit_align.save_atomic.written")  # every rank's shard is written
     if trainer.is_global_zero and os.path.exists(tmp):
-        os.replace(tmp, filepath)
+        replace_path(tmp, filepath)
     trainer.strategy.barrier("lit_align.save_atomic")
+
+
+def replace_path(src: str, dst: str) -> None:
+    """``os.replace`` that also replaces a folder (or a file by a folder and back)."""
+    if not os.path.isdir(dst) and not os.path.isdir(src):
+        os.replace(src, dst)
+        return
+    old = dst + ".old"
+    if os.path.lexists(dst):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if os.path.isdir(old):
+        shutil.rmtree(old, ignore_errors=True)
+    elif os.path.lexists(old):
+        os.remove(old)
 
 
 class AtomicCheckpoint(ModelCheckpoint):

@@ -55,6 +55,7 @@ from lit_align.data.packing import (  # noqa: F401 - re-exported
     skip_wrapping,
 )
 from lit_align.data.score_cache import ScoreCache, score_document, scorer_key  # noqa: F401
+from lit_align.data.validate import DataFileError
 from lit_align.scorers.base import Scorer
 
 
@@ -186,10 +187,20 @@ class ScoredChunks(IterableDataset):
 
     def _iterate(self, shard: int, n_shards: int, skip: int) -> Iterator[dict]:
         chunks = skip_wrapping(lambda: self.epoch_chunks(shard, n_shards), skip)
+        i = -1
         for i, chunk in enumerate(chunks):
             if self.max_chunks is not None and i >= self.max_chunks:
                 break
             yield chunk
+        if i < 0 and self.split == "train":
+            # an empty epoch would otherwise repeat forever (max_epochs: -1, max_steps never reached)
+            raise DataFileError(
+                f"corpus {self.corpus!r}: the training stream is empty"
+                + (f" for data shard {shard} of {n_shards}" if n_shards > 1 else "")
+                + f" ({self.max_documents or 'all'} documents, every {self.val_every}th held out; filtering keeps "
+                "documents scoring ≤ its threshold). Use more documents (max_documents), a higher filtering "
+                "threshold, or check that the corpus path/glob matches files."
+            )
 
 
 # --------------------------------------------------------------- data module

@@ -143,6 +143,10 @@ class BasePolicyModule(L.LightningModule):
         return []
 
     # ------------------------------------------------------------------ models
+    def setup(self, stage: str) -> None:
+        """Refuse an unsupported strategy before the models are built."""
+        distributed.check_strategy(self.trainer)
+
     def configure_model(self) -> None:
         """Load the policy (and the frozen base); called by the Trainer before fit/validate."""
         if self.model is not None:
@@ -328,7 +332,8 @@ class BasePolicyModule(L.LightningModule):
         self.steps_without_signal = 0  # this step has a gradient signal (finite or not)
         bad = getattr(self, "bad_steps_in_batch", False)
         self.bad_steps_in_batch = False
-        if not bad:
+        scaler = self.grad_scaler()
+        if not bad and scaler is None:  # under a GradScaler the gradients are still scaled: see on_before_optimizer_step
             grads = [p.grad for p in self.optimized_parameters() if p.grad is not None]
             bad = any(not torch.isfinite(g).all() for g in grads)
         bad = distributed.any_rank(self._trainer, bad)  # every rank skips, or none
@@ -342,15 +347,44 @@ class BasePolicyModule(L.LightningModule):
                 )
             self.skip_step()
             return False
-        self.bad_steps = 0
-        if self.hparams.max_grad_norm:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        if scaler is None:
+            self.bad_steps = 0
+            if self.hparams.max_grad_norm:
+                self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
         with self.timer("optimizer"):
-            opt.step()
+            opt.step()  # under a GradScaler: unscale, on_before_optimizer_step, step unless inf/NaN, update the scale
             opt.zero_grad(set_to_none=True)
         if sched is not None:
             sched.step()
-        return True
+        return not getattr(self, "scaler_skipped", False)
+
+    def grad_scaler(self):
+        """The trainer's GradScaler (``16-mixed`` on a GPU), or None."""
+        trainer = self._trainer
+        return None if trainer is None else getattr(trainer.precision_plugin, "scaler", None)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Under a GradScaler, the gradients are unscaled only here (inside ``opt.step()``): clip them
+        here, and count a step whose gradients overflowed. The scaler itself then skips the update
+        and lowers its scale (normal during the first steps of fp16 training); a run of
+        ``max_bad_steps`` such steps in a row stops it like any non-finite gradient."""
+        self.scaler_skipped = False
+        if self.grad_scaler() is None:
+            return
+        grads = [p.grad for p in self.optimized_parameters() if p.grad is not None]
+        if distributed.any_rank(self._trainer, any(not torch.isfinite(g).all() for g in grads)):
+            self.scaler_skipped = True
+            self.skipped_steps += 1
+            self.bad_steps += 1
+            if self.bad_steps >= self.hparams.max_bad_steps:
+                raise FloatingPointError(
+                    f"{self.bad_steps} consecutive fp16 steps overflowed although the GradScaler lowered its scale; "
+                    "stopping. Lower the learning rate, or use bf16-mixed or fp32 precision."
+                )
+            return
+        self.bad_steps = 0
+        if self.hparams.max_grad_norm:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
 
     def skip_step_without_signal(self, why: str) -> None:
         """Skip a step that has no gradient signal (warned once, counted; an error after

@@ -49,6 +49,8 @@ class PHF(BasePolicyModule):
             the tokenizer; new embeddings = mean embedding + N(0, control_init_std²)).
         prompt_before_control: generation prompt ``EOS + prompt + <|aligned|>`` instead of
             ``EOS + <|aligned|> + prompt``.
+        block_aligned_token: sampling blocks both control tokens (default, the paper's
+            toxicity/PII setting); ``false`` blocks only ``<|misaligned|>`` (its PEP8 setting).
         lr_schedule: ``linear`` (warm-up then linear decay to 0 at ``max_steps``, the HF
             Trainer default of the paper) or ``constant`` (warm-up only).
         warmup_ratio: warm-up steps as a fraction of ``max_steps`` (used when
@@ -64,7 +66,7 @@ class PHF(BasePolicyModule):
                  init_from: str | None = None, aligned_token: str = "<|aligned|>",
                  misaligned_token: str = "<|misaligned|>", control_init_std: float = 0.01,
                  prompt_before_control: bool = False, lr_schedule: str = "linear", warmup_ratio: float = 0.0,
-                 **kwargs) -> None:
+                 block_aligned_token: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -121,6 +123,13 @@ class PHF(BasePolicyModule):
         if self.hparams.objective != "conditional":
             return []
         return self.tokenizer.convert_tokens_to_ids([self.hparams.aligned_token, self.hparams.misaligned_token])
+
+    @property
+    def blocked_control_ids(self) -> list[int]:
+        """Control tokens that sampling never emits: both, or (the paper's code setting,
+        ``block_aligned_token: false``) only ``<|misaligned|>``. Decoding drops them from texts."""
+        ids = self.control_ids
+        return ids if self.hparams.block_aligned_token else ids[1:]
 
     def pretraining_options(self) -> dict:
         """What the data module needs from the objective: the tokenizer, the document filter
@@ -237,7 +246,7 @@ class PHF(BasePolicyModule):
         """Samples whose texts never contain control tokens: they are blocked during sampling."""
         contexts = list(contexts)
         prompts = [self.generation_context(c) for c in contexts]
-        with blocked_tokens(model or self.model, self.control_ids):
+        with blocked_tokens(model or self.model, self.blocked_control_ids):
             samples = super().sample(prompts, n, model)
         samples.contexts = [contexts[i] for i in samples.context_index.tolist()]
         return samples

@@ -155,7 +155,9 @@ class AdapterSnapshot(_View):
         return [getattr(self, f"w{i}") for i in range(len(self.names))]
 
     def _params(self) -> list[nn.Parameter]:
-        params = dict(self.peft_model.named_parameters())
+        # names are taken before a strategy wraps the model; FSDP and activation checkpointing
+        # insert wrapper modules into them
+        params = {unwrapped_name(n): p for n, p in self.peft_model.named_parameters()}
         return [params[n] for n in self.names]
 
     @torch.no_grad()
@@ -204,3 +206,13 @@ def frozen_state_keys(module: nn.Module, prefix: str) -> set[str]:
 
 def n_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter name without the parts FSDP, activation checkpointing and torch.compile insert."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name

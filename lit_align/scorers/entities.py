@@ -12,7 +12,9 @@ Extractor (``backend``):
   1. the text is split into sentences (``.``, ``!``, ``?`` followed by space) and tokens;
   2. an entity is a maximal run of capitalised tokens (first letter upper case, e.g.
      ``Barack Obama``, ``New York``) that may contain the connectors ``of``, ``de``,
-     ``van``, ``von``, ``da``, ``al``, ``&`` between capitalised tokens (``Bank of England``);
+     ``van``, ``von``, ``da``, ``al``, ``&`` between capitalised tokens (``Bank of England``),
+     except ``of`` after a run of two or more words that does not end in an institution or
+     title word (``OF_HEADS``): ``Kenji Mori of Estria`` is two entities;
      all-caps tokens (``NASA``, ``U.S.``) and tokens with inner capitals count too;
      punctuation (``,``, ``;``, ``:``, brackets, quotes) ends a run;
   3. runs made only of common words (articles, pronouns, conjunctions, weekdays, months,
@@ -80,6 +82,22 @@ def capitalised_inside(text: str) -> set[str]:
     return out
 
 
+#: last words before "of" that make one name of the whole run (Bank of England, Chamber of Commerce)
+OF_HEADS = set("""
+bank university college school institute museum church cathedral chamber ministry department office
+board council court commission committee society association federation union league company corporation
+republic kingdom state province county district city port bay gulf sea isle house palace tower
+duke duchess prince princess king queen earl lord lady governor mayor president secretary minister
+""".split())
+
+
+def _name_then_of(run: list[str], connector: str) -> bool:
+    """``of`` after a multi-word run not ending in an institution or title word ends the run
+    (``Kenji Mori of Estria`` is two entities; ``Bank of England``, ``Valmora Chamber of
+    Commerce``, ``Duke of Edinburgh`` are one)."""
+    return connector.lower() == "of" and len(run) >= 2 and _clean(run[-1]).lower() not in OF_HEADS
+
+
 def rule_entities(text: str, known: set[str] | None = None) -> set[str]:
     """Named entities of ``text`` by the rules of the module docstring (lower-cased).
 
@@ -101,6 +119,8 @@ def rule_entities(text: str, known: set[str] | None = None) -> set[str]:
                     j += 1
                 elif tokens[j].lower() in CONNECTORS and tokens[j].lower() != "and" and j + 1 < len(tokens) \
                         and tokens[j + 1] not in _PUNCT and _is_cap(tokens[j + 1]):
+                    if _name_then_of(run, tokens[j]):
+                        break  # "Kenji Mori of Estria": a person, then a place
                     run += [tokens[j], tokens[j + 1]]
                     j += 2
                 else:
