@@ -70,7 +70,7 @@ import tempfile
 import time
 import warnings
 
-SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast")
+SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast", "lit_align-bf16")
 DEFAULT_SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only")
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -199,6 +199,12 @@ def _setup(args):
         fast.eos_id = policy.eos_id
         return run_lit(fast)
 
+    def run_lit_bf16():
+        # what `sample_dtype: bfloat16` does in training: an fp32 model sampled under bf16 autocast
+        # (weights cast once per call); log_q is the density of that bf16 forward, the one sampled from
+        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+            return run_lit()
+
     def run_generate(with_logprobs: bool):
         ids, mask = policy.encode_contexts([prompt], device=model.device)
         ids, mask = ids.repeat(batch, 1), mask.repeat(batch, 1)
@@ -237,6 +243,7 @@ def _setup(args):
         "generate": lambda: run_generate(True),
         "generate-tokens-only": lambda: run_generate(False),
         "lit_align-fast": run_lit_fast,
+        "lit_align-bf16": run_lit_bf16,
     }
     meta = {
         "load_s": load_s,
@@ -405,7 +412,8 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
             f"{r['rss_loaded_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{summary[side]['delta']:.0f}",
             "n/a (no log-probs)" if diff is None else f"{diff:.2e}",
         ], widths))
-    pairs = [("lit_align", "generate"), ("lit_align-copies", "generate"), ("lit_align", "generate-tokens-only"),
+    pairs = [("lit_align", "generate"), ("lit_align-bf16", "generate"), ("lit_align-copies", "generate"),
+             ("lit_align", "generate-tokens-only"),
              ("lit_align-fast", "generate"), ("lit_align-fast", "lit_align")]
     for x, y in pairs:
         if x in summary and y in summary:

@@ -158,3 +158,17 @@ def test_fp16_logits_give_float32_log_probs_without_overflow(scale):
     assert lp.dtype == torch.float32 and torch.isfinite(lp).all()
     exact = torch.log_softmax(logits64.half().double(), -1).gather(-1, target[..., None])[..., 0]
     assert torch.allclose(lp.double(), exact, atol=1e-3 * max(1.0, scale / 1e3), rtol=1e-5)
+
+
+def test_grads_finite_finds_one_bad_entry_anywhere():
+    from lit_align.methods.base import grads_finite
+
+    params = [torch.nn.Parameter(torch.zeros(5, 7)) for _ in range(3)] + [torch.nn.Parameter(torch.zeros(2))]
+    for p in params[:3]:
+        p.grad = torch.randn_like(p)
+    assert grads_finite(params)  # the last one has no gradient
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        params[1].grad[3, 4] = bad
+        assert not grads_finite(params)
+        params[1].grad[3, 4] = 0.0
+    assert grads_finite([])

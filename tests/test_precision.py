@@ -201,3 +201,37 @@ def test_fp16_grad_scaler_overflow_skips_the_update_and_lowers_the_scale():
     assert len(hist) == 4 and module.skipped_steps >= 1 and module.bad_steps == 0
     assert scaler.get_scale() <= 2.0**40 * 2.0**-20 * (1 + 1e-9)  # lowered once per overflowing step
     assert torch.isfinite(delta).all() and delta.abs().max() > 1e-4  # the later steps did update
+
+
+def test_train_attention_switches_the_kernel_of_gradient_passes_only():
+    """``train_attention``: the gradient passes' forward runs with the chosen kernel (eager by default
+    for bf16 gradient passes on CPU), restored afterwards; eager and SDPA give the same log-probs
+    and gradients in fp32."""
+    L.seed_everything(0, verbose=False)
+    kw = dict(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-llama", n_samples=8, max_new_tokens=6)
+    seen = {}
+    for name, extra in (("fp32", {}), ("bf16", {"grad_dtype": "bfloat16"}), ("sdpa", {"grad_dtype": "bfloat16",
+                                                                                      "train_attention": "sdpa"})):
+        module = DPG(**kw, **extra)
+        module.configure_model()
+        before = module.model.config._attn_implementation
+        with module.grad_autocast():
+            seen[name] = module.model.config._attn_implementation
+        assert module.model.config._attn_implementation == before
+    assert seen == {"fp32": before, "bf16": "eager", "sdpa": "sdpa"} and before == "sdpa"
+    with pytest.raises(ValueError, match="train_attention"):
+        DPG(**kw, train_attention="fast")
+
+    module = DPG(**kw, train_attention="eager")
+    module.configure_model()
+    samples = module.sample(["hello"])
+    grads = {}
+    for impl in ("sdpa", "eager"):
+        module.hparams.train_attention = impl
+        module.model.zero_grad()
+        with module.grad_autocast():
+            lp = module.policy.token_log_probs(module.model, samples).sum(-1)
+        lp.sum().backward()
+        grads[impl] = (lp.detach(), torch.cat([p.grad.flatten() for p in module.model.parameters()]))
+    torch.testing.assert_close(grads["eager"][0], grads["sdpa"][0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(grads["eager"][1], grads["sdpa"][1], rtol=1e-4, atol=1e-6)
