@@ -257,7 +257,7 @@ def test_catalogue_is_large_and_documented():
 def test_bad_input(case: Case, in_tmp, monkeypatch, capsys, single_thread):
     monkeypatch.setattr("sys.argv", ["lit_align"])
     monkeypatch.setattr("lit_align.models.loading.hub_reachable", lambda *a, **k: False)
-    from lit_align.methods.base import warn_once
+    from lit_align.methods.stepping import warn_once
 
     warn_once.__defaults__[0].clear()  # each case sees its warnings, whatever ran before
     if case.early:

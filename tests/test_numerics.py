@@ -161,7 +161,7 @@ def test_fp16_logits_give_float32_log_probs_without_overflow(scale):
 
 
 def test_grads_finite_finds_one_bad_entry_anywhere():
-    from lit_align.methods.base import grads_finite
+    from lit_align.methods.stepping import grads_finite
 
     params = [torch.nn.Parameter(torch.zeros(5, 7)) for _ in range(3)] + [torch.nn.Parameter(torch.zeros(2))]
     for p in params[:3]:

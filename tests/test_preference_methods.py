@@ -59,6 +59,23 @@ def test_dpo_loss_of_a_batch_matches_exact_enumeration():
     assert float(got) == pytest.approx(0.6931471805599453, abs=1e-5)
 
 
+def test_dpo_without_kl_tracking_takes_the_reference_pass_with_the_untrained_policy():
+    """No second copy of the weights for π0 when only the cached reference pass needs it: the
+    reference log-probs are the same as with a frozen copy, and π0 is released afterwards."""
+    refs = {}
+    for track in (True, False):
+        module = DPO(model="tiny-gpt2", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, track_kl=track,
+                     max_prompt_length=96)
+        module.configure_model()
+        assert (module.base_model is module.model) is (not track)
+        dm = PreferenceDataModule(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=6, max_val_pairs=0,
+                                  val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
+        dm.attach(module)
+        assert ("_base_model" in module.__dict__) is track
+        refs[track] = torch.tensor([[p.ref_chosen, p.ref_rejected] for p in dm.train_pairs])
+    torch.testing.assert_close(refs[True], refs[False], rtol=0, atol=1e-5)
+
+
 def test_minibatch_accumulation_gives_the_full_batch_gradient():
     module = PMLE(model="toy", gamma=GAMMA, n_samples=2, minibatch_size=3, max_new_tokens=4)
     dm = toy_data()

@@ -172,11 +172,25 @@ def main() -> None:
             f"median of {args.steps - 1} steps after one warm-up; DPO: {args.pairs_per_step} pairs per step):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
             f"{phase_lines(rows)}")
     if "sampling" in only:
-        subprocess.run([sys.executable, str(HERE.parent / "sampler_vs_generate.py")], check=True, cwd=ROOT)
+        text += "\n\n" + sampling_lines(args)
     print("\n" + text)
     (HERE / "results.md").write_text(text + "\n")
     if args.readme:
         update_readme(text)
+
+
+def sampling_lines(args) -> str:
+    """Sampling vs ``generate`` (benchmarks/sampler_vs_generate.py, SmolLM2, batch 32, fp32 model):
+    lit_align in fp32 and under bf16 autocast (``sample_dtype: bfloat16``), as ratio lines."""
+    cmd = [sys.executable, str(HERE.parent / "sampler_vs_generate.py"), "--batch", str(args.samples), "--new-tokens",
+           str(args.tokens), "--threads", str(args.threads), "--repeats", "3",
+           "--sides", "lit_align,lit_align-bf16,generate", "--no-reference"]
+    out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+    print(out)
+    ratios = [line for line in out.splitlines() if line.startswith("ratio ")]
+    return (f"Sampling with log-probs vs `generate` (SmolLM2, batch {args.samples}, {args.tokens} new tokens, "
+            f"{args.threads} thread(s), `python benchmarks/sampler_vs_generate.py`):\n\n"
+            + "\n".join(f"- {r}" for r in ratios))
 
 
 if __name__ == "__main__":

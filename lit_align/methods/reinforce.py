@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
 from torch import Tensor
 
 from lit_align import estimators
