@@ -26,12 +26,12 @@ from lit_align.models.limits import check_positive_int, check_sampling_settings
 from lit_align.models.loading import load
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
-from lit_align.rng_state import gather_objects, rng_state, set_rng
 from lit_align.timing import PhaseTimer
+from lit_align.methods.checkpoint_state import CheckpointState
 from lit_align.methods.stepping import GuardedSteps
 
 
-class BasePolicyModule(GuardedSteps, L.LightningModule):
+class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     """Shared machinery of on-policy methods (DPG, REINFORCE, RL with KL, ...).
 
     Args:
@@ -377,72 +377,6 @@ class BasePolicyModule(GuardedSteps, L.LightningModule):
     def validation_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor) -> dict:
         """Method-specific validation metrics on fresh policy samples."""
         return {}
-
-    # -------------------------------------------------------------- checkpoint
-    def extra_state(self) -> dict:
-        """Method state (beyond weights) to put in the checkpoint."""
-        return {}
-
-    def load_extra_state(self, state: dict) -> None:
-        pass
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lit_align"] = {
-            "method": type(self).__name__,
-            "state": self.extra_state(),
-            "skipped_steps": self.skipped_steps,
-            "steps_without_signal": self.steps_without_signal,
-            "rng": rng_state(),
-        }
-        per_rank = gather_objects(self._trainer, checkpoint["lit_align"]["rng"])
-        if per_rank is not None:  # every rank draws its own samples: each resumes its own stream
-            checkpoint["lit_align"]["rng_per_rank"] = per_rank
-        if self.hparams.get("lora") is not None and self.model is not None:
-            # only what is trained (adapters, heads) and snapshots: the base is reloaded by name
-            state = checkpoint.get("state_dict", {})
-            for key in lora_lib.frozen_state_keys(self.model, "model.") & set(state):
-                del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.hparams.get("lora") is not None:
-            self.configure_model()
-            state = checkpoint.get("state_dict", {})
-            missing = sorted({f"model.{n}" for n, _ in lora_lib.trainable_named_parameters(self.model)} - set(state))
-            if missing:
-                raise ValueError(f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[0]}); "
-                                 "was it written with the same `lora:` settings?")
-        saved = checkpoint.get("lit_align")
-        if saved is None:
-            return
-        if saved.get("method") != type(self).__name__:
-            raise ValueError(
-                f"checkpoint was written by method {saved.get('method')!r}, not {type(self).__name__!r}; "
-                "resume with the same model class_path"
-            )
-        self.configure_model()
-        self.skipped_steps = saved.get("skipped_steps", 0)
-        self.steps_without_signal = saved.get("steps_without_signal", 0)
-        self.load_extra_state(saved.get("state", {}))
-        rng = saved.get("rng")
-        per_rank = saved.get("rng_per_rank")
-        own = bool(per_rank) and len(per_rank) == distributed.world_size(self._trainer)
-        if own:
-            rng = per_rank[self.global_rank]
-        self.__dict__["_pending_rng_is_own"] = own
-        if rng:
-            set_rng(rng)
-            # Lightning draws from the global RNG between here and the first resumed step (the
-            # train dataloader's iterator seed), which an uninterrupted run does not do at that
-            # point; set the state again just before that step so a resumed run continues exactly.
-            self._pending_rng = rng
-
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        rng = self.__dict__.pop("_pending_rng", None)
-        if rng is not None:
-            set_rng(rng)
-            own = self.__dict__.pop("_pending_rng_is_own", False)  # this rank's own saved stream
-            if distributed.world_size(self._trainer) > 1 and not own:
-                distributed.seed_per_rank(self.global_rank)  # rank 0's saved state → per-rank streams
 
 
 def log_mean_exp(x: Tensor) -> Tensor:
