@@ -224,3 +224,51 @@ def test_deepspeed_is_refused_before_the_models_are_built(tmp_path, monkeypatch)
     with pytest.raises(UnsupportedStrategyError, match="strategies/fsdp.yaml"):
         trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=2))
     assert module.model is None  # refused before configure_model loaded anything
+
+
+FSDP_CPU_SCRIPT = r"""
+import os, sys, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+dist.init_process_group("gloo", rank=0, world_size=1)
+from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+from lit_align.distributed import wrap_transformer_blocks
+from lit_align.methods import DPG
+from lit_align.scorers import Regex
+from lit_align.targets import Pointwise
+lora = {"r": 4} if sys.argv[1] == "lora" else None
+m = DPG(target=[Pointwise(Regex("a", name="a"))], model="tiny-llama", n_samples=4, max_new_tokens=4, lora=lora)
+m.configure_model()
+def step(self):  # as under Lightning: training_step runs inside the root unit's forward and calls backward
+    ids = torch.randint(0, 200, (2, 8))
+    if lora:
+        with self.proposal.swapped():  # the DPG proposal: adapter weights swapped in by name
+            self.model(input_ids=ids)
+    loss = self.model(input_ids=ids).logits.float().logsumexp(-1).mean()
+    loss.backward()
+    return loss.detach()
+type(m).forward = step
+root = FSDP(m, auto_wrap_policy=wrap_transformer_blocks, device_id=torch.device("cpu"), use_orig_params=True)
+root()
+print("GRADS", sum(p.grad is not None for p in root.parameters()))
+"""
+
+
+@pytest.mark.parametrize("variant", ["full", "lora"])
+def test_fsdp_backward_inside_the_root_forward_on_cpu(tmp_path, variant):
+    """The failure the first GPU run hit ("Expects BACKWARD_PRE or BACKWARD_POST state but got
+    FORWARD"), reproduced with torch's FSDP on CPU (gloo, one process; Lightning refuses FSDP on
+    CPU): with the wrap policy the backward inside the root's forward works, also with LoRA and
+    the proposal's adapter swap under wrapped parameter names."""
+    import socket
+    import subprocess
+
+    script = tmp_path / "fsdp_cpu.py"
+    script.write_text(FSDP_CPU_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run([sys.executable, str(script), variant, port], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grads = int(proc.stdout.split("GRADS")[-1])
+    assert grads > 0
