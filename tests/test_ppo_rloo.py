@@ -384,3 +384,10 @@ def test_conditional_toy_converges_per_context(method):
         other = "c" if c == "a" else "a"
         log_a_other, _, _ = _conditional_exact(module, space, other)
         assert ex.tv(log_pi, ex.tilted(log_a_other, Count("d")(comps), BETA)) > 0.1
+
+
+def test_ppo_refuses_grad_dtype():
+    from lit_align.scorers import Regex
+
+    with pytest.raises(ValueError, match="PPO does not take grad_dtype"):
+        PPO(reward=Regex("a", name="a"), model="tiny-gpt2", grad_dtype="bfloat16")

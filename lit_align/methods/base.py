@@ -324,6 +324,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         ``log_q`` for q (the exact density of what was sampled), never a forward of another precision."""
         return any(self.hparams.get(k) not in (None, "float32") for k in ("grad_dtype", "sample_dtype"))
 
+    @contextlib.contextmanager
     def grad_autocast(self):
         """Context of the gradient passes' forward: autocast (``grad_dtype``) and the attention
         kernel (``train_attention``); a no-op by default."""
@@ -331,11 +332,8 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         if choice == "auto":
             low = self.hparams.get("grad_dtype") not in (None, "float32")
             choice = "eager" if low and self.device.type == "cpu" else None
-        stack = contextlib.ExitStack()
-        stack.enter_context(self._autocast("grad_dtype"))
-        if choice is not None and self.model is not None:
-            stack.enter_context(attention_implementation(self.model, choice))
-        return stack
+        with self._autocast("grad_dtype"), attention_implementation(self.model, choice):
+            yield
 
     def _autocast(self, option: str):
         dtype = self.hparams.get(option)
