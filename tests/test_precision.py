@@ -225,12 +225,24 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
     module = DPG(**kw, train_attention="eager")
     module.configure_model()
     samples = module.sample(["hello"])
-    grads = {}
+    grads, sdpa_calls = {}, []
+    real_sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counting_sdpa(*args, **kwargs):
+        sdpa_calls.append(1)
+        return real_sdpa(*args, **kwargs)
+
     for impl in ("sdpa", "eager"):
         module.hparams.train_attention = impl
         module.model.zero_grad()
-        with module.grad_autocast():
-            lp = module.policy.token_log_probs(module.model, samples).sum(-1)
+        sdpa_calls.clear()
+        torch.nn.functional.scaled_dot_product_attention = counting_sdpa
+        try:
+            with module.grad_autocast():
+                lp = module.policy.token_log_probs(module.model, samples).sum(-1)
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real_sdpa
+        assert (len(sdpa_calls) > 0) is (impl == "sdpa")  # the forward really used the chosen kernel
         lp.sum().backward()
         grads[impl] = (lp.detach(), torch.cat([p.grad.flatten() for p in module.model.parameters()]))
     torch.testing.assert_close(grads["eager"][0], grads["sdpa"][0], rtol=0, atol=1e-5)
