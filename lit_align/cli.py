@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -136,6 +137,9 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
 
 
 def _run(argv: list[str] | None) -> LitAlignCLI:
+    # Hugging Face models load in eval mode and lit_align turns dropout off itself
+    # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     return LitAlignCLI(
         BasePolicyModule,
         L.LightningDataModule,
