@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import weakref
 
 import lightning as L
 import numpy as np
@@ -55,7 +56,7 @@ def is_sharded(trainer) -> bool:
 
 
 _BLOCK_NAMES: set[str] = set()
-_TOP_UNITS: set[int] = set()
+_TOP_UNITS: weakref.WeakSet = weakref.WeakSet()  # the models a LightningModule holds (not kept alive)
 
 
 def wrap_transformer_blocks(module, recurse: bool, nonwrapped_numel: int = 0) -> bool:
@@ -70,10 +71,10 @@ def wrap_transformer_blocks(module, recurse: bool, nonwrapped_numel: int = 0) ->
     """
     if recurse:
         if isinstance(module, L.LightningModule):
-            _TOP_UNITS.update(id(child) for child in module.children() if any(True for _ in child.parameters()))
+            _TOP_UNITS.update(child for child in module.children() if any(True for _ in child.parameters()))
         _BLOCK_NAMES.update(getattr(module, "_no_split_modules", None) or ())
         return True
-    return type(module).__name__ in _BLOCK_NAMES or id(module) in _TOP_UNITS
+    return type(module).__name__ in _BLOCK_NAMES or module in _TOP_UNITS
 
 
 class UnsupportedStrategyError(ValueError):
