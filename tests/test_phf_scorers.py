@@ -49,3 +49,21 @@ def test_detoxify_fails_clearly_when_missing():
 
     with pytest.raises(ImportError, match="ProfanityCheck"):
         Detoxify()
+
+
+def test_pep8_scorer_survives_pycodestyle_crashes(monkeypatch):
+    """pycodestyle 2.15 raises IndexError in its continued-indentation check on some malformed
+    samples (this one killed a 2000-step benchmark run): the program is checked again without
+    that check; if pycodestyle still cannot read it, every non-blank line is a violation."""
+    import pycodestyle
+
+    sample = ']    #\') \n"""\\[\n\\=[\t"""\'\'\'\'    (\n'
+    with pytest.raises(IndexError):  # the crash, with E402 already off
+        checker = pycodestyle.Checker(lines=sample.splitlines(keepends=True),
+                                      options=pycodestyle.StyleGuide(quiet=True, ignore=["E402"]).options)
+        checker.check_all()
+    assert pep8_error_lines(sample) == pep8_error_lines(sample, ["E12", "E13", "E402"])
+    assert PEP8PerChar()([sample[:-1]])[0] == pytest.approx(len(pep8_error_lines(sample)) / (len(sample) - 1))
+
+    monkeypatch.setattr(pycodestyle.Checker, "check_all", lambda self, *a, **k: [][1])
+    assert pep8_error_lines("x = 1\n\n  y\n") == [1, 3]

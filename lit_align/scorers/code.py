@@ -162,11 +162,15 @@ def pep8_error_lines(program: str, ignore: Sequence[str] = (), max_line_length: 
     try:
         checker.check_all()
     except IndexError:
-        # pycodestyle 2.15's E402 check indexes past a one-letter logical line `u`/`b`/`r` (e.g. in
-        # samples of an untrained model): check this program again without E402
-        if "E402" in ignore:
-            raise
-        return pep8_error_lines(program, [*ignore, "E402"], max_line_length)
+        # pycodestyle 2.15 crashes on some malformed programs (samples of small models): its E402
+        # check indexes past a one-letter logical line `u`/`b`/`r`, its continued-indentation check
+        # (E12x, E13x) past a string token that ends beyond the logical line. Check again without
+        # the check that may have crashed; if even that fails, every non-blank line counts as one
+        # violation (code pycodestyle cannot read is not clean code).
+        for skip in (["E402"], ["E12", "E13"]):
+            if not set(skip) <= set(ignore):
+                return pep8_error_lines(program, sorted({*ignore, *skip}), max_line_length)
+        return [i for i, line in enumerate(program.splitlines(), 1) if line.strip()]
     return lines_hit
 
 
