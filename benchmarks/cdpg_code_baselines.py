@@ -44,10 +44,20 @@ def read_scalars(log_dir: str) -> dict[str, list[tuple[int, float]]]:
     return {t: [(e.step, e.value) for e in ea.Scalars(t)] for t in ea.Tags()["scalars"]}
 
 
+def scorer_name(args) -> str:
+    return "compilable" if args.task == "code_compile" else "pep8"
+
+
+def with_summary(scalars: dict, args, seconds: float) -> dict:
+    """The run's scalars plus the table's inputs: wall seconds and the constraint's series."""
+    scalars["_seconds"] = [(args.steps, seconds)]
+    scalars["_constraint"] = scalars.get(f"train/scorer/{scorer_name(args)}", [])
+    return scalars
+
+
 def run(method: str, config: str, args, logs_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from lit_align.cli import main
 
-    scorer = "compilable" if args.task == "code_compile" else "pep8"
     root = logs_dir / method.split()[0].lower()
     argv = ["fit", "--config", config, f"--trainer.max_steps={args.steps}", "--trainer.val_check_interval=1000000",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}",
@@ -65,15 +75,12 @@ def run(method: str, config: str, args, logs_dir: Path) -> dict[str, list[tuple[
     seconds = time.perf_counter() - t0
     logs = sorted(glob.glob(str(root / "**" / "events.out.tfevents.*"), recursive=True), key=os.path.getmtime)
     scalars = read_scalars(os.path.dirname(logs[-1]))
-    scalars["_seconds"] = [(args.steps, seconds)]
-    scalars["_constraint"] = scalars.get(f"train/scorer/{scorer}", [])
-    return scalars
+    return with_summary(scalars, args, seconds)
 
 
 def from_logs(method: str, args, logs_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """The scalars of an earlier run of ``method`` under ``logs_dir`` (all versions merged by step, so
     a run resumed with ``--ckpt_path`` counts once), for ``--from-logs``."""
-    scorer = "compilable" if args.task == "code_compile" else "pep8"
     merged: dict[str, dict[int, float]] = {}
     dirs = {os.path.dirname(f) for f in glob.glob(str(logs_dir / method.split()[0].lower() / "**" / "events.out.tfevents.*"),
                                                   recursive=True)}
@@ -81,9 +88,7 @@ def from_logs(method: str, args, logs_dir: Path) -> dict[str, list[tuple[int, fl
         for tag, series in read_scalars(d).items():
             merged.setdefault(tag, {}).update(dict(series))
     scalars = {tag: sorted(v.items()) for tag, v in merged.items()}
-    scalars["_seconds"] = [(args.steps, float("nan"))]
-    scalars["_constraint"] = scalars.get(f"train/scorer/{scorer}", [])
-    return scalars
+    return with_summary(scalars, args, float("nan"))
 
 
 def main_(argv: list[str] | None = None) -> None:

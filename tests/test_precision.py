@@ -17,6 +17,7 @@ from lit_align.data.prompts import PromptDataModule  # noqa: E402
 from lit_align.methods import DPG  # noqa: E402
 from lit_align.models.loading import byte_tokenizer  # noqa: E402
 from lit_align.models.logprobs import selected_log_probs  # noqa: E402
+from lit_align.models.lora import unwrapped_name  # noqa: E402
 from lit_align.scorers import Regex  # noqa: E402
 from lit_align.targets import Pointwise  # noqa: E402
 from scripted import letter_pool, scripted  # noqa: E402
@@ -97,7 +98,7 @@ def full_parameters(trainer, module) -> list[tuple[str, torch.Tensor]]:
 
         gather = deepspeed.zero.GatheredParameters([p for _, p in params])
     with gather:
-        return [(k.replace("_fsdp_wrapped_module.", ""), p.detach().clone()) for k, p in module.model.named_parameters()]
+        return [(unwrapped_name(k), p.detach().clone()) for k, p in module.model.named_parameters()]
 
 
 @pytest.fixture(scope="module")

@@ -43,12 +43,8 @@ class GuardedSteps:
         bad = distributed.any_rank(self._trainer, bad)  # every rank skips, or none
         if bad:
             opt.zero_grad(set_to_none=True)
-            self.bad_steps += 1
-            if self.bad_steps >= self.hparams.max_bad_steps:
-                raise FloatingPointError(
-                    f"{self.bad_steps} consecutive steps had a non-finite loss or gradient; stopping. "
-                    "Lower the learning rate, check the scorers, or use fp32 precision."
-                )
+            self._count_bad_step("steps had a non-finite loss or gradient",
+                                 "Lower the learning rate, check the scorers, or use fp32 precision.")
             self.skip_step()
             return False
         if scaler is None:
@@ -78,16 +74,18 @@ class GuardedSteps:
         if distributed.any_rank(self._trainer, not grads_finite(self.optimized_parameters())):
             self.scaler_skipped = True
             self.skipped_steps += 1
-            self.bad_steps += 1
-            if self.bad_steps >= self.hparams.max_bad_steps:
-                raise FloatingPointError(
-                    f"{self.bad_steps} consecutive fp16 steps overflowed although the GradScaler lowered its scale; "
-                    "stopping. Lower the learning rate, or use bf16-mixed or fp32 precision."
-                )
+            self._count_bad_step("fp16 steps overflowed although the GradScaler lowered its scale",
+                                 "Lower the learning rate, or use bf16-mixed or fp32 precision.")
             return
         self.bad_steps = 0
         if self.hparams.max_grad_norm:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+
+    def _count_bad_step(self, what: str, advice: str) -> None:
+        """One more bad step in a row; ``max_bad_steps`` of them stop the run."""
+        self.bad_steps += 1
+        if self.bad_steps >= self.hparams.max_bad_steps:
+            raise FloatingPointError(f"{self.bad_steps} consecutive {what}; stopping. {advice}")
 
     def skip_step_without_signal(self, why: str) -> None:
         """Skip a step that has no gradient signal (warned once, counted; an error after

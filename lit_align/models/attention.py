@@ -18,17 +18,16 @@ IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "f
 
 
 def _configs(model: nn.Module) -> list:
+    """The model's config and sub-configs that carry an attention implementation."""
     config = getattr(model, "config", None)
-    if config is None:
-        return []
-    subs = [getattr(config, k) for k in ("text_config", "decoder", "encoder") if hasattr(config, k)]
-    return [config] + [c for c in subs if hasattr(c, "_attn_implementation")]
+    found = [config] + [getattr(config, k, None) for k in ("text_config", "decoder", "encoder")]
+    return [c for c in found if c is not None and hasattr(c, "_attn_implementation")]
 
 
 @contextlib.contextmanager
 def attention_implementation(model: nn.Module, name: str | None) -> Iterator[None]:
     """Run ``model``'s forward passes inside the block with attention ``name`` (None: unchanged)."""
-    configs = [c for c in _configs(model) if hasattr(c, "_attn_implementation")] if name else []
+    configs = _configs(model) if name else []
     saved = [c._attn_implementation for c in configs]
     try:
         for c in configs:
