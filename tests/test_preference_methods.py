@@ -76,6 +76,33 @@ def test_dpo_without_kl_tracking_takes_the_reference_pass_with_the_untrained_pol
     torch.testing.assert_close(refs[True], refs[False], rtol=0, atol=1e-5)
 
 
+def test_dpo_reference_pass_runs_under_the_gradient_autocast():
+    """With grad_dtype bfloat16 the cached log π0 are computed with the numerics of log π in
+    the loss: at initialisation the implicit rewards are exactly 0 (fp32 references would leave
+    bf16 rounding in h), and the cache key tells the two precisions apart."""
+    hp = dict(model="tiny-llama", beta=0.1, minibatch_size=4, max_new_tokens=4, track_kl=False, max_prompt_length=96)
+    data = dict(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=4, max_val_pairs=0,
+                val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
+    refs = {}
+    for dtype in ("bfloat16", None):
+        module = DPO(grad_dtype=dtype, **hp)
+        dm = PreferenceDataModule(**data)
+        dm.attach(module)
+        batch = collate_pairs(dm.train_pairs, module.policy.pad_id)
+        refs[dtype] = torch.cat([batch.ref_chosen, batch.ref_rejected])
+        bf16 = DPO(grad_dtype="bfloat16", **hp)
+        bf16.configure_model()
+        with torch.no_grad(), bf16.grad_autocast():
+            lp = bf16.policy.token_log_probs(bf16.model, batch.samples).sum(-1).double()
+        h = lp - refs[dtype]
+        if dtype == "bfloat16":
+            assert torch.equal(h, torch.zeros_like(h))
+        else:
+            assert h.abs().max() > 1e-4, "fp32 references should differ from bf16 log-probs (else the test sees nothing)"
+        assert ("grad_dtype=bfloat16" in module.reference_id()) is (dtype is not None)
+    torch.testing.assert_close(refs["bfloat16"], refs[None], rtol=0.05, atol=0.5)
+
+
 def test_minibatch_accumulation_gives_the_full_batch_gradient():
     module = PMLE(model="toy", gamma=GAMMA, n_samples=2, minibatch_size=3, max_new_tokens=4)
     dm = toy_data()

@@ -18,6 +18,7 @@ and the reference model: training then holds one model, not two.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from pathlib import Path
@@ -182,8 +183,9 @@ class PreferenceDataModule(L.LightningDataModule):
         for pairs in (self.train_pairs, self.val_pairs):
             if not pairs:
                 continue
-            c, r, _ = cached_reference_log_probs(module.base_model, module.policy, pairs, module.reference_id(),
-                                                 folder, module.hparams.minibatch_size, module.device)
+            with module.reference_autocast() if hasattr(module, "reference_autocast") else contextlib.nullcontext():
+                c, r, _ = cached_reference_log_probs(module.base_model, module.policy, pairs, module.reference_id(),
+                                                     folder, module.hparams.minibatch_size, module.device)
             for p, lc, lr in zip(pairs, c.tolist(), r.tolist()):
                 p.ref_chosen, p.ref_rejected = lc, lr
 

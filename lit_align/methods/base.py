@@ -24,6 +24,7 @@ from lit_align.models import lora as lora_lib
 from lit_align.models.attention import IMPLEMENTATIONS, attention_implementation
 from lit_align.models.limits import check_positive_int, check_sampling_settings
 from lit_align.models.loading import load
+from lit_align.memory import preallocate_optimizer_state
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
 from lit_align.timing import PhaseTimer
@@ -245,6 +246,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
                 opt = None
         if opt is None:
             opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        preallocate_optimizer_state(opt)
         warmup = max(int(hp.warmup_steps), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -325,14 +327,14 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         return any(self.hparams.get(k) not in (None, "float32") for k in ("grad_dtype", "sample_dtype"))
 
     @contextlib.contextmanager
-    def grad_autocast(self):
+    def grad_autocast(self, model: nn.Module | None = None):
         """Context of the gradient passes' forward: autocast (``grad_dtype``) and the attention
-        kernel (``train_attention``); a no-op by default."""
+        kernel (``train_attention``) of ``model`` (default the policy); a no-op by default."""
         choice = self.hparams.get("train_attention", "auto")
         if choice == "auto":
             low = self.hparams.get("grad_dtype") not in (None, "float32")
             choice = "eager" if low and self.device.type == "cpu" else None
-        with self._autocast("grad_dtype"), attention_implementation(self.model, choice):
+        with self._autocast("grad_dtype"), attention_implementation(model or self.model, choice):
             yield
 
     def _autocast(self, option: str):

@@ -55,7 +55,17 @@ class PreferenceModule(BasePolicyModule):
     def reference_id(self) -> str:
         """What identifies the frozen reference (the cache key of its log-probs on the pairs)."""
         hp = self.hparams
-        return f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
+        key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
+        for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
+            if hp.get(option) not in (None, "float32"):
+                key += f"|{option}={hp.get(option)}"
+        return key
+
+    def reference_autocast(self):
+        """Context of the cached reference pass: that of the gradient passes (``grad_dtype``
+        autocast, attention kernel), so log π0 of a pair is computed with the numerics of log π
+        in the loss and h = Δπ − Δπ0 starts at 0 (trl's reference model runs under the same autocast)."""
+        return self.grad_autocast(self.base_model)
 
     def needs_reference_model(self) -> bool:
         """Whether π0 must stay in memory after the reference log-probs are cached."""

@@ -344,8 +344,14 @@ class Policy:
         mask = torch.cat([samples.prompt_mask, torch.ones_like(target)], dim=1)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache_kw = {} if not getattr(model, "supports_cache", True) else {"position_ids": pos, "use_cache": False}
-        out = model(input_ids=ids, attention_mask=mask, logits_to_keep=lc + 1, **cache_kw, **kwargs)
-        return out.logits[:, -(lc + 1) : -1], out
+        # the positions that predict the completion, as an index: transformers then computes
+        # exactly (B, Lc, V) contiguous logits, no slice copy of them and no zero-padded gradient
+        keep = torch.arange(ids.shape[1] - lc - 1, ids.shape[1] - 1, device=ids.device)
+        out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **cache_kw, **kwargs)
+        logits = out.logits
+        if logits.shape[1] != lc:  # a model that ignores logits_to_keep returns every position
+            logits = logits[:, -(lc + 1) : -1]
+        return logits, out
 
     def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
         """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
