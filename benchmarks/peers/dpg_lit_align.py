@@ -58,6 +58,7 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     ap.add_argument("--sample-dtype", default=None, help="bfloat16: sample under autocast (log_q is its exact density)")
+    ap.add_argument("--lora", type=int, default=0, help="LoRA rank on all linear layers (0: full fine-tuning)")
     args = ap.parse_args()
     from lit_align.methods import DPG
     from lit_align.scorers import Regex
@@ -66,10 +67,12 @@ def main() -> None:
     def make():
         return DPG(model=args.model, target=[Pointwise(Regex("e", name="e"))], n_samples=args.samples,
                    minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, off_policy=False, grad_dtype=args.grad_dtype,
-                   sample_dtype=args.sample_dtype)
+                   sample_dtype=args.sample_dtype,
+                   lora={"r": args.lora, "lora_alpha": 2 * args.lora, "target_modules": "all-linear"} if args.lora else None)
 
     clock, phases = fit_timed(make, args.steps, args.threads, PROMPT)
-    report("lit_align DPG" + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
+    report("lit_align DPG" + (f" LoRA r{args.lora}" if args.lora else "")
+           + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
         out.append(("DPG, fp32 both", "dpg_lit_align.py", [], "disco", "dpg_disco.py", []))
         if bf16:
             out.append(("DPG, lit_align bf16", "dpg_lit_align.py", bf_all, "disco", "dpg_disco.py", []))
+            # not the same work (adapters instead of all weights): what a memory-bound user would pick
+            out.append(("DPG, lit_align LoRA r16 + bf16 (other work)", "dpg_lit_align.py", bf_all + ["--lora", "16"],
+                        "disco", "dpg_disco.py", []))
     for trainer in ("rloo", "grpo"):
         if "rl" in only:
             work = "RLOO" if trainer == "rloo" else "RLOO vs GRPO"
