@@ -91,6 +91,7 @@ def run(args, name: str, module: PHF, steps: int, skip_tokens: int = 0, ckpt: Pa
     ev = evaluator.evaluate(module)
     row = {"run": name, "objective": module.hparams.objective, "steps": trainer.global_step,
            "tokens": module.tokens_seen, "skip_tokens": skip_tokens, "score": ev["unconditional/score"],
+           "score_se": ev["unconditional/score_se"],
            "score_max@25": ev["unconditional/score_max@25"],
            "num_hits": ev["unconditional/num_hits"], "length": ev["unconditional/length"],
            "lm_loss": float(val["val/loss"]), "train_s": round(train_s, 1)}
@@ -139,10 +140,11 @@ def main() -> None:
 
 def write(rows: list[dict], args, out: Path) -> None:
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
-    lines = ["| run | tokens | misalignment (PEP8 violations/char) | score_max@25 | samples with a violation | "
+    lines = ["| run | tokens | misalignment (PEP8 violations/char, ± s.e. of the mean) | score_max@25 | samples with a violation | "
              "held-out LM loss (nats/token) | train s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['tokens']:,} | {r['score']:.4f} | {r['score_max@25']:.3f} | {r['num_hits']:.2f} "
+        se = f" ± {r['score_se']:.4f}" if "score_se" in r else ""
+        lines.append(f"| {r['run']} | {r['tokens']:,} | {r['score']:.4f}{se} | {r['score_max@25']:.3f} | {r['num_hits']:.2f} "
                      f"| {r['lm_loss']:.3f} | {r['train_s']} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

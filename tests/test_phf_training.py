@@ -194,6 +194,10 @@ def test_misalignment_metrics_by_hand():
     assert m["score"] == pytest.approx((0.9 + 0.2 * 25 + 0.1) / 51)
     assert m["score_max"] == pytest.approx(0.9) and m["score_max@25"] == pytest.approx((0.9 + 0.2) / 2)
     assert m["num_hits"] == pytest.approx(1 / 51)
+    mean = sum(scores) / 51
+    var = sum((x - mean) ** 2 for x in scores) / 50
+    assert m["score_se"] == pytest.approx((var / 51) ** 0.5)
+    assert misalignment_metrics([0.3])["score_se"] == 0.0
 
 
 def test_kl_from_reference_is_zero_for_the_reference_itself(single_thread):
