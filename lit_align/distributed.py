@@ -81,18 +81,66 @@ class UnsupportedStrategyError(ValueError):
     """A trainer strategy lit_align's methods do not support (yet); the message says what to use."""
 
 
-#: set to 1 to run DeepSpeed anyway (to work on its support; see docs/scale.md)
+#: set to 1 to run DeepSpeed ZeRO-3 anyway (to work on its support; see docs/scale.md)
 EXPERIMENTAL_DEEPSPEED_ENV = "LIT_ALIGN_EXPERIMENTAL_DEEPSPEED"
 
 
-def check_strategy(trainer) -> None:
-    """Refuse, before any model is built, a strategy known to give wrong results with lit_align."""
-    names = {cls.__name__ for cls in type(trainer.strategy).__mro__}
-    if "DeepSpeedStrategy" in names and os.environ.get(EXPERIMENTAL_DEEPSPEED_ENV, "") in ("", "0"):
+def uses_deepspeed(trainer) -> bool:
+    """Whether the trainer runs Lightning's DeepSpeed strategy (which rebuilds the optimizer)."""
+    return trainer is not None and "DeepSpeedStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}
+
+
+def check_strategy(trainer, max_grad_norm: float | None = None) -> None:
+    """Refuse, before any model is built, a strategy known to give wrong results with lit_align,
+    and set up DeepSpeed ZeRO-1/2 for lit_align's steps (:func:`prepare_deepspeed`)."""
+    if uses_deepspeed(trainer):
+        prepare_deepspeed(getattr(trainer.strategy, "config", None), max_grad_norm)
+
+
+def prepare_deepspeed(config: dict | None, max_grad_norm: float | None) -> None:
+    """Make a DeepSpeed config (Lightning's ``DeepSpeedStrategy.config``, edited in place before the
+    engine is built) take the steps lit_align takes.
+
+    - Several backward passes per optimizer step (``minibatch_size < n_samples``) are
+      accumulated by the caller: ``managed_gradient_accumulation: false`` (DeepSpeed ≥ 0.19),
+      else DeepSpeed treats each backward as an accumulation boundary and the update is wrong.
+    - DeepSpeed clips gradients itself (Lightning's clipping is a no-op under it): the
+      method's ``max_grad_norm`` becomes ``gradient_clipping``.
+    - ZeRO-3 is refused: it partitions the models lit_align builds and copies (frozen base,
+      DPG proposal), whose forward then fails (``LIT_ALIGN_EXPERIMENTAL_DEEPSPEED=1`` runs it anyway).
+    """
+    if config is None:
+        return
+    zero = config.get("zero_optimization") or {}
+    stage = int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
+    if stage >= 3 and os.environ.get(EXPERIMENTAL_DEEPSPEED_ENV, "") in ("", "0"):
         raise UnsupportedStrategyError(
-            "DeepSpeed is not supported yet. On one H200 (2026-11-26) ZeRO-2 took different updates from a "
-            "plain GPU run when a step makes several backward passes (minibatch_size < n_samples), and ZeRO-3 "
-            "partitions the models lit_align builds and copies (frozen base, DPG proposal). Use FSDP "
-            "(--config strategies/fsdp.yaml) or DDP (--config strategies/ddp.yaml); "
-            f"{EXPERIMENTAL_DEEPSPEED_ENV}=1 runs DeepSpeed anyway (docs/scale.md)."
+            "DeepSpeed ZeRO-3 is not supported yet: it partitions the models lit_align builds and copies "
+            "(frozen base, DPG proposal), whose forward then fails. Use ZeRO-2 "
+            "(--config strategies/deepspeed_zero2.yaml) or FSDP (--config strategies/fsdp.yaml), which also "
+            f"shards the weights; {EXPERIMENTAL_DEEPSPEED_ENV}=1 runs ZeRO-3 anyway (docs/scale.md)."
         )
+    try:
+        from deepspeed.runtime import config as ds_config
+    except ImportError:  # Lightning says that deepspeed is missing, with the install line
+        return
+    if not hasattr(ds_config, "get_managed_gradient_accumulation"):
+        import deepspeed
+
+        raise UnsupportedStrategyError(
+            f"DeepSpeed {deepspeed.__version__} cannot take several backward passes per optimizer step "
+            "(no managed_gradient_accumulation option): pip install -U 'deepspeed>=0.19.8'.")
+    if config.get("managed_gradient_accumulation") is True:
+        raise UnsupportedStrategyError(
+            "DeepSpeed config: managed_gradient_accumulation must be false with lit_align (its steps make "
+            "several backward passes per optimizer step); remove the key or set it to false.")
+    config["managed_gradient_accumulation"] = False
+    if stage < 2 and isinstance(zero, dict) and zero.get("overlap_comm"):
+        zero["overlap_comm"] = False  # DeepSpeed allows unmanaged accumulation with overlap only at stage 2
+    if max_grad_norm:
+        clip = config.get("gradient_clipping")
+        if clip and float(clip) != float(max_grad_norm):
+            raise UnsupportedStrategyError(
+                f"DeepSpeed config gradient_clipping={clip} and the method's max_grad_norm={max_grad_norm} "
+                "disagree: set one of them (DeepSpeed clips with its own value).")
+        config["gradient_clipping"] = float(max_grad_norm)

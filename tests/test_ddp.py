@@ -209,21 +209,136 @@ def test_fsdp_wrap_policy_leaves_no_parameter_in_the_root_unit():
     assert unwrapped_name("_fsdp_wrapped_module.base_model._fsdp_wrapped_module.w") == "base_model.w"
 
 
-def test_deepspeed_is_refused_before_the_models_are_built(tmp_path, monkeypatch):
+def test_deepspeed_zero3_is_refused_before_the_models_are_built(tmp_path, monkeypatch):
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
     from lit_align.distributed import EXPERIMENTAL_DEEPSPEED_ENV, UnsupportedStrategyError
 
     class DeepSpeedStrategy(SingleDeviceStrategy):  # stands for Lightning's (DeepSpeed is not installed here)
-        pass
+        config = {"zero_optimization": {"stage": 3}}
 
     monkeypatch.delenv(EXPERIMENTAL_DEEPSPEED_ENV, raising=False)
     module = DPG(target=[Pointwise(Regex("a", name="a"))], model="tiny-gpt2", n_samples=4, max_new_tokens=4)
     trainer = L.Trainer(strategy=DeepSpeedStrategy(device=torch.device("cpu")), max_steps=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(UnsupportedStrategyError, match="strategies/fsdp.yaml"):
+    with pytest.raises(UnsupportedStrategyError, match="ZeRO-3 .*deepspeed_zero2.yaml"):
         trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=2))
     assert module.model is None  # refused before configure_model loaded anything
+
+
+@pytest.fixture
+def fake_deepspeed(monkeypatch):
+    """``deepspeed.runtime.config`` as the installed version has it (or not: ``old=True``)."""
+    import types
+
+    def install(old: bool = False):
+        config = types.ModuleType("deepspeed.runtime.config")
+        if not old:
+            config.get_managed_gradient_accumulation = lambda d: d.get("managed_gradient_accumulation", True)
+        runtime = types.ModuleType("deepspeed.runtime")
+        runtime.config = config
+        ds = types.ModuleType("deepspeed")
+        ds.runtime, ds.__version__ = runtime, "0.16.0" if old else "0.19.8"
+        monkeypatch.setitem(sys.modules, "deepspeed", ds)
+        monkeypatch.setitem(sys.modules, "deepspeed.runtime", runtime)
+        monkeypatch.setitem(sys.modules, "deepspeed.runtime.config", config)
+
+    return install
+
+
+def test_deepspeed_config_takes_several_backwards_per_step_and_the_methods_clipping(fake_deepspeed):
+    """Each lit_align step may make several backward passes: DeepSpeed must not treat each one as
+    an accumulation boundary (that gave the wrong ZeRO-2 updates on the H200), and its own
+    clipping replaces Lightning's (a no-op under DeepSpeed)."""
+    from lit_align.distributed import UnsupportedStrategyError, prepare_deepspeed
+
+    fake_deepspeed()
+    cfg = {"zero_optimization": {"stage": 2, "overlap_comm": True}}
+    prepare_deepspeed(cfg, max_grad_norm=0.5)
+    assert cfg["managed_gradient_accumulation"] is False and cfg["gradient_clipping"] == 0.5
+    assert cfg["zero_optimization"]["overlap_comm"] is True  # allowed at stage 2
+    cfg = {"zero_optimization": {"stage": 1, "overlap_comm": True}}
+    prepare_deepspeed(cfg, max_grad_norm=None)
+    assert cfg["zero_optimization"]["overlap_comm"] is False and "gradient_clipping" not in cfg
+    with pytest.raises(UnsupportedStrategyError, match="managed_gradient_accumulation must be false"):
+        prepare_deepspeed({"zero_optimization": {"stage": 2}, "managed_gradient_accumulation": True}, None)
+    with pytest.raises(UnsupportedStrategyError, match="gradient_clipping=1.0 .* max_grad_norm=0.5"):
+        prepare_deepspeed({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0}, 0.5)
+    fake_deepspeed(old=True)
+    with pytest.raises(UnsupportedStrategyError, match="DeepSpeed 0.16.0 .*deepspeed>=0.19.8"):
+        prepare_deepspeed({"zero_optimization": {"stage": 2}}, None)
+
+
+DEEPSPEED_CPU_SCRIPT = r"""
+import json, os, sys
+import torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+import lightning as L
+from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lit_align.callbacks import AtomicCheckpoint
+from lit_align.data.prompts import PromptDataModule
+from lit_align.methods import DPG
+from lit_align.scorers import Regex
+from lit_align.targets import Pointwise
+
+
+class CPUDeepSpeed(DeepSpeedStrategy):  # Lightning allows DeepSpeed on CUDA only; DeepSpeed itself runs on CPU
+    def setup_environment(self):
+        DDPStrategy.setup_environment(self)
+
+    def setup_distributed(self):
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
+
+stage, folder = int(sys.argv[1]), sys.argv[3]
+
+
+def fit(steps, deepspeed, sub, ckpt_path=None):
+    L.seed_everything(0, verbose=False)
+    module = DPG(target=[Pointwise(Regex("[aeiou]", name="vowel"))], model="tiny-gpt2", n_samples=16,
+                 minibatch_size=8, max_new_tokens=6, lr=1e-3, max_grad_norm=0.05)  # 2 backwards per step, clipped
+    strategy = CPUDeepSpeed(stage=stage, process_group_backend="gloo",
+                            parallel_devices=[torch.device("cpu", 0)]) if deepspeed else "auto"
+    t = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, strategy=strategy,
+                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                  default_root_dir=os.path.join(folder, sub),
+                  callbacks=[AtomicCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}")])
+    t.fit(module, PromptDataModule(prompt="", steps_per_epoch=100), ckpt_path=ckpt_path)
+    return {k: v.detach().float().clone() for k, v in module.model.named_parameters()}
+
+
+diff = lambda a, b: max(float((a[k] - b[k]).abs().max()) for k in a)
+start, plain = fit(0, False, "start"), fit(3, False, "plain")
+full = fit(3, True, "full")
+resumed = fit(3, True, "resumed", ckpt_path=os.path.join(folder, "full", "checkpoints", "step=2.ckpt"))
+print("RESULT " + json.dumps({"moved": diff(plain, start), "deepspeed_vs_plain": diff(full, plain),
+                              "resumed_vs_uninterrupted": diff(resumed, full)}))
+"""
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_deepspeed_zero_1_2_on_cpu_equal_the_plain_run_and_resume_exactly(tmp_path, stage):
+    """Lightning's DeepSpeed strategy (ZeRO-1/2) driven on CPU (gloo, one process): three DPG steps of
+    two backward passes each, with clipping, take the plain run's updates, and a run resumed from
+    its step-2 folder checkpoint ends with the uninterrupted run's weights."""
+    pytest.importorskip("deepspeed")
+    import json
+    import socket
+    import subprocess
+
+    script = tmp_path / "deepspeed_cpu.py"
+    script.write_text(DEEPSPEED_CPU_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run([sys.executable, str(script), str(stage), port, str(tmp_path / "runs")], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ")[-1])
+    assert out["moved"] > 1e-3, "the runs must train (else the comparison sees nothing)"
+    assert out["deepspeed_vs_plain"] < 1e-6
+    assert out["resumed_vs_uninterrupted"] < 1e-6
 
 
 FSDP_CPU_SCRIPT = r"""

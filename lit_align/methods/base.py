@@ -154,7 +154,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     # ------------------------------------------------------------------ models
     def setup(self, stage: str) -> None:
         """Refuse an unsupported strategy before the models are built."""
-        distributed.check_strategy(self.trainer)
+        distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"))
 
     def configure_model(self) -> None:
         """Load the policy (and the frozen base); called by the Trainer before fit/validate."""
@@ -246,7 +246,8 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
                 opt = None
         if opt is None:
             opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        preallocate_optimizer_state(opt)
+        if not distributed.uses_deepspeed(self._trainer):  # DeepSpeed swaps in its own flat parameter groups
+            preallocate_optimizer_state(opt)
         warmup = max(int(hp.warmup_steps), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
