@@ -116,7 +116,7 @@ def cli_strategy(snippet: str | None, out: Path, log, results: list, timeout: in
     cfg.write_text(TINY_DPG.format(root=root, accelerator=accelerator))
     extra = ["--config", f"configs/strategies/{snippet}.yaml", "--trainer.devices=1"] if snippet else []
     if snippet == "deepspeed_zero3":
-        os.environ["LIT_ALIGN_EXPERIMENTAL_DEEPSPEED"] = "1"  # ZeRO-3 is refused by default (docs/scale.md)
+        extra += ["--model.init_args.minibatch_size=32"]  # ZeRO-3: one backward pass per step (docs/scale.md)
     fit = [sys.executable, "-m", "lit_align", "fit", "--config", str(cfg)] + extra
     rc = sh(name, fit, log, timeout, results)
     results[-1]["metrics"] = last_metrics(root)

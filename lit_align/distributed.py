@@ -81,8 +81,13 @@ class UnsupportedStrategyError(ValueError):
     """A trainer strategy lit_align's methods do not support (yet); the message says what to use."""
 
 
-#: set to 1 to run DeepSpeed ZeRO-3 anyway (to work on its support; see docs/scale.md)
-EXPERIMENTAL_DEEPSPEED_ENV = "LIT_ALIGN_EXPERIMENTAL_DEEPSPEED"
+#: why a ZeRO-3 step may make only one backward pass (raised at the second one, before any update)
+ZERO3_ONE_BACKWARD = (
+    "DeepSpeed ZeRO-3: this step makes a second backward pass before its optimizer step, and ZeRO-3 then "
+    "takes wrong updates (the training step runs inside DeepSpeed's forward, where ZeRO-3 loses the first "
+    "pass's gradients; checked on CPU, docs/scale.md). Make one backward per step: minibatch_size ≥ the "
+    "samples (or pairs, chunks) per step, with gradient_checkpointing: true to fit it in memory; preference "
+    "methods also need no KL term. Or use ZeRO-2 (strategies/deepspeed_zero2.yaml) or FSDP (strategies/fsdp.yaml).")
 
 
 def uses_deepspeed(trainer) -> bool:
@@ -90,9 +95,17 @@ def uses_deepspeed(trainer) -> bool:
     return trainer is not None and "DeepSpeedStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}
 
 
+def deepspeed_stage(trainer) -> int:
+    """The ZeRO stage of a DeepSpeed strategy (0 without DeepSpeed)."""
+    if not uses_deepspeed(trainer):
+        return 0
+    zero = (getattr(trainer.strategy, "config", None) or {}).get("zero_optimization") or {}
+    return int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
+
+
 def check_strategy(trainer, max_grad_norm: float | None = None) -> None:
-    """Refuse, before any model is built, a strategy known to give wrong results with lit_align,
-    and set up DeepSpeed ZeRO-1/2 for lit_align's steps (:func:`prepare_deepspeed`)."""
+    """Before any model is built: set up DeepSpeed for lit_align's steps (:func:`prepare_deepspeed`),
+    or refuse it with a clear error."""
     if uses_deepspeed(trainer):
         prepare_deepspeed(getattr(trainer.strategy, "config", None), max_grad_norm)
 
@@ -106,20 +119,13 @@ def prepare_deepspeed(config: dict | None, max_grad_norm: float | None) -> None:
       else DeepSpeed treats each backward as an accumulation boundary and the update is wrong.
     - DeepSpeed clips gradients itself (Lightning's clipping is a no-op under it): the
       method's ``max_grad_norm`` becomes ``gradient_clipping``.
-    - ZeRO-3 is refused: it partitions the models lit_align builds and copies (frozen base,
-      DPG proposal), whose forward then fails (``LIT_ALIGN_EXPERIMENTAL_DEEPSPEED=1`` runs it anyway).
+    - ZeRO-3 (see :data:`ZERO3_ONE_BACKWARD`) takes one backward pass per optimizer step; the
+      models are then built outside ``deepspeed.zero.Init`` (:meth:`BasePolicyModule.setup`).
     """
     if config is None:
         return
     zero = config.get("zero_optimization") or {}
     stage = int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
-    if stage >= 3 and os.environ.get(EXPERIMENTAL_DEEPSPEED_ENV, "") in ("", "0"):
-        raise UnsupportedStrategyError(
-            "DeepSpeed ZeRO-3 is not supported yet: it partitions the models lit_align builds and copies "
-            "(frozen base, DPG proposal), whose forward then fails. Use ZeRO-2 "
-            "(--config strategies/deepspeed_zero2.yaml) or FSDP (--config strategies/fsdp.yaml), which also "
-            f"shards the weights; {EXPERIMENTAL_DEEPSPEED_ENV}=1 runs ZeRO-3 anyway (docs/scale.md)."
-        )
     try:
         from deepspeed.runtime import config as ds_config
     except ImportError:  # Lightning says that deepspeed is missing, with the install line

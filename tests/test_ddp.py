@@ -209,21 +209,39 @@ def test_fsdp_wrap_policy_leaves_no_parameter_in_the_root_unit():
     assert unwrapped_name("_fsdp_wrapped_module.base_model._fsdp_wrapped_module.w") == "base_model.w"
 
 
-def test_deepspeed_zero3_is_refused_before_the_models_are_built(tmp_path, monkeypatch):
+def test_deepspeed_zero3_builds_outside_zero_init_and_stops_at_a_second_backward(tmp_path):
+    """ZeRO-3 takes wrong updates when a step makes several backward passes (checked on CPU with
+    DeepSpeed, below): the second one stops the run before any update, with the fix; the models are
+    built in ``setup``, before Lightning's ``deepspeed.zero.Init`` context would partition them."""
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    from lit_align.distributed import EXPERIMENTAL_DEEPSPEED_ENV, UnsupportedStrategyError
+    from lit_align.distributed import UnsupportedStrategyError
 
     class DeepSpeedStrategy(SingleDeviceStrategy):  # stands for Lightning's (DeepSpeed is not installed here)
         config = {"zero_optimization": {"stage": 3}}
 
-    monkeypatch.delenv(EXPERIMENTAL_DEEPSPEED_ENV, raising=False)
-    module = DPG(target=[Pointwise(Regex("a", name="a"))], model="tiny-gpt2", n_samples=4, max_new_tokens=4)
+    built = {}
+
+    class Probe(L.Callback):
+        def setup(self, trainer, module, stage):  # Callback.setup runs before LightningModule.setup
+            built["before_setup"] = module.model is not None
+
+        def on_fit_start(self, trainer, module):
+            built["at_fit_start"] = module.model is not None
+
+    module = DPG(target=[Pointwise(Regex(".", name="any"))], model="tiny-gpt2", n_samples=8, minibatch_size=4,
+                 max_new_tokens=4)
+    start = None
     trainer = L.Trainer(strategy=DeepSpeedStrategy(device=torch.device("cpu")), max_steps=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    with pytest.raises(UnsupportedStrategyError, match="ZeRO-3 .*deepspeed_zero2.yaml"):
+                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[Probe()])
+    with pytest.raises(UnsupportedStrategyError, match="ZeRO-3.*minibatch_size"):
         trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=2))
-    assert module.model is None  # refused before configure_model loaded anything
+    assert built == {"before_setup": False, "at_fit_start": True}
+    start = DPG(target=[Pointwise(Regex("[aeiou]", name="v"))], model="tiny-gpt2")
+    start.configure_model()
+    for (k, p), q in zip(module.model.named_parameters(), start.model.parameters()):
+        assert torch.equal(p, q), f"{k} changed: the run must stop before any update"
 
 
 @pytest.fixture
@@ -291,13 +309,13 @@ class CPUDeepSpeed(DeepSpeedStrategy):  # Lightning allows DeepSpeed on CUDA onl
         self._init_deepspeed_distributed()
 
 
-stage, folder = int(sys.argv[1]), sys.argv[3]
+stage, folder, minibatch = int(sys.argv[1]), sys.argv[3], int(sys.argv[4])
 
 
 def fit(steps, deepspeed, sub, ckpt_path=None):
     L.seed_everything(0, verbose=False)
     module = DPG(target=[Pointwise(Regex("[aeiou]", name="vowel"))], model="tiny-gpt2", n_samples=16,
-                 minibatch_size=8, max_new_tokens=6, lr=1e-3, max_grad_norm=0.05)  # 2 backwards per step, clipped
+                 minibatch_size=minibatch, max_new_tokens=6, lr=1e-3, max_grad_norm=0.05)  # clipping active
     strategy = CPUDeepSpeed(stage=stage, process_group_backend="gloo",
                             parallel_devices=[torch.device("cpu", 0)]) if deepspeed else "auto"
     t = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, strategy=strategy,
@@ -305,7 +323,12 @@ def fit(steps, deepspeed, sub, ckpt_path=None):
                   default_root_dir=os.path.join(folder, sub),
                   callbacks=[AtomicCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}")])
     t.fit(module, PromptDataModule(prompt="", steps_per_epoch=100), ckpt_path=ckpt_path)
-    return {k: v.detach().float().clone() for k, v in module.model.named_parameters()}
+    params = list(module.model.named_parameters())
+    if deepspeed and stage == 3:  # partitioned: gather the full weights
+        import deepspeed as ds
+        with ds.zero.GatheredParameters([p for _, p in params]):
+            return {k: v.detach().float().clone() for k, v in params}
+    return {k: v.detach().float().clone() for k, v in params}
 
 
 diff = lambda a, b: max(float((a[k] - b[k]).abs().max()) for k in a)
@@ -317,11 +340,11 @@ print("RESULT " + json.dumps({"moved": diff(plain, start), "deepspeed_vs_plain":
 """
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_deepspeed_zero_1_2_on_cpu_equal_the_plain_run_and_resume_exactly(tmp_path, stage):
-    """Lightning's DeepSpeed strategy (ZeRO-1/2) driven on CPU (gloo, one process): three DPG steps of
-    two backward passes each, with clipping, take the plain run's updates, and a run resumed from
-    its step-2 folder checkpoint ends with the uninterrupted run's weights."""
+@pytest.mark.parametrize("stage,minibatch", [(1, 8), (2, 8), (3, 16)])
+def test_deepspeed_on_cpu_equals_the_plain_run_and_resumes_exactly(tmp_path, stage, minibatch):
+    """Lightning's DeepSpeed strategy driven on CPU (gloo, one process): three DPG steps with clipping
+    (ZeRO-1/2: two backward passes per step; ZeRO-3: one) take the plain run's updates, and a run
+    resumed from its step-2 folder checkpoint ends with the uninterrupted run's weights."""
     pytest.importorskip("deepspeed")
     import json
     import socket
@@ -332,8 +355,8 @@ def test_deepspeed_zero_1_2_on_cpu_equal_the_plain_run_and_resume_exactly(tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, str(script), str(stage), port, str(tmp_path / "runs")], capture_output=True,
-                          text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = subprocess.run([sys.executable, str(script), str(stage), port, str(tmp_path / "runs"), str(minibatch)],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.split("RESULT ")[-1])
     assert out["moved"] > 1e-3, "the runs must train (else the comparison sees nothing)"

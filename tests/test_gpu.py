@@ -4,7 +4,7 @@ On one GPU a sharded strategy must take the same DPG steps as a plain GPU run (s
 samples, same metrics, same weight updates), and a sharded run must resume from its checkpoint
 with the weights it saved. Skipped without CUDA (CI has none); on a GPU machine:
 ``python -m pytest tests/test_gpu.py -q`` (DeepSpeed cases need ``pip install 'deepspeed>=0.19.8'``;
-ZeRO-3 is expected to fail for now; run this file in its own process: DeepSpeed ZeRO-3 patches
+ZeRO-3 runs with one backward pass per step; run this file in its own process: DeepSpeed ZeRO-3 patches
 ``torch.nn.functional.linear`` for the rest of the process).
 """
 
@@ -19,7 +19,6 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from lit_align.distributed import EXPERIMENTAL_DEEPSPEED_ENV  # noqa: E402
 from test_precision import STEPS, run  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore"),
@@ -37,13 +36,12 @@ def strategy(name: str):
         return FSDPStrategy(sharding_strategy="FULL_SHARD", auto_wrap_policy=wrap_transformer_blocks,
                             state_dict_type="full")
     pytest.importorskip("deepspeed")
-    os.environ[EXPERIMENTAL_DEEPSPEED_ENV] = "1"  # ZeRO-3 is refused by default (docs/scale.md)
     return name  # deepspeed_stage_2, deepspeed_stage_3
 
 
-# ZeRO-2's wrong updates on the H200 (several backward passes per step) are fixed and checked on CPU
-# (tests/test_ddp.py); ZeRO-3 failed in the models' construction and is refused for now.
-DEEPSPEED_XFAIL = pytest.mark.xfail(reason="DeepSpeed ZeRO-3 not supported yet (docs/scale.md)", strict=False)
+def one_backward(name: str) -> dict:
+    """ZeRO-3 takes one backward pass per step (docs/scale.md): the whole batch in one minibatch."""
+    return {"minibatch_size": 16} if name == "deepspeed_stage_3" else {}
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +63,10 @@ def test_16_mixed_dpg_is_finite_and_close_to_fp32(gpu_fp32):
         assert module.policy.token_log_probs(module.model, samples).dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed_stage_2",
-                                  pytest.param("deepspeed_stage_3", marks=DEEPSPEED_XFAIL)])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed_stage_2", "deepspeed_stage_3"])
 def test_sharded_strategy_takes_the_plain_gpu_steps(gpu_fp32, name):
     _, ref, ref_delta = gpu_fp32
-    module, hist, delta = run("32-true", accelerator="gpu", strategy=strategy(name))
+    module, hist, delta = run("32-true", accelerator="gpu", strategy=strategy(name), **one_backward(name))
     assert len(hist) == STEPS and module.skipped_steps == 0
     for t, (a, b) in enumerate(zip(hist, ref)):
         for metric in METRICS:
@@ -78,13 +75,14 @@ def test_sharded_strategy_takes_the_plain_gpu_steps(gpu_fp32, name):
     torch.testing.assert_close(delta, ref_delta, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["fsdp", "deepspeed_stage_2", pytest.param("deepspeed_stage_3", marks=DEEPSPEED_XFAIL)])
+@pytest.mark.parametrize("name", ["fsdp", "deepspeed_stage_2", "deepspeed_stage_3"])
 def test_sharded_run_resumes_with_the_weights_it_saved(tmp_path, name):
-    first, _, _ = run("32-true", accelerator="gpu", strategy=strategy(name), steps=2)
+    first, _, _ = run("32-true", accelerator="gpu", strategy=strategy(name), steps=2, **one_backward(name))
     saved = first.end_params
     ckpt = str(tmp_path / "last.ckpt")
     first.trainer.save_checkpoint(ckpt)
-    resumed, hist, _ = run("32-true", accelerator="gpu", strategy=strategy(name), steps=3, ckpt_path=ckpt)
+    resumed, hist, _ = run("32-true", accelerator="gpu", strategy=strategy(name), steps=3, ckpt_path=ckpt,
+                           **one_backward(name))
     assert resumed.trainer.global_step == 3 and len(hist) == 1  # only the third step ran
     assert saved.keys() == resumed.start_params.keys()
     for k, v in saved.items():

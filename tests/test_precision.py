@@ -54,8 +54,9 @@ def run(precision, accelerator: str = "cpu", strategy="auto", steps: int = STEPS
     """``STEPS`` scripted DPG steps; returns (module, per-step train metrics, weight change)."""
     L.seed_everything(0, verbose=False)
     # contains an "a": Z ≈ 1 − (3/4)^6 under the letter pool, every step has a gradient
+    kwargs.setdefault("minibatch_size", 8)
     module = ScriptedDPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-gpt2", n_samples=16,
-                         minibatch_size=8, max_new_tokens=6, lr=1e-3, **kwargs)
+                         max_new_tokens=6, lr=1e-3, **kwargs)
     history = []
 
     class Record(L.Callback):

@@ -155,6 +155,10 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     def setup(self, stage: str) -> None:
         """Refuse an unsupported strategy before the models are built."""
         distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"))
+        if distributed.deepspeed_stage(self.trainer) >= 3:
+            # built here, outside Lightning's deepspeed.zero.Init: the frozen copies (base, DPG
+            # proposal) stay whole modules; DeepSpeed partitions the registered ones at initialize
+            self.configure_model()
 
     def configure_model(self) -> None:
         """Load the policy (and the frozen base); called by the Trainer before fit/validate."""

@@ -28,12 +28,16 @@ class GuardedSteps:
         if not finite:
             self.bad_steps_in_batch = True
         if finite or distributed.world_size(self._trainer) > 1:
+            self.backwards_this_step = getattr(self, "backwards_this_step", 0) + 1
+            if self.backwards_this_step > 1 and distributed.deepspeed_stage(self._trainer) >= 3:
+                raise distributed.UnsupportedStrategyError(distributed.ZERO3_ONE_BACKWARD)
             self.manual_backward(loss)
 
     def optimizer_step_guarded(self) -> bool:
         """Clip, check for non-finite gradients, step. A bad step is skipped and counted."""
         opt = self.optimizers()
         sched = self.lr_schedulers()
+        self.backwards_this_step = 0
         self.steps_without_signal = 0  # this step has a gradient signal (finite or not)
         bad = getattr(self, "bad_steps_in_batch", False)
         self.bad_steps_in_batch = False
@@ -107,6 +111,7 @@ class GuardedSteps:
         (Calling ``optimizer.step()`` without gradients would fail under a GradScaler.)
         """
         self.skipped_steps += 1
+        self.backwards_this_step = 0
         self.optimizers().zero_grad(set_to_none=True)
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
         progress.increment_ready()
