@@ -86,3 +86,36 @@ def test_log_probs_and_gradients_from_completion_logits_only(name, make_model):
     torch.testing.assert_close(lp, plain, atol=1e-5, rtol=0)
     for g, p in zip(ours, model.parameters()):
         torch.testing.assert_close(g, p.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_checkpointing_is_active_for_a_pretrained_model_in_a_fit(tmp_path):
+    """``from_pretrained`` returns a model in eval mode, Lightning keeps it so, and transformers
+    checkpoints only in train mode: the policy must be put in train mode, or
+    ``gradient_checkpointing: true`` silently does nothing. Checked by counting an attention
+    block's forward calls with gradients on: a checkpointed layer runs again in the backward."""
+    import lightning as L
+
+    from lit_align.data.prompts import PromptDataModule
+    from lit_align.methods import DPG
+    from lit_align.models import load
+    from lit_align.scorers import Regex
+    from lit_align.targets import Pointwise
+
+    model, tok = load("tiny-llama")
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    calls = {}
+    for ckpt in (False, True):
+        module = DPG(target=[Pointwise(Regex(".", name="any"))], model=str(tmp_path / "m"), n_samples=4,
+                     minibatch_size=4, max_new_tokens=4, off_policy=False, gradient_checkpointing=ckpt)
+        module.configure_model()
+        attention = [m for m in module.model.modules() if type(m).__name__ == "LlamaAttention"][0]
+        count = {"grad": 0}
+        attention.register_forward_hook(lambda m, i, o: count.__setitem__("grad", count["grad"] + torch.is_grad_enabled()))
+        trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            default_root_dir=tmp_path)
+        trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=1))
+        calls[ckpt] = count["grad"]
+    assert calls[False] >= 1
+    assert calls[True] == 2 * calls[False], calls  # recomputed once in the backward

@@ -29,6 +29,7 @@ from dpg_lit_align import Clock  # noqa: E402
 def main() -> None:
     ap = parser(__doc__, samples=8, pairs=True)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="as trl does by default")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from lit_align.callbacks import PerfMonitor
@@ -38,7 +39,7 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     module = DPO(model=args.model, beta=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
-                 grad_dtype=args.grad_dtype)
+                 grad_dtype=args.grad_dtype, gradient_checkpointing=args.gradient_checkpointing)
     data = PreferenceDataModule(dataset=args.pairs, batch_size=args.samples, val_fraction=0.0, val_split=None,
                                 max_train_pairs=args.steps * args.samples, max_val_pairs=0,
                                 max_completion_length=args.max_length - 8, cache_reference=False, shuffle=False)
@@ -73,7 +74,8 @@ def main() -> None:
     med = statistics.median(times[1:] or times)
     amortised = [t + ref_pass["wall"] / len(times) for t in times]
     amortised_cpu = [t + ref_pass["cpu"] / len(times) for t in clock.cpu_times()]
-    report("lit_align DPO" + (" bf16 grads" if args.grad_dtype else " fp32"), amortised, args.samples, "pairs",
+    report("lit_align DPO" + (" bf16 grads" if args.grad_dtype else " fp32")
+           + (" + checkpointing" if args.gradient_checkpointing else ""), amortised, args.samples, "pairs",
            cpu_times=amortised_cpu, reference_pass_s=ref_pass["wall"], data_setup_s=setup, train_step_s=med)
 
 

@@ -81,10 +81,15 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
                         ["--trainer", trainer, "--fp32"]))
             if bf16:
                 out.append((f"{work}, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", trainer]))
-    if "dpo" in only:
-        out.append(("DPO, fp32 both", "dpo_lit_align.py", [], "trl", "dpo_trl.py", ["--fp32"]))
+    if "dpo" in only:  # trl checkpoints activations by default; lit_align does not unless asked
+        out.append(("DPO, fp32 both (trl: its default checkpointing)", "dpo_lit_align.py", [], "trl", "dpo_trl.py",
+                    ["--fp32"]))
+        out.append(("DPO, fp32 both, checkpointing both", "dpo_lit_align.py", ["--gradient-checkpointing"], "trl",
+                    "dpo_trl.py", ["--fp32"]))
+        out.append(("DPO, fp32 both, checkpointing neither", "dpo_lit_align.py", [], "trl", "dpo_trl.py",
+                    ["--fp32", "--no-checkpointing"]))
         if bf16:
-            out.append(("DPO, bf16 both", "dpo_lit_align.py", bf, "trl", "dpo_trl.py", []))
+            out.append(("DPO, bf16 both (trl: its default checkpointing)", "dpo_lit_align.py", bf, "trl", "dpo_trl.py", []))
     return out
 
 

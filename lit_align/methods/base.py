@@ -166,12 +166,15 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
             return
         hp = self.hparams
         model, tok = load(hp.model, hp.tokenizer, seed=hp.model_seed)
-        disable_dropout(model)
         if hp.lora is not None:
             model = lora_lib.apply_lora(model, hp.lora)
+        disable_dropout(model)  # after LoRA: its adapters' dropout too
         if hp.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             # non-reentrant: gradients reach the adapters even though the embeddings are frozen
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # from_pretrained returns eval mode, which Lightning keeps; transformers checkpoints only in
+        # train mode. With dropout off, train mode changes nothing else (sampling switches to eval).
+        model.train()
         self.model = model
         self.tokenizer = tok
         self.policy = Policy(
