@@ -90,6 +90,35 @@ ZERO3_ONE_BACKWARD = (
     "methods also need no KL term. Or use ZeRO-2 (strategies/deepspeed_zero2.yaml) or FSDP (strategies/fsdp.yaml).")
 
 
+def uses_fsdp(trainer) -> bool:
+    """Whether the trainer runs Lightning's FSDP strategy."""
+    return trainer is not None and "FSDPStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}
+
+
+def clip_sharded_grad_norm_(parameters, max_norm: float, trainer) -> torch.Tensor:
+    """Clip gradients sharded by FSDP to a global L2 norm ``max_norm`` (as
+    ``torch.nn.utils.clip_grad_norm_`` on the full gradients: coefficient max_norm / (norm + 1e-6),
+    at most 1). Each rank holds its own shard of every gradient (FULL_SHARD, SHARD_GRAD_OP), so
+    the squared norms add up over ranks; with NO_SHARD every rank holds the whole (all-reduced)
+    gradient. Returns the total norm."""
+    grads = [p.grad for p in parameters if p.grad is not None and p.grad.numel()]
+    device = grads[0].device if grads else trainer.strategy.root_device
+    local = torch.zeros((), device=device, dtype=torch.float32)
+    for g in grads:
+        local = local + g.detach().float().pow(2).sum()
+    strategy = str(getattr(trainer.strategy, "sharding_strategy", "FULL_SHARD"))
+    if "HYBRID" in strategy:
+        raise UnsupportedStrategyError("max_grad_norm with FSDP HYBRID_SHARD is not supported: use FULL_SHARD or "
+                                       "SHARD_GRAD_OP, or max_grad_norm: null")
+    if "NO_SHARD" not in strategy and world_size(trainer) > 1:
+        torch.distributed.all_reduce(local)
+    total = local.sqrt()
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    return total
+
+
 def uses_deepspeed(trainer) -> bool:
     """Whether the trainer runs Lightning's DeepSpeed strategy (which rebuilds the optimizer)."""
     return trainer is not None and "DeepSpeedStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}

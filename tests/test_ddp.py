@@ -364,6 +364,90 @@ def test_deepspeed_on_cpu_equals_the_plain_run_and_resumes_exactly(tmp_path, sta
     assert out["resumed_vs_uninterrupted"] < 1e-6
 
 
+LIGHTNING_FSDP_CPU_SCRIPT = r"""
+import json, os, sys
+import torch
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy
+from lit_align.callbacks import AtomicCheckpoint
+from lit_align.data.prompts import PromptDataModule
+from lit_align.distributed import wrap_transformer_blocks
+from lit_align.methods import DPG, PPO
+from lit_align.scorers import Count, Regex
+from lit_align.targets import Pointwise
+
+
+class CPUFSDP(FSDPStrategy):  # Lightning's FSDP strategy on CPU: it would pass a CUDA device id
+    def _setup_model(self, model):
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        model = FSDP(model, device_id=torch.device("cpu"), sharding_strategy=self.sharding_strategy, **self.kwargs)
+        return super()._setup_model(model)
+
+
+method, folder, resume = sys.argv[1], sys.argv[3], sys.argv[4] == "resume"
+
+
+def fit(steps, fsdp, sub, ckpt_path=None):
+    L.seed_everything(0, verbose=False)
+    common = dict(model="tiny-llama", n_samples=16, minibatch_size=8, max_new_tokens=6, lr=1e-3, max_grad_norm=0.05)
+    if method == "ppo":
+        module = PPO(reward=Count("e"), ppo_epochs=2, ppo_minibatch_size=8, **common)
+    else:
+        module = DPG(target=[Pointwise(Regex("[aeiou]", name="v"))], off_policy=True, proposal_update_interval=1,
+                     lora={"r": 4} if method == "lora" else None, **common)
+    strategy = CPUFSDP(auto_wrap_policy=wrap_transformer_blocks, state_dict_type="full",
+                       process_group_backend="gloo") if fsdp else "auto"
+    t = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, strategy=strategy,
+                  enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                  default_root_dir=os.path.join(folder, sub), enable_checkpointing=resume,
+                  callbacks=[AtomicCheckpoint(every_n_train_steps=1, save_top_k=-1, filename="{step}")] if resume else [])
+    t.fit(module, PromptDataModule(prompt="", steps_per_epoch=100), ckpt_path=ckpt_path)
+    from lit_align.models.lora import unwrapped_name
+    return {unwrapped_name(n): p.detach().float().clone() for n, p in t.lightning_module.named_parameters()
+            if p.requires_grad}
+
+
+start, plain = fit(0, False, "start"), fit(3, False, "plain")
+full = fit(3, True, "full")
+resumed = fit(3, True, "resumed", ckpt_path=os.path.join(folder, "full", "checkpoints", "step=2.ckpt")) if resume else full
+assert full.keys() == plain.keys(), sorted(set(full) ^ set(plain))[:4]
+d = lambda a, b: max(float((a[k] - b[k]).abs().max()) for k in a)
+print("RESULT " + json.dumps({"moved": d(plain, start), "fsdp_vs_plain": d(full, plain),
+                              "resumed_vs_uninterrupted": d(resumed, full)}))
+"""
+
+
+@pytest.mark.parametrize("method,resume", [
+    ("dpg", "resume"), ("ppo", "resume"), ("lora", "no-resume"),
+    # saving a LoRA checkpoint under FSDP fails in FSDP's full-state-dict hook (the policy unit's own
+    # frozen weights are missing from the state dict): known, docs/scale.md
+    pytest.param("lora", "resume", marks=pytest.mark.xfail(reason="LoRA checkpoint under FSDP", strict=True)),
+])
+def test_lightning_fsdp_on_cpu_takes_the_plain_steps_and_resumes_exactly(tmp_path, method, resume):
+    """The fits that failed on the H200 under Lightning's FSDP strategy (DPG with its proposal, PPO
+    with its value head, LoRA with its adapter snapshot), driven on CPU (gloo, one process): three
+    steps of two backward passes each with clipping active take the plain run's updates (the
+    gradient norm spans the shards: Lightning's own clipping refuses 'norm' under FSDP), and a run
+    resumed from its step-2 checkpoint ends with the uninterrupted run's weights."""
+    import json
+    import socket
+    import subprocess
+
+    script = tmp_path / "lightning_fsdp_cpu.py"
+    script.write_text(LIGHTNING_FSDP_CPU_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run([sys.executable, str(script), method, port, str(tmp_path / "runs"), resume],
+                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT ")[-1])
+    assert out["moved"] > 1e-3, "the runs must train (else the comparison sees nothing)"
+    assert out["fsdp_vs_plain"] < 1e-5
+    assert out["resumed_vs_uninterrupted"] < 1e-6
+
+
 FSDP_CPU_SCRIPT = r"""
 import os, sys, torch, torch.distributed as dist
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])

@@ -53,8 +53,7 @@ class GuardedSteps:
             return False
         if scaler is None:
             self.bad_steps = 0
-            if self.hparams.max_grad_norm:
-                self.clip_gradients(opt, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+            self.clip_grad_norm(opt)
         with self.timer("optimizer"):
             opt.step()  # under a GradScaler: unscale, on_before_optimizer_step, step unless inf/NaN, update the scale
             opt.zero_grad(set_to_none=True)
@@ -82,8 +81,20 @@ class GuardedSteps:
                                  "Lower the learning rate, or use bf16-mixed or fp32 precision.")
             return
         self.bad_steps = 0
-        if self.hparams.max_grad_norm:
-            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.max_grad_norm, gradient_clip_algorithm="norm")
+        self.clip_grad_norm(optimizer)
+
+    def clip_grad_norm(self, optimizer) -> None:
+        """Clip the global gradient norm to ``max_grad_norm``. Under FSDP the norm spans every
+        rank's shards (:func:`lit_align.distributed.clip_sharded_grad_norm_`; Lightning's clipping
+        refuses 'norm' there, and FSDP's own needs the root unit idle, which it is not inside the
+        training step); under DeepSpeed the engine clips (its ``gradient_clipping``, set from ours)."""
+        max_norm = self.hparams.max_grad_norm
+        if not max_norm:
+            return
+        if distributed.uses_fsdp(self._trainer):
+            distributed.clip_sharded_grad_norm_(self.optimized_parameters(), max_norm, self._trainer)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def _count_bad_step(self, what: str, advice: str) -> None:
         """One more bad step in a row; ``max_bad_steps`` of them stop the run."""
