@@ -287,6 +287,29 @@ def test_deepspeed_config_takes_several_backwards_per_step_and_the_methods_clipp
         prepare_deepspeed({"zero_optimization": {"stage": 2}}, None)
 
 
+def run_script(tmp_path: Path, text: str, first: str, *rest: str) -> str:
+    """Run ``text`` as a script in a fresh process (one thread) with argv ``first, <free port>, *rest``;
+    its stdout (the process must succeed)."""
+    import socket
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    proc = subprocess.run([sys.executable, str(script), first, port, *rest], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def script_result(stdout: str) -> dict:
+    import json
+
+    return json.loads(stdout.split("RESULT ")[-1])
+
+
 DEEPSPEED_CPU_SCRIPT = r"""
 import json, os, sys
 import torch
@@ -346,19 +369,7 @@ def test_deepspeed_on_cpu_equals_the_plain_run_and_resumes_exactly(tmp_path, sta
     (ZeRO-1/2: two backward passes per step; ZeRO-3: one) take the plain run's updates, and a run
     resumed from its step-2 folder checkpoint ends with the uninterrupted run's weights."""
     pytest.importorskip("deepspeed")
-    import json
-    import socket
-    import subprocess
-
-    script = tmp_path / "deepspeed_cpu.py"
-    script.write_text(DEEPSPEED_CPU_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, str(script), str(stage), port, str(tmp_path / "runs"), str(minibatch)],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("RESULT ")[-1])
+    out = script_result(run_script(tmp_path, DEEPSPEED_CPU_SCRIPT, str(stage), str(tmp_path / "runs"), str(minibatch)))
     assert out["moved"] > 1e-3, "the runs must train (else the comparison sees nothing)"
     assert out["deepspeed_vs_plain"] < 1e-6
     assert out["resumed_vs_uninterrupted"] < 1e-6
@@ -430,19 +441,7 @@ def test_lightning_fsdp_on_cpu_takes_the_plain_steps_and_resumes_exactly(tmp_pat
     steps of two backward passes each with clipping active take the plain run's updates (the
     gradient norm spans the shards: Lightning's own clipping refuses 'norm' under FSDP), and a run
     resumed from its step-2 checkpoint ends with the uninterrupted run's weights."""
-    import json
-    import socket
-    import subprocess
-
-    script = tmp_path / "lightning_fsdp_cpu.py"
-    script.write_text(LIGHTNING_FSDP_CPU_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, str(script), method, port, str(tmp_path / "runs"), resume],
-                          capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("RESULT ")[-1])
+    out = script_result(run_script(tmp_path, LIGHTNING_FSDP_CPU_SCRIPT, method, str(tmp_path / "runs"), resume))
     assert out["moved"] > 1e-3, "the runs must train (else the comparison sees nothing)"
     assert out["fsdp_vs_plain"] < 1e-5
     assert out["resumed_vs_uninterrupted"] < 1e-6
@@ -481,16 +480,6 @@ def test_fsdp_backward_inside_the_root_forward_on_cpu(tmp_path, variant):
     FORWARD"), reproduced with torch's FSDP on CPU (gloo, one process; Lightning refuses FSDP on
     CPU): with the wrap policy the backward inside the root's forward works, also with LoRA and
     the proposal's adapter swap under wrapped parameter names."""
-    import socket
-    import subprocess
-
-    script = tmp_path / "fsdp_cpu.py"
-    script.write_text(FSDP_CPU_SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    proc = subprocess.run([sys.executable, str(script), variant, port], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    grads = int(proc.stdout.split("GRADS")[-1])
+    stdout = run_script(tmp_path, FSDP_CPU_SCRIPT, variant)
+    grads = int(stdout.split("GRADS")[-1])
     assert grads > 0
