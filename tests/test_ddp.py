@@ -431,8 +431,8 @@ print("RESULT " + json.dumps({"moved": d(plain, start), "fsdp_vs_plain": d(full,
 
 @pytest.mark.parametrize("method,resume", [
     ("dpg", "resume"), ("ppo", "resume"), ("lora", "no-resume"),
-    # saving a LoRA checkpoint under FSDP fails in FSDP's full-state-dict hook (the policy unit's own
-    # frozen weights are missing from the state dict): known, docs/scale.md
+    # saving a LoRA checkpoint under FSDP fails after training in FSDP's full-state-dict hook: the
+    # policy's own unit is all frozen under LoRA, and no backward resets it (docs/scale.md)
     pytest.param("lora", "resume", marks=pytest.mark.xfail(reason="LoRA checkpoint under FSDP", strict=True)),
 ])
 def test_lightning_fsdp_on_cpu_takes_the_plain_steps_and_resumes_exactly(tmp_path, method, resume):
