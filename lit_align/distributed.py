@@ -61,20 +61,33 @@ _TOP_UNITS: weakref.WeakSet = weakref.WeakSet()  # the models a LightningModule 
 
 def wrap_transformer_blocks(module, recurse: bool, nonwrapped_numel: int = 0) -> bool:
     """FSDP ``auto_wrap_policy``: one FSDP unit per transformer block, whatever the model, and
-    one per model the LightningModule holds (policy, proposal, value head).
+    one per model the LightningModule holds that trains weights outside its blocks (a full
+    policy, a value head).
 
     The blocks are the classes a Hugging Face model names in ``_no_split_modules``
     (``LlamaDecoderLayer``, ``GPT2Block``, ``T5Block``, ...); FSDP visits a model before its
     blocks, so the names are known when the blocks are reached. The LightningModule itself (the
-    root unit) keeps no parameters: its ``training_step`` runs inside the root's forward and
-    calls ``backward`` there, which FSDP allows only for the parameters of inner units.
+    root unit) keeps no trained parameter: its ``training_step`` runs inside the root's forward
+    and calls ``backward`` there, which FSDP allows only for the parameters of inner units. What
+    is frozen outside the blocks (a LoRA policy's embeddings and head, a frozen proposal's) stays
+    in the root: as a unit of its own, all frozen, no backward would reset it after a forward
+    with gradients, and its full state dict (checkpoints) then fails.
     """
     if recurse:
         if isinstance(module, L.LightningModule):
-            _TOP_UNITS.update(child for child in module.children() if any(True for _ in child.parameters()))
+            _TOP_UNITS.update(child for child in module.children() if _trains_outside_blocks(child))
         _BLOCK_NAMES.update(getattr(module, "_no_split_modules", None) or ())
         return True
     return type(module).__name__ in _BLOCK_NAMES or module in _TOP_UNITS
+
+
+def _trains_outside_blocks(model) -> bool:
+    """Whether ``model`` has a trainable parameter outside its transformer blocks."""
+    names = set()
+    for m in model.modules():
+        names.update(getattr(m, "_no_split_modules", None) or ())
+    in_blocks = {id(p) for m in model.modules() if type(m).__name__ in names for p in m.parameters()}
+    return any(p.requires_grad and id(p) not in in_blocks for p in model.parameters())
 
 
 class UnsupportedStrategyError(ValueError):

@@ -40,10 +40,11 @@ class CheckpointState:
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.hparams.get("lora") is not None:
+        if self.hparams.get("lora") is not None and "state_dict" in checkpoint:  # (FSDP loads and pops it first)
             self.configure_model()
-            state = checkpoint.get("state_dict", {})
-            missing = sorted({f"model.{n}" for n, _ in lora_lib.trainable_named_parameters(self.model)} - set(state))
+            state = checkpoint["state_dict"]
+            trained = {lora_lib.unwrapped_name(f"model.{n}") for n, _ in lora_lib.trainable_named_parameters(self.model)}
+            missing = sorted(trained - set(state))
             if missing:
                 raise ValueError(f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[0]}); "
                                  "was it written with the same `lora:` settings?")

@@ -200,8 +200,10 @@ class AdapterSnapshot(_View):
 def frozen_state_keys(module: nn.Module, prefix: str) -> set[str]:
     """State-dict keys of ``module`` (under ``prefix``) that are not trainable parameters: the
     frozen pretrained weights, which a LoRA checkpoint leaves out (they are reloaded by name)."""
-    trainable = {f"{prefix}{n}" for n, _ in trainable_named_parameters(module)}
-    return set(module.state_dict(prefix=prefix, keep_vars=True)) - trainable
+    # from the parameter and buffer names, not state_dict(): under FSDP that would gather weights
+    trainable = {unwrapped_name(f"{prefix}{n}") for n, _ in trainable_named_parameters(module)}
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    return {unwrapped_name(f"{prefix}{n}") for n, _ in named} - trainable
 
 
 def n_parameters(model: nn.Module, trainable_only: bool = False) -> int:
