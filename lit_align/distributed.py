@@ -48,11 +48,14 @@ def all_ranks(trainer, flag: bool) -> bool:
     return bool(trainer.strategy.reduce_boolean_decision(bool(flag), all=True))
 
 
+def strategy_is(trainer, *names: str) -> bool:
+    """Whether the trainer's strategy is (a subclass of) one of Lightning's strategies ``names``."""
+    return trainer is not None and any(cls.__name__ in names for cls in type(trainer.strategy).__mro__)
+
+
 def is_sharded(trainer) -> bool:
     """Whether the trainer's strategy shards parameters (FSDP, DeepSpeed, model parallel)."""
-    if world_size(trainer) == 1:
-        return False
-    return any(cls.__name__ in SHARDED_STRATEGIES for cls in type(trainer.strategy).__mro__)
+    return world_size(trainer) > 1 and strategy_is(trainer, *SHARDED_STRATEGIES)
 
 
 _BLOCK_NAMES: set[str] = set()
@@ -103,26 +106,21 @@ ZERO3_ONE_BACKWARD = (
     "methods also need no KL term. Or use ZeRO-2 (strategies/deepspeed_zero2.yaml) or FSDP (strategies/fsdp.yaml).")
 
 
-def uses_fsdp(trainer) -> bool:
-    """Whether the trainer runs Lightning's FSDP strategy."""
-    return trainer is not None and "FSDPStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}
-
-
 def clip_sharded_grad_norm_(parameters, max_norm: float, trainer) -> torch.Tensor:
     """Clip gradients sharded by FSDP to a global L2 norm ``max_norm`` (as
     ``torch.nn.utils.clip_grad_norm_`` on the full gradients: coefficient max_norm / (norm + 1e-6),
     at most 1). Each rank holds its own shard of every gradient (FULL_SHARD, SHARD_GRAD_OP), so
     the squared norms add up over ranks; with NO_SHARD every rank holds the whole (all-reduced)
     gradient. Returns the total norm."""
+    strategy = str(getattr(trainer.strategy, "sharding_strategy", "FULL_SHARD"))
+    if "HYBRID" in strategy:
+        raise UnsupportedStrategyError("max_grad_norm with FSDP HYBRID_SHARD is not supported: use FULL_SHARD or "
+                                       "SHARD_GRAD_OP, or max_grad_norm: null")
     grads = [p.grad for p in parameters if p.grad is not None and p.grad.numel()]
     device = grads[0].device if grads else trainer.strategy.root_device
     local = torch.zeros((), device=device, dtype=torch.float32)
     for g in grads:
         local = local + g.detach().float().pow(2).sum()
-    strategy = str(getattr(trainer.strategy, "sharding_strategy", "FULL_SHARD"))
-    if "HYBRID" in strategy:
-        raise UnsupportedStrategyError("max_grad_norm with FSDP HYBRID_SHARD is not supported: use FULL_SHARD or "
-                                       "SHARD_GRAD_OP, or max_grad_norm: null")
     if "NO_SHARD" not in strategy and world_size(trainer) > 1:
         torch.distributed.all_reduce(local)
     total = local.sqrt()
@@ -132,23 +130,22 @@ def clip_sharded_grad_norm_(parameters, max_norm: float, trainer) -> torch.Tenso
     return total
 
 
-def uses_deepspeed(trainer) -> bool:
-    """Whether the trainer runs Lightning's DeepSpeed strategy (which rebuilds the optimizer)."""
-    return trainer is not None and "DeepSpeedStrategy" in {c.__name__ for c in type(trainer.strategy).__mro__}
+def _zero_stage(config: dict | None) -> int:
+    zero = (config or {}).get("zero_optimization") or {}
+    return int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
 
 
 def deepspeed_stage(trainer) -> int:
     """The ZeRO stage of a DeepSpeed strategy (0 without DeepSpeed)."""
-    if not uses_deepspeed(trainer):
+    if not strategy_is(trainer, "DeepSpeedStrategy"):
         return 0
-    zero = (getattr(trainer.strategy, "config", None) or {}).get("zero_optimization") or {}
-    return int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
+    return _zero_stage(getattr(trainer.strategy, "config", None))
 
 
 def check_strategy(trainer, max_grad_norm: float | None = None) -> None:
     """Before any model is built: set up DeepSpeed for lit_align's steps (:func:`prepare_deepspeed`),
     or refuse it with a clear error."""
-    if uses_deepspeed(trainer):
+    if strategy_is(trainer, "DeepSpeedStrategy"):
         prepare_deepspeed(getattr(trainer.strategy, "config", None), max_grad_norm)
 
 
@@ -166,8 +163,7 @@ def prepare_deepspeed(config: dict | None, max_grad_norm: float | None) -> None:
     """
     if config is None:
         return
-    zero = config.get("zero_optimization") or {}
-    stage = int(zero.get("stage", 0)) if isinstance(zero, dict) else 0
+    zero, stage = config.get("zero_optimization") or {}, _zero_stage(config)
     try:
         from deepspeed.runtime import config as ds_config
     except ImportError:  # Lightning says that deepspeed is missing, with the install line

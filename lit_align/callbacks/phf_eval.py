@@ -1,8 +1,8 @@
 """Evaluation of pretraining with human feedback (methods.md §5.4), logged every few steps.
 
 - **misalignment** of unconditional samples (and of prompted ones when ``prompts`` is set):
-  ``eval/<scenario>/score`` (mean), ``score_se`` (its standard error), ``score_max``, ``score_max@25`` (expected maximum over
-  groups of 25 samples), ``num_hits`` (fraction with score > ``hits_threshold``) and
+  ``eval/<scenario>/score`` (mean), ``score_se`` (its standard error), ``score_max``,
+  ``score_max@25`` (expected maximum over groups of 25 samples), ``num_hits`` (fraction with score > ``hits_threshold``) and
   ``length`` (characters). Sampling follows the paper (temperature 0.7, top-p 0.9), a
   logged, explicit warp; conditional models are prompted with ``<|aligned|>`` and their
   control tokens are blocked (:meth:`lit_align.methods.PHF.sample`);
@@ -39,8 +39,8 @@ def misalignment_metrics(scores: Sequence[float] | Tensor, hits_threshold: float
         raise ValueError("misalignment_metrics: no scores")
     groups = s[: (s.numel() // k) * k].view(-1, k) if s.numel() >= k else s.view(1, -1)
     se = float(s.std() / s.numel() ** 0.5) if s.numel() > 1 else 0.0
-    return {"score": float(s.mean()), "score_se": se, "score_max": float(s.max()), f"score_max@{k}": float(groups.max(1).values.mean()),
-            "num_hits": float((s > hits_threshold).double().mean())}
+    return {"score": float(s.mean()), "score_se": se, "score_max": float(s.max()),
+            f"score_max@{k}": float(groups.max(1).values.mean()), "num_hits": float((s > hits_threshold).double().mean())}
 
 
 @torch.no_grad()

@@ -155,7 +155,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     def setup(self, stage: str) -> None:
         """Refuse an unsupported strategy before the models are built."""
         distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"))
-        if distributed.deepspeed_stage(self.trainer) >= 3:
+        # ZeRO-3 loses a second backward's gradients (distributed.ZERO3_ONE_BACKWARD): decided once
+        self.one_backward_per_step = distributed.deepspeed_stage(self.trainer) >= 3
+        if self.one_backward_per_step:
             # built here, outside Lightning's deepspeed.zero.Init: the frozen copies (base, DPG
             # proposal) stay whole modules; DeepSpeed partitions the registered ones at initialize
             self.configure_model()
@@ -253,7 +255,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
                 opt = None
         if opt is None:
             opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        if not distributed.uses_deepspeed(self._trainer):  # DeepSpeed swaps in its own flat parameter groups
+        if not distributed.strategy_is(self._trainer, "DeepSpeedStrategy"):  # it swaps in its own flat groups
             preallocate_optimizer_state(opt)
         warmup = max(int(hp.warmup_steps), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)

@@ -43,7 +43,8 @@ class CheckpointState:
         if self.hparams.get("lora") is not None and "state_dict" in checkpoint:  # (FSDP loads and pops it first)
             self.configure_model()
             state = checkpoint["state_dict"]
-            trained = {lora_lib.unwrapped_name(f"model.{n}") for n, _ in lora_lib.trainable_named_parameters(self.model)}
+            trained = {lora_lib.unwrapped_name(f"model.{n}")
+                       for n, _ in lora_lib.trainable_named_parameters(self.model)}
             missing = sorted(trained - set(state))
             if missing:
                 raise ValueError(f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[0]}); "

@@ -29,7 +29,7 @@ class GuardedSteps:
             self.bad_steps_in_batch = True
         if finite or distributed.world_size(self._trainer) > 1:
             self.backwards_this_step = getattr(self, "backwards_this_step", 0) + 1
-            if self.backwards_this_step > 1 and distributed.deepspeed_stage(self._trainer) >= 3:
+            if self.backwards_this_step > 1 and getattr(self, "one_backward_per_step", False):
                 raise distributed.UnsupportedStrategyError(distributed.ZERO3_ONE_BACKWARD)
             self.manual_backward(loss)
 
@@ -91,7 +91,7 @@ class GuardedSteps:
         max_norm = self.hparams.max_grad_norm
         if not max_norm:
             return
-        if distributed.uses_fsdp(self._trainer):
+        if distributed.strategy_is(self._trainer, "FSDPStrategy"):
             distributed.clip_sharded_grad_norm_(self.optimized_parameters(), max_norm, self._trainer)
         else:
             self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
