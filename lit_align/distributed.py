@@ -142,9 +142,15 @@ def deepspeed_stage(trainer) -> int:
     return _zero_stage(getattr(trainer.strategy, "config", None))
 
 
-def check_strategy(trainer, max_grad_norm: float | None = None) -> None:
+def check_strategy(trainer, max_grad_norm: float | None = None, sampler: str | None = None) -> None:
     """Before any model is built: set up DeepSpeed for lit_align's steps (:func:`prepare_deepspeed`),
     or refuse it with a clear error."""
+    if sampler == "vllm" and (strategy_is(trainer, "FSDPStrategy", "ModelParallelStrategy")
+                              or deepspeed_stage(trainer) >= 3):
+        raise UnsupportedStrategyError(
+            f"sampler: vllm needs whole weights on every rank, which {type(trainer.strategy).__name__} shards: "
+            "use DDP or DeepSpeed ZeRO-1/2 with it, or sampler: native"
+        )
     if strategy_is(trainer, "DeepSpeedStrategy"):
         prepare_deepspeed(getattr(trainer.strategy, "config", None), max_grad_norm)
 

@@ -250,6 +250,25 @@ def test_deepspeed_zero3_builds_outside_zero_init_and_stops_at_a_second_backward
         assert torch.equal(p, q), f"{k} changed: the run must stop before any update"
 
 
+def test_vllm_sampler_refused_under_sharded_weights():
+    """``sampler: vllm`` hands the engine whole weights: FSDP and ZeRO-3 are refused before any
+    model is built, naming the strategies that work; DDP and ZeRO-1/2 pass."""
+    import types
+
+    from lit_align.distributed import UnsupportedStrategyError, check_strategy
+
+    def trainer(name: str, stage: int | None = None):
+        strategy = type(name, (), {"config": {"zero_optimization": {"stage": stage}}} if stage else {})()
+        return types.SimpleNamespace(strategy=strategy, world_size=2)
+
+    for bad in (trainer("FSDPStrategy"), trainer("DeepSpeedStrategy", 3)):
+        with pytest.raises(UnsupportedStrategyError, match="sampler: vllm .*use DDP or DeepSpeed ZeRO-1/2"):
+            check_strategy(bad, None, "vllm")
+    check_strategy(trainer("FSDPStrategy"), None, "native")
+    for good in (trainer("DDPStrategy"), trainer("DeepSpeedStrategy", 2)):
+        check_strategy(good, None, "vllm")
+
+
 @pytest.fixture
 def fake_deepspeed(monkeypatch):
     """``deepspeed.runtime.config`` as the installed version has it (or not: ``old=True``)."""

@@ -58,8 +58,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
             then the adapter-disabled policy and snapshots hold adapter weights only (docs/scale.md).
         frozen_dtype: keep frozen full copies (the base, a full proposal) in this dtype
             (``bfloat16``, ``float16``); None keeps the policy's dtype.
-        sampler: ``native`` (exact KV-cache sampler) or ``vllm`` (GPU engine; ``log_q`` is still
-            recomputed by the training model); ``sampler_kwargs`` go to ``vllm.LLM``.
+        sampler: ``native`` (exact KV-cache sampler) or ``vllm`` (a vLLM engine given the sampled
+            model's current weights before each call; ``log_q`` is still recomputed by the training
+            model; docs/scale.md); ``sampler_kwargs`` go to ``vllm.LLM``.
         grad_dtype: run only the gradient passes (the policy's forward + backward) under
             ``torch.autocast`` in this dtype (``bfloat16``); sampling, the sampled ``log_q``, the
             base/proposal log-probs and hence every importance weight and Ẑ stay in the model's
@@ -154,7 +155,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     # ------------------------------------------------------------------ models
     def setup(self, stage: str) -> None:
         """Refuse an unsupported strategy before the models are built."""
-        distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"))
+        distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"), self.hparams.get("sampler"))
         # ZeRO-3 loses a second backward's gradients (distributed.ZERO3_ONE_BACKWARD): decided once
         self.one_backward_per_step = distributed.deepspeed_stage(self.trainer) >= 3
         if self.one_backward_per_step:
@@ -288,7 +289,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         if "_vllm" not in self.__dict__:
             from lit_align.models.vllm_sampler import VLLMSampler
 
-            self.__dict__["_vllm"] = VLLMSampler(self.policy, self.hparams.get("sampler_kwargs"))
+            self.__dict__["_vllm"] = VLLMSampler(
+                self.policy, self.hparams.get("sampler_kwargs"), self.hparams.get("sample_dtype")
+            )
         return self.__dict__["_vllm"]
 
     @torch.no_grad()
@@ -373,6 +376,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         if log_q is None:
             m["nll_policy"] = -log_pi.double().mean()
         m["nll_base"] = -log_a.double().mean()
+        if self.hparams.get("sampler") == "vllm":  # the engine vs the trained model, largest over ranks
+            gap = torch.tensor([self.sampler_backend.last_log_q_gap], device=self.device)
+            m["engine_log_q_gap"] = self.gather(gap).max()
         return m
 
     # -------------------------------------------------------------- validation

