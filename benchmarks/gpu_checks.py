@@ -8,7 +8,8 @@ What a user would run, each as its own process with a time limit, all output to 
   4 steps with a checkpoint every 2, then ``--ckpt_path last`` to 6 steps; PPO and CDPG under
   FSDP; LoRA (``dpg_amazing_lora.yaml``: bf16-mixed, gradient checkpointing) alone and under FSDP;
 * ``benchmarks/memory_scale.py`` and ``benchmarks/sampler_vs_generate.py`` on a SmolLM2-135M-shaped
-  model with random weights (memory and speed do not depend on the weights' values).
+  model with random weights (memory and speed do not depend on the weights' values);
+* where ``vllm`` is installed: ``tests/test_vllm.py`` and ``benchmarks/vllm_sampling.py``.
 
     python benchmarks/gpu_checks.py --out /tmp/gpu                 # everything (~5 min on an H100)
     python benchmarks/gpu_checks.py --out /tmp/gpu --only cli      # checks whose name starts with cli
@@ -27,6 +28,7 @@ Write run folders outside the returned output folder (checkpoints are large).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import csv
 import json
 import os
@@ -172,6 +174,12 @@ def main() -> None:
                           "-rs", "-k", "not deepspeed"], log, args.timeout * 2, results)
             sh("pytest_deepspeed", [py, "-m", "pytest", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider", "-rsx",
                                     "-k", "deepspeed"], log, args.timeout * 2, results)
+        if want("vllm") and importlib.util.find_spec("vllm") is not None:  # sampler: vllm (docs/scale.md)
+            sh("vllm_tests", [py, "-m", "pytest", "tests/test_vllm.py", "-q", "-p", "no:cacheprovider"], log,
+               args.timeout * 2, results)
+            for dtype in ("float32", "bfloat16"):
+                sh(f"vllm_bench_{dtype}", [py, "benchmarks/vllm_sampling.py", "--model", "smollm2", "--dtype", dtype,
+                                           "--threads", "8"], log, args.timeout, results)
         for snippet in (None, "bf16", "fsdp", "deepspeed_zero2", "deepspeed_zero3"):
             if want(f"cli_{snippet or 'gpu'}"):
                 cli_strategy(snippet, out, log, results, args.timeout, args.accelerator)

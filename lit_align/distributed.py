@@ -7,7 +7,6 @@ on all ranks, or the collective calls of DDP/FSDP/DeepSpeed stop matching and th
 
 from __future__ import annotations
 
-import os
 import random
 import weakref
 

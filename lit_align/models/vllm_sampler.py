@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
+import time
 from typing import Iterator, Sequence
 
 import torch
@@ -131,6 +132,7 @@ class VLLMSampler:
         self.llm = None
         self.folder: str | None = None
         self.last_log_q_gap = float("nan")
+        self.last_seconds: dict[str, float] = {}  # sync / generate / log_q of the last call
 
     def _engine(self, model: nn.Module):
         if self.llm is not None:
@@ -175,14 +177,17 @@ class VLLMSampler:
         eos = self.policy.eos_id
         params = self.vllm.SamplingParams(
             n=n_per_context, temperature=1.0, top_p=1.0, top_k=-1, min_p=0.0, max_tokens=self.policy.max_new_tokens,
-            stop_token_ids=[eos] if eos is not None else None, detokenize=False, logprobs=0,
+            stop_token_ids=[eos] if eos is not None else None, ignore_eos=eos is None, detokenize=False, logprobs=0,
             seed=seed,
         )
         # the engine's own random draws (weight reloads, unseeded paths) leave torch's stream alone:
         # a run resumed from a checkpoint draws what the uninterrupted run drew
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            start = time.perf_counter()
             self.sync_weights(model)
+            synced = time.perf_counter()
             outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+            self.last_seconds = {"sync": synced - start, "generate": time.perf_counter() - synced}
         rows = [list(c.token_ids) for out in outputs for c in out.outputs]
         engine_log_q = torch.tensor([float(c.cumulative_logprob or 0.0) for out in outputs for c in out.outputs])
         width = max(1, max(len(r) for r in rows))
@@ -200,6 +205,8 @@ class VLLMSampler:
             context_index=ctx_index,
         )
         # importance weights use the training model's log-probs, never the engine's
+        start = time.perf_counter()
         samples.log_q = self.policy.log_prob(model, samples).float()
+        self.last_seconds["log_q"] = time.perf_counter() - start
         self.last_log_q_gap = float((samples.log_q.cpu() - engine_log_q).abs().max())
         return samples
