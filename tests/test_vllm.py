@@ -168,3 +168,58 @@ def test_resume_continues_the_run(tmp_path):
     resumed = run(4, tmp_path / "resumed", ckpt_path=str(tmp_path / "whole" / "step=2.ckpt"))
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+DDP_SCRIPT = r"""
+import json, os, sys
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+import lightning as L
+import torch
+from lit_align.data.prompts import PromptDataModule
+from lit_align.methods import DPG
+from lit_align.scorers import Regex
+from lit_align.targets import Pointwise
+
+
+class Result(L.Callback):
+    def on_train_end(self, trainer, module):
+        w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
+        samples = module.sample(["x"], n=4)
+        print("RESULT " + json.dumps({"rank": trainer.global_rank, "sum": float(w.double().sum()),
+                                      "gap": module.sampler_backend.last_log_q_gap, "texts": samples.texts}), flush=True)
+
+
+if __name__ == "__main__":
+    module = DPG(model="tiny-llama", target=[Pointwise(Regex("[a-z]", name="letter"))], n_samples=8,
+                 minibatch_size=4, max_new_tokens=6, lr=0.05, sampler="vllm", sampler_kwargs={"enforce_eager": True})
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[Result()], default_root_dir=sys.argv[1])
+    trainer.fit(module, PromptDataModule(prompt="x", steps_per_epoch=100))
+"""
+
+
+def test_ddp_each_rank_its_own_engine(tmp_path):
+    """Two CPU processes (gloo), an engine in each: the ranks draw different samples, end with
+    the same weights, and each engine samples the final policy."""
+    import json
+    import subprocess
+    import sys
+
+    import socket
+
+    (tmp_path / "script.py").write_text(DDP_SCRIPT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+    proc = subprocess.run([sys.executable, str(tmp_path / "script.py"), str(tmp_path / "run")], capture_output=True,
+                          text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted((json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines()
+                      if line.startswith("RESULT ")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in results] == [0, 1]
+    assert results[0]["sum"] == results[1]["sum"], "DDP keeps the ranks' weights equal"
+    assert results[0]["texts"] != results[1]["texts"], "each rank draws its own samples"
+    assert max(r["gap"] for r in results) < GAP
