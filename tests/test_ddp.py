@@ -140,20 +140,30 @@ def test_ddp_run_matches_single_process_run(tmp_path):
     assert ex.tv(policy_log_probs(ddp[0]["weights"]), policy_log_probs(one["weights"])) < 0.1
 
 
-@pytest.mark.parametrize("method", ["ppo", "cdpg"])
+@pytest.mark.parametrize("method", ["ppo", "cdpg", "reinforce_moving_average", "rlkl", "rloo", "fdpg_js"])
 def test_other_methods_stay_in_sync_under_ddp(tmp_path, method):
-    """PPO (several optimizer steps per rollout, value head, adaptive KL controller) and CDPG
-    (per-context Z on contexts split over ranks): after training both ranks hold the same
-    weights (value head and proposal included) and the same method state."""
+    """PPO (several optimizer steps per rollout, value head, adaptive KL controller), CDPG
+    (per-context Z on contexts split over ranks), REINFORCE with a moving-average baseline, RL
+    with a KL penalty, RLOO and f-DPG (JS, proposal updates): after training both ranks hold the
+    same weights (value head and proposal included) and the same method state."""
     from lit_align.data.conditional import ContextListDataModule
-    from lit_align.methods import CDPG, PPO
+    from lit_align.methods import CDPG, PPO, RLKL, RLOO, Reinforce
     from lit_align.scorers import Count
 
     common = dict(model="toy", n_samples=32, minibatch_size=16, max_new_tokens=4, lr=0.05)
     if method == "ppo":
         module = PPO(reward=Count("d"), ppo_epochs=2, ppo_minibatch_size=16, kl_target=0.01, **common)
-    else:
+    elif method == "cdpg":
         module = CDPG(target=[Pointwise(Regex("b.*d", name="bd"))], proposal_update_interval=1, **common)
+    elif method == "reinforce_moving_average":
+        module = Reinforce(reward=Count("d"), baseline="moving_average", baseline_decay=0.5, **common)
+    elif method == "rlkl":
+        module = RLKL(reward=Count("d"), beta=0.1, **common)
+    elif method == "rloo":
+        module = RLOO(reward=Count("d"), **common)
+    else:
+        module = DPG(target=[Pointwise(Regex("b.*d", name="bd"))], divergence="js", off_policy=True,
+                     proposal_update_interval=1, **common)
     data = ContextListDataModule(contexts=["a", "c", "b", "d"], contexts_per_step=1, steps_per_epoch=None)
     ranks = fit(module, devices=2, steps=3, folder=tmp_path, data=data)
     assert ranks[0]["texts"] != ranks[1]["texts"]
