@@ -199,6 +199,22 @@ def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, ru
             assert got == value, key
 
 
+def test_vllm_sampler_snippet_composes(in_tmp, run_cli, capsys):
+    """``samplers/vllm.yaml`` sets only the method's sampler options and composes with any
+    experiment config by its shipped name (parsing needs no vLLM; running it: tests/test_vllm.py)."""
+    import yaml
+
+    snippet = Path(__file__).parents[1] / "lit_align" / "configs" / "samplers" / "vllm.yaml"
+    raw = yaml.safe_load(snippet.read_text())
+    assert set(raw) == {"model"} and set(raw["model"]["init_args"]) == {"sampler", "sampler_kwargs"}
+    with pytest.raises(SystemExit) as info:
+        run_cli("fit", "--config", "dpg_amazing.yaml", "--config", "samplers/vllm.yaml", "--print_config")
+    assert info.value.code in (0, None)
+    resolved = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert resolved["sampler"] == "vllm" and resolved["sampler_kwargs"] == {"gpu_memory_utilization": 0.3}
+    assert resolved["n_samples"] == 512, "the experiment's own settings stay"
+
+
 def test_fsdp_wrap_policy_leaves_no_trained_parameter_in_the_root_unit():
     """FSDP: training_step runs inside the root unit's forward and calls backward there, which FSDP
     allows only for inner units' parameters; the policy wraps every transformer block and every

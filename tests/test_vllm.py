@@ -253,3 +253,17 @@ def test_other_methods_with_vllm_sampler(method, tmp_path):
     trainer.fit(module, data)
     assert float(trainer.callback_metrics["train/engine_log_q_gap"]) < GAP
     assert any(not torch.equal(v, start[k]) for k, v in module.state_dict().items() if k in start)
+
+
+def test_cli_fit_with_the_sampler_snippet(in_tmp, run_cli):
+    """``fit --config toy_dpg.yaml --config samplers/vllm.yaml`` on a tiny Llama: the engine samples
+    the policy through the CLI's steps (the logged gap is kernel noise)."""
+    args = ["fit", "--config", "toy_dpg.yaml", "--config", "samplers/vllm.yaml", "--model.init_args.model=tiny-llama",
+            "--model.init_args.sampler_kwargs={enforce_eager: true}", "--model.init_args.n_samples=8",
+            "--model.init_args.minibatch_size=8", "--trainer.max_steps=2", "--trainer.val_check_interval=null",
+            "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.callbacks=[]",
+            f"--trainer.default_root_dir={in_tmp}"]
+    cli = run_cli(*args)
+    module = cli.model
+    assert module.hparams.sampler == "vllm" and module.global_step == 2
+    assert float(cli.trainer.callback_metrics["train/engine_log_q_gap"]) < GAP
