@@ -17,8 +17,9 @@ import yaml
 from lit_align.cli import CONFIG_DIR
 from lit_align.methods import DPG, BasePolicyModule, Reinforce
 
-# strategies/ holds trainer-only snippets composed with an experiment config (tests/test_ddp.py)
-CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] != "strategies")
+# strategies/ and samplers/ hold snippets composed with an experiment config (tests/test_ddp.py)
+SNIPPET_DIRS = ("strategies", "samplers")
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if p.relative_to(CONFIG_DIR).parts[0] not in SNIPPET_DIRS)
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 MAX_NEW_TOKENS = 4
 
