@@ -384,12 +384,15 @@ class CPUDeepSpeed(DeepSpeedStrategy):  # Lightning allows DeepSpeed on CUDA onl
 
 
 stage, folder, minibatch = int(sys.argv[1]), sys.argv[3], int(sys.argv[4])
+sampler = sys.argv[5] if len(sys.argv) > 5 else "native"  # vllm: tests/test_vllm.py
+engine = dict(model="tiny-llama", sampler="vllm", sampler_kwargs={"enforce_eager": True}) if sampler == "vllm" else {}
 
 
 def fit(steps, deepspeed, sub, ckpt_path=None):
     L.seed_everything(0, verbose=False)
-    module = DPG(target=[Pointwise(Regex("[aeiou]", name="vowel"))], model="tiny-gpt2", n_samples=16,
-                 minibatch_size=minibatch, max_new_tokens=6, lr=1e-3, max_grad_norm=0.05)  # clipping active
+    module = DPG(**{"target": [Pointwise(Regex("[aeiou]", name="vowel"))], "model": "tiny-gpt2", "n_samples": 16,
+                    "minibatch_size": minibatch, "max_new_tokens": 6, "lr": 1e-3, "max_grad_norm": 0.05,  # clipping on
+                    **engine})
     strategy = CPUDeepSpeed(stage=stage, process_group_backend="gloo",
                             parallel_devices=[torch.device("cpu", 0)]) if deepspeed else "auto"
     t = L.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, strategy=strategy,
