@@ -130,7 +130,7 @@ class VLLMSampler:
         self.engine_kwargs = {**DEFAULT_ENGINE, **(engine_kwargs or {})}
         self.dtype = dtype
         self.llm = None
-        self.folder: str | None = None
+        self.folder: tempfile.TemporaryDirectory | None = None
         self.last_log_q_gap = float("nan")
         self.last_seconds: dict[str, float] = {}  # sync / generate / log_q of the last call
 
@@ -144,16 +144,16 @@ class VLLMSampler:
             raise ValueError("sampler: vllm supports causal LMs only; use sampler: native for encoder-decoders")
         # in-process engine: the weights are handed over by reference, not through a pipe
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        self.folder = tempfile.mkdtemp(prefix="lit_align_vllm_")
+        self.folder = tempfile.TemporaryDirectory(prefix="lit_align_vllm_")  # removed with the sampler
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         config = copy.deepcopy(config)
         config.architectures = [type(base).__name__]  # picks vLLM's own implementation of the model
-        config.save_pretrained(self.folder)  # config only: the weights come from sync_weights
+        config.save_pretrained(self.folder.name)  # config only: the weights come from sync_weights
         kwargs = dict(self.engine_kwargs)
         if "dtype" not in kwargs:
             weights = model.peft_model if isinstance(model, lora_lib._View) else model
             kwargs["dtype"] = self.dtype or str(next(weights.parameters()).dtype).removeprefix("torch.")
-        self.llm = self.vllm.LLM(model=self.folder, **kwargs)
+        self.llm = self.vllm.LLM(model=self.folder.name, **kwargs)
         return self.llm
 
     def sync_weights(self, model: nn.Module) -> None:
