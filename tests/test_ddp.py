@@ -174,6 +174,55 @@ def test_other_methods_stay_in_sync_under_ddp(tmp_path, method):
         assert ranks[0]["state"]["kl_ctl"]["value"] != 0.2, "the KL controller moved (identically on both ranks)"
 
 
+class Batches(L.Callback):
+    """Each rank writes the batches it trained on and its final weights."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.batches = folder, []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        from lightning.fabric.utilities.apply_func import apply_to_collection
+
+        self.batches.append(repr(apply_to_collection(batch, torch.Tensor, lambda t: t.tolist())))
+
+    def on_train_end(self, trainer, module) -> None:
+        torch.save({"batches": self.batches, "weights": {k: v.detach().clone() for k, v in module.state_dict().items()}},
+                   self.folder / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.parametrize("method", ["dpo", "phf_awr"])
+def test_data_driven_methods_split_the_data_under_ddp(tmp_path, method, monkeypatch):
+    """DPO (preference pairs, a map-style dataset) and PHF (a streamed corpus, sharded by rank):
+    the two ranks train on different batches and end with the same weights."""
+    import json
+
+    from lit_align.data.pretraining import PretrainingDataModule
+    from lit_align.data.synthetic_preferences import SyntheticPreferenceDataModule
+    from lit_align.methods import DPO, PHF
+    from lit_align.scorers import Regex
+
+    monkeypatch.setenv("LIT_ALIGN_CACHE", str(tmp_path / "cache"))
+    if method == "dpo":
+        module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
+        data = SyntheticPreferenceDataModule(n_pairs=32, n_val_pairs=4, target_model="toy", target_seed=1,
+                                             batch_size=4)
+    else:
+        corpus = tmp_path / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"text": f"doc {i} " + "ab" * (i % 5 + 1)}) + "\n" for i in range(64)))
+        module = PHF(model="tiny-gpt2", objective="awr", minibatch_size=2, lr=1e-3, lr_schedule="constant")
+        data = PretrainingDataModule(corpus=str(corpus), scorer=Regex("b", name="b"), segmentation="lines", seq_len=16,
+                                     batch_size=4, shuffle_buffer=1, val_every=10**6, cache_dir=str(tmp_path / "cache"))
+    trainer = L.Trainer(max_steps=3, max_epochs=-1, accelerator="cpu", devices=2, strategy="ddp_fork", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[Batches(tmp_path)])
+    trainer.fit(module, data)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 3
+    assert not set(ranks[0]["batches"]) & set(ranks[1]["batches"]), "each rank trains on its own part of the data"
+    for k, w in ranks[0]["weights"].items():
+        assert torch.equal(w, ranks[1]["weights"][k]), k
+
+
 STRATEGY_SNIPPETS = sorted((Path(__file__).parents[1] / "lit_align" / "configs" / "strategies").glob("*.yaml"))
 
 
