@@ -114,7 +114,10 @@ class Policy:
 
     def encode_contexts(self, contexts: Sequence[str], seq2seq: bool = False, device=None) -> tuple[Tensor, Tensor]:
         """Left-padded ``(ids, mask)`` for a list of contexts."""
-        rows = [self.encode_context(c, seq2seq) for c in contexts]
+        return self.left_pad([self.encode_context(c, seq2seq) for c in contexts], device)
+
+    def left_pad(self, rows: Sequence[Sequence[int]], device=None) -> tuple[Tensor, Tensor]:
+        """Left-padded ``(ids, mask)`` for encoded prompts."""
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -156,16 +159,20 @@ class Policy:
                 tokens, log_q = self._sample_seq2seq(model, ids, mask, n_per_context)
             else:
                 tokens, log_q = self._sample_causal(model, ids, mask, n_per_context)
-            ids = ids.repeat_interleave(n_per_context, 0)
-            mask = mask.repeat_interleave(n_per_context, 0)
         finally:
             model.train(was_training)
+        return self.make_samples(ids, mask, tokens, log_q, contexts, n_per_context)
+
+    def make_samples(self, ids: Tensor, mask: Tensor, tokens: Tensor, log_q: Tensor, contexts: Sequence[str],
+                     n_per_context: int) -> Samples:
+        """:class:`Samples` from the prompts (one row per context) and the drawn completions (rows
+        grouped by context): everything after the first EOS becomes padding, texts are decoded."""
         comp_mask = self.completion_mask(tokens)
         tokens = tokens.masked_fill(comp_mask == 0, self.pad_id)
-        ctx_index = torch.arange(len(contexts), device=device).repeat_interleave(n_per_context)
+        ctx_index = torch.arange(len(contexts), device=tokens.device).repeat_interleave(n_per_context)
         return Samples(
-            prompt_ids=ids,
-            prompt_mask=mask,
+            prompt_ids=ids.repeat_interleave(n_per_context, 0),
+            prompt_mask=mask.repeat_interleave(n_per_context, 0),
             completion_ids=tokens,
             completion_mask=comp_mask,
             log_q=log_q,

@@ -190,20 +190,12 @@ class VLLMSampler:
             self.last_seconds = {"sync": synced - start, "generate": time.perf_counter() - synced}
         rows = [list(c.token_ids) for out in outputs for c in out.outputs]
         engine_log_q = torch.tensor([float(c.cumulative_logprob or 0.0) for out in outputs for c in out.outputs])
-        width = max(1, max(len(r) for r in rows))
-        tokens = torch.full((len(rows), width), self.policy.pad_id, dtype=torch.long)
+        tokens = torch.full((len(rows), max(1, max(len(r) for r in rows))), self.policy.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
             tokens[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        ids, mask = self.policy.encode_contexts(contexts, device=device)
-        comp_mask = self.policy.completion_mask(tokens).to(device)
-        tokens = tokens.to(device).masked_fill(comp_mask == 0, self.policy.pad_id)
-        ctx_index = torch.arange(len(contexts), device=device).repeat_interleave(n_per_context)
-        samples = Samples(
-            prompt_ids=ids.repeat_interleave(n_per_context, 0), prompt_mask=mask.repeat_interleave(n_per_context, 0),
-            completion_ids=tokens, completion_mask=comp_mask, log_q=torch.zeros(len(rows), device=device),
-            texts=self.policy.decode(tokens, comp_mask), contexts=[contexts[i] for i in ctx_index.tolist()],
-            context_index=ctx_index,
-        )
+        ids, mask = self.policy.left_pad(prompts, device)
+        samples = self.policy.make_samples(ids, mask, tokens.to(device), torch.zeros(len(rows), device=device),
+                                           contexts, n_per_context)
         # importance weights use the training model's log-probs, never the engine's
         start = time.perf_counter()
         samples.log_q = self.policy.log_prob(model, samples).float()
