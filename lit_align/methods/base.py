@@ -289,9 +289,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         if "_vllm" not in self.__dict__:
             from lit_align.models.vllm_sampler import VLLMSampler
 
-            self.__dict__["_vllm"] = VLLMSampler(
-                self.policy, self.hparams.get("sampler_kwargs"), self.hparams.get("sample_dtype")
-            )
+            # the engine keeps the model's dtype unless sampler_kwargs set one: under bf16 autocast
+            # (sample_dtype, precision bf16-mixed) an fp32 engine is the closer one (docs/scale.md)
+            self.__dict__["_vllm"] = VLLMSampler(self.policy, self.hparams.get("sampler_kwargs"))
         return self.__dict__["_vllm"]
 
     @torch.no_grad()

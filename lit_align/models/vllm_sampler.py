@@ -118,8 +118,8 @@ def _repack_cpu_heads(engine_model: nn.Module) -> None:
 class VLLMSampler:
     """Draw samples with vLLM; ``log_q`` from the training model.
 
-    ``engine_kwargs`` go to ``vllm.LLM`` over :data:`DEFAULT_ENGINE`; ``dtype`` (the method's
-    ``sample_dtype``) is the engine's dtype unless they set one, else the model's.
+    ``engine_kwargs`` go to ``vllm.LLM`` over :data:`DEFAULT_ENGINE`; the engine's dtype is theirs,
+    else ``dtype``, else the model's.
     """
 
     def __init__(self, policy: Policy, engine_kwargs: dict | None = None, dtype: str | None = None) -> None:
