@@ -46,7 +46,7 @@ def main() -> None:
     model.eval()
     policy = Policy(tok, max_new_tokens=args.new_tokens)
     policy.eos_id = None  # exactly --new-tokens per row on both sides
-    engine = VLLMSampler(policy, {"enforce_eager": True}, dtype=args.dtype)
+    engine = VLLMSampler(policy, {"enforce_eager": True, "dtype": args.dtype})
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def nudge() -> None:

@@ -55,6 +55,11 @@ def is_lora(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "get_base_model")
 
 
+def computes_with_lora(model: nn.Module) -> bool:
+    """A LoRA policy or one of its views (adapter-disabled base, adapter snapshot)."""
+    return isinstance(model, _View) or is_lora(model)
+
+
 class _View(nn.Module):
     """A module that runs the (unregistered) peft policy in some adapter state.
 
@@ -89,6 +94,10 @@ class _View(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.peft_model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.peft_model.parameters()).dtype
 
     def get_base_model(self) -> nn.Module:
         return self.peft_model.get_base_model()
@@ -128,6 +137,31 @@ class AdapterDisabled(_View):
 
     def active(self) -> contextlib.AbstractContextManager:
         return self.peft_model.disable_adapter()
+
+
+def merged_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The weights a LoRA policy, :class:`AdapterSnapshot` (swapped in) or :class:`AdapterDisabled`
+    computes with, under the base model's own state-dict names: ``W + s·B·A`` for adapted layers
+    (none for the adapter-disabled view), adapter tensors left out. Nothing is written into the
+    policy (for an inference engine holding its own copy, e.g. ``sampler: vllm``)."""
+    peft_model = model.peft_model if isinstance(model, _View) else model
+    adapters = not isinstance(model, AdapterDisabled)
+    base = peft_model.get_base_model()
+    deltas: dict[str, Tensor] = {}
+    if adapters:
+        for name, module in base.named_modules():
+            if hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
+                active = [a for a in module.active_adapters if a in module.lora_A]
+                if active and not getattr(module, "disable_adapters", False):
+                    deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in active)
+    with torch.no_grad():
+        for key, tensor in base.state_dict().items():
+            if "lora_" in key or (".original_module." if adapters else ".modules_to_save.") in key:
+                continue
+            name = key.replace(".base_layer.", ".").replace(".original_module.", ".")
+            name = name.replace(".modules_to_save.default.", ".")
+            tensor = tensor.detach()
+            yield name, tensor + deltas[name].to(tensor.dtype) if name in deltas else tensor
 
 
 def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

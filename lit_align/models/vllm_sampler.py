@@ -56,37 +56,12 @@ def require_vllm():
 
 
 def hf_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
-    """The weights ``model`` computes with, under Hugging Face checkpoint names (what vLLM loads).
-
-    A LoRA policy or :class:`~lit_align.models.lora.AdapterSnapshot` (swapped in) gives its
-    base weights plus the merged adapter deltas; :class:`~lit_align.models.lora.AdapterDisabled`
-    gives the base weights alone. The policy's own tensors are never modified.
-    """
-    if isinstance(model, lora_lib._View):
-        peft_model, adapters = model.peft_model, not isinstance(model, lora_lib.AdapterDisabled)
-    elif lora_lib.is_lora(model):
-        peft_model, adapters = model, True
-    else:
-        yield from _untied(model.state_dict().items())
-        return
-    base = peft_model.get_base_model()
-    deltas: dict[str, Tensor] = {}
-    if adapters:
-        for name, module in base.named_modules():
-            if hasattr(module, "get_delta_weight") and hasattr(module, "lora_A"):
-                active = [a for a in module.active_adapters if a in module.lora_A]
-                if active and not getattr(module, "disable_adapters", False):
-                    deltas[f"{name}.weight"] = sum(module.get_delta_weight(a) for a in active)
-    with torch.no_grad():
-        for key, tensor in _untied(base.state_dict().items()):
-            if "lora_" in key or (".original_module." if adapters else ".modules_to_save.") in key:
-                continue
-            name = key.replace(".base_layer.", ".").replace(".original_module.", ".")
-            name = name.replace(".modules_to_save.default.", ".")
-            tensor = tensor.detach()
-            if name in deltas:
-                tensor = tensor + deltas[name].to(tensor.dtype)
-            yield name, tensor
+    """The weights ``model`` computes with, under Hugging Face checkpoint names (what vLLM loads):
+    its state dict, or for LoRA (a policy, snapshot or adapter-disabled view) the merged weights
+    (:func:`lit_align.models.lora.merged_weights`); tied duplicates left out."""
+    if lora_lib.computes_with_lora(model):
+        return _untied(lora_lib.merged_weights(model))
+    return _untied(model.state_dict().items())
 
 
 def _untied(items) -> Iterator[tuple[str, Tensor]]:
@@ -119,16 +94,15 @@ class VLLMSampler:
     """Draw samples with vLLM; ``log_q`` from the training model.
 
     ``engine_kwargs`` go to ``vllm.LLM`` over :data:`DEFAULT_ENGINE`; the engine's dtype is theirs,
-    else ``dtype``, else the model's.
+    else the model's.
     """
 
-    def __init__(self, policy: Policy, engine_kwargs: dict | None = None, dtype: str | None = None) -> None:
+    def __init__(self, policy: Policy, engine_kwargs: dict | None = None) -> None:
         self.vllm = require_vllm()
         if not policy.exact:
             raise ValueError("sampler: vllm supports exact ancestral sampling only (temperature 1, top_k 0, top_p 1)")
         self.policy = policy
         self.engine_kwargs = {**DEFAULT_ENGINE, **(engine_kwargs or {})}
-        self.dtype = dtype
         self.llm = None
         self.folder: tempfile.TemporaryDirectory | None = None
         self.last_log_q_gap = float("nan")
@@ -150,9 +124,7 @@ class VLLMSampler:
         config.architectures = [type(base).__name__]  # picks vLLM's own implementation of the model
         config.save_pretrained(self.folder.name)  # config only: the weights come from sync_weights
         kwargs = dict(self.engine_kwargs)
-        if "dtype" not in kwargs:
-            weights = model.peft_model if isinstance(model, lora_lib._View) else model
-            kwargs["dtype"] = self.dtype or str(next(weights.parameters()).dtype).removeprefix("torch.")
+        kwargs.setdefault("dtype", str(model.dtype).removeprefix("torch."))  # HF models and LoRA views
         self.llm = self.vllm.LLM(model=self.folder.name, **kwargs)
         return self.llm
 
