@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from lit_align.data.preference import PreferenceBatch
 from lit_align.methods.base import BasePolicyModule
-from lit_align.methods.ppo import hidden_size
+from lit_align.models.value_head import hidden_size
 from lit_align.preference import bradley_terry_loss
 from lit_align.scorers.reward_model import save_reward_model, sequence_rewards
 
