@@ -18,7 +18,6 @@ import copy
 import math
 from typing import Callable, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
