@@ -38,10 +38,11 @@ def one_paragraph(text: str) -> str:
 
 
 def paragraph(err: BaseException) -> str:
-    """``error: [Name: ]message`` on one line; the class name is left out for a plain
+    """``error: [Name: ]message notes`` on one line; the class name is left out for a plain
     ``UserError``/``ValueError`` (the message says it all) and kept for named kinds
     (``CheckpointError``, ``DataFileError``, ...)."""
-    message = one_paragraph(str(err)) or type(err).__name__
+    notes = " ".join(getattr(err, "__notes__", ()))  # e.g. where last.ckpt was saved
+    message = one_paragraph(f"{err} {notes}") or type(err).__name__
     name = type(err).__name__
     prefix = "" if type(err) in (UserError, ValueError) else f"{name}: "
     return f"error: {prefix}{message}"
