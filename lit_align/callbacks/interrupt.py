@@ -26,7 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_align.callbacks.resume import checkpoint_dir, save_atomic
+from lit_align.callbacks.resume import checkpoint_dir, install_atomic_io, save_atomic
 
 _LAST_SIGNAL: list[str] = []  # what stopped the latest run of this process ("SIGINT" / "SIGTERM")
 
@@ -44,6 +44,9 @@ class InterruptCheckpoint(Callback):
         self.saved_path: str | None = None
         self._sigint = False
         self._previous = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        install_atomic_io(trainer)  # every checkpoint of the run, not only ours, appears whole
 
     # ------------------------------------------------------------------ ctrl-C → SIGTERM
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

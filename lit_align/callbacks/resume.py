@@ -3,6 +3,8 @@
 - :class:`AtomicCheckpoint`: a ``ModelCheckpoint`` whose files appear whole or not at all
   (written to ``NAME.partial`` then renamed), so a run killed with SIGKILL while saving
   leaves the previous ``last.ckpt`` intact. Defaults: ``save_last=True``.
+- :class:`AtomicCheckpointIO`: the same for every file checkpoint the strategy writes (a
+  ``CheckpointIO`` plugin; the CLI installs it in every run).
 - :func:`find_last_checkpoint`: what ``fit --ckpt_path last`` resumes from: the newest
   ``last*.ckpt`` among the checkpoint folders of every version of the run's logger (each
   TensorBoard/CSV run gets a new ``version_N``, so Lightning alone looks in an empty one).
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_align.errors import UserError
@@ -70,6 +73,37 @@ def replace_path(src: str, dst: str) -> None:
         os.remove(old)
 
 
+class AtomicCheckpointIO(CheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` writing to ``PATH.partial`` and renaming: every file
+    checkpoint saved through the strategy (Lightning's own ``ModelCheckpoint`` included) appears
+    whole or not at all. Installed by :func:`install_atomic_io`."""
+
+    def __init__(self, inner: CheckpointIO | None = None) -> None:
+        self.inner = inner or TorchCheckpointIO()
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
+        tmp = str(path) + PARTIAL
+        self.inner.save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, **kwargs: Any) -> dict:
+        return self.inner.load_checkpoint(path, map_location, **kwargs)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+def install_atomic_io(trainer: L.Trainer) -> None:
+    """Wrap the strategy's plain ``TorchCheckpointIO`` in :class:`AtomicCheckpointIO` (other
+    plugins, e.g. asynchronous ones, are left alone; DeepSpeed and sharded FSDP write their
+    checkpoint folders themselves, and :func:`save_atomic` renames those)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO(trainer.strategy.checkpoint_io)
+
+
 class AtomicCheckpoint(DeferredSaveCheckpoint):
     """``ModelCheckpoint`` with atomic writes and ``save_last=True`` by default (same arguments).
 
@@ -80,6 +114,10 @@ class AtomicCheckpoint(DeferredSaveCheckpoint):
 
     def __init__(self, *args: Any, save_last: bool | str | None = True, **kwargs: Any) -> None:
         super().__init__(*args, save_last=save_last, **kwargs)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        install_atomic_io(trainer)
+        super().setup(trainer, pl_module, stage)
 
     def write(self, trainer: L.Trainer, filepath: str) -> None:
         save_atomic(trainer, filepath, self.save_weights_only)
