@@ -29,6 +29,7 @@ def check_parsed(cfg: Any, subcommand: str | None) -> None:
         if subcommand == "fit":
             check_max_steps(trainer.get("max_steps"))
         check_accelerator(trainer.get("accelerator"), trainer.get("strategy"), trainer.get("devices"))
+        check_devices(trainer.get("accelerator"), trainer.get("devices"))
         for field, path in output_folders(trainer):
             check_writable(field, path)
     model_args = _init_args(cfg.get("model"))
@@ -92,6 +93,23 @@ def check_accelerator(accelerator: Any, strategy: Any, devices: Any) -> None:
                         "(torch.cuda.is_available() is False); use --trainer.accelerator=cpu (or auto)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("trainer.accelerator: mps, but MPS is not available here; use --trainer.accelerator=cpu")
+
+
+def check_devices(accelerator: Any, devices: Any) -> None:
+    """More devices than the machine has: Lightning would start one process per device (on CPUs,
+    however many there are) or fail after the model is built."""
+    import torch
+
+    n = int(devices) if isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()) else None
+    name = str(accelerator).lower()
+    if n is None or n < 1:
+        return
+    if name == "cpu" and n > (os.cpu_count() or 1):
+        raise UserError(f"trainer.devices: {n} CPU processes, but this machine has {os.cpu_count()} cores; use at "
+                        "most that many (strategies/ddp_cpu.yaml uses 2)")
+    if name in ("gpu", "cuda") and torch.cuda.is_available() and n > torch.cuda.device_count():
+        raise UserError(f"trainer.devices: {n} GPUs, but this machine has {torch.cuda.device_count()}; use "
+                        "--trainer.devices=auto for all of them")
 
 
 def output_folders(trainer: Any) -> list[tuple[str, str]]:

@@ -65,29 +65,42 @@ def parser_paragraph(message: str) -> str:
 
     The key path is rebuilt from the nested 'Parser key' / 'class_path' lines (``init_args``
     between a class and its option); the reason is the innermost line left once the union
-    boilerplate (subtypes, the None alternative, the given value) is removed."""
+    boilerplate (subtypes, the None alternative, the given value) is removed; sibling
+    'Expected a …' alternatives are joined with 'or', and the given value is named."""
+    given = re.search(r"^\s*Given value: (.{1,80})$", message, re.M)
     lines = [ln for ln in message.splitlines() if ln.strip() and not _NOISE.match(ln)]
     keys: list[str] = []
     classes: list[str] = []
-    reasons: list[str] = []
+    reasons: list[tuple[int, str]] = []  # (indent, text)
     for ln in lines:
+        indent = len(ln) - len(ln.lstrip())
         text = ln.strip().lstrip("- ").strip()
-        if m := _KEY.search(text):
-            keys.append(m.group(1))
-            rest = text[m.end():].lstrip(": ").strip()
-            if rest:
-                reasons.append(rest)
-        elif m := _CLASS.search(text):
-            classes.append(m.group(1))
-            keys.append("init_args")
-            rest = text[m.end():].lstrip(": ").strip()
-            if rest:
-                reasons.append(rest)
-        else:
-            reasons.append(text)
+        m = _KEY.search(text) or _CLASS.search(text)
+        if m:
+            keys.append(m.group(1) if m.re is _KEY else "init_args")
+            if m.re is _CLASS:
+                classes.append(m.group(1))
+            text = text[m.end():].lstrip(": ").strip()
+        if text:
+            reasons.append((indent, text))
     while keys and keys[-1] == "init_args":
         keys.pop()
-    reason = reasons[-1] if reasons else one_paragraph(message)
+    reason = _innermost(reasons) if reasons else one_paragraph(message)
+    if given and "Got value" not in reason and "Expected" in reason:
+        reason += f". Got value: {given.group(1)}"
     where = ".".join(keys)
     owner = f" ({classes[-1]})" if classes else ""
     return one_paragraph(f"{where}{owner}: {reason}" if where else reason)
+
+
+def _innermost(reasons: list[tuple[int, str]]) -> str:
+    """The last reason, or the last run of sibling 'Expected a …' alternatives joined by 'or'."""
+    indent, last = reasons[-1]
+    run = [last]
+    for ind, text in reversed(reasons[:-1]):
+        if ind != indent or not text.startswith("Expected a") or not last.startswith("Expected a"):
+            break
+        run.insert(0, text)
+    if len(run) == 1:
+        return last
+    return "Expected a " + ", or ".join(t[len("Expected a "):] for t in run)

@@ -91,9 +91,10 @@ class HintingParser(LightningArgumentParser):
         extra = hint(message)
         if not self.exit_on_error or debug_enabled():
             return super().error(message + extra, ex)
-        prog = self.prog.replace(" [options]", "")
+        words = self.prog.replace(" [options]", "").split()
+        command = " ".join(["python -m lit_align", *words[1:]])
         text = parser_paragraph(message) + extra.replace("\nhint: ", ". Hint: ")
-        sys.stderr.write(f"error: {text} (`{prog} --help` lists every option)\n")
+        sys.stderr.write(f"error: {text} (`{command} --help` lists every option)\n")
         raise SystemExit(EXIT_STATUS)
 
 

@@ -47,6 +47,8 @@ def ckpt(method: str, model: str = "toy") -> bytes:
     return buf.getvalue()
 
 
+PREF = ["--data=lit_align.data.PreferenceDataModule", "--data.init_args.max_val_pairs=2",
+        "--data.init_args.batch_size=2"]
 TINY_CONFIG = b'{"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8, "vocab_size": 10}'
 
 
@@ -82,6 +84,11 @@ CASES = [
     Case("method_typo", ["--model.class_path=lit_align.methods.DGP"], r"^error: .*has no class 'DGP'\. Did you mean"),
     Case("scorer_typo", [target("{class_path: lit_align.scorers.Regexp}")], r"^error: .*Did you mean 'Regex'\?"),
     Case("trainer_option_typo", ["--trainer.max_stepz=3"], r"^error: .*max_stepz"),
+    Case("precision_unknown", ["--trainer.precision=fp8"],
+         r"^error: trainer\.precision: Expected a <class 'int'>, or typing\.Literal\[.*'bf16-mixed'.*\]\. Got value: fp8 "
+         r"\(`python -m lit_align fit --help` lists every option\)$"),
+    Case("devices_too_many", ["--trainer.devices=4096"], r"^error: trainer\.devices: 4096 CPU processes, but this "
+         r"machine has \d+ cores"),
     # --- config files
     Case("config_missing", [], r"^error: --config 'nope\.yaml' is neither a file nor a shipped config",
          command=["fit", "--config", "nope.yaml"]),
@@ -127,6 +134,20 @@ CASES = [
                                "--data.init_args.reference_column=null"],
          r"^error: DataFileError: data file 'd\.jsonl', line 2: malformed JSON",
          files={"d.jsonl": '{"source": "a"}\n{"source": \n'}),
+    Case("preference_missing_column_cli", [*PREF, "--data.init_args.dataset=p.jsonl"],
+         r"^error: dataset 'p\.jsonl', record 0: no column 'rejected' \(it has \['chosen', 'prompt'\]\); set "
+         r"prompt_column / chosen_column / rejected_column", files={"p.jsonl": '{"prompt": "ab", "chosen": "a"}\n' * 4},
+         command=["fit", "--config", "dpo_toy"]),
+    Case("preference_not_text_cli", [*PREF, "--data.init_args.dataset=p.jsonl"],
+         r"^error: dataset 'p\.jsonl', record 0: chosen/rejected must both be strings or both be message lists; "
+         r"got int and str", files={"p.jsonl": '{"prompt": "ab", "chosen": 3, "rejected": "b"}\n' * 4},
+         command=["fit", "--config", "dpo_toy"]),
+    Case("prompts_blank_cli", ["--data=lit_align.data.PreferencePromptsDataModule", "--data.init_args.dataset=p.jsonl",
+                               "--data.init_args.reference_column=null"],
+         r"^error: dataset 'p\.jsonl': no usable training contexts in column 'prompt'$",
+         files={"p.jsonl": '{"prompt": " "}\n{"prompt": ""}\n'}, command=["fit", "--config", "rkl_toy"]),
+    Case("rlkl_beta_negative", ["--model.init_args.beta=-1"], r"^error: RLKL: beta must be a positive number",
+         command=["fit", "--config", "rkl_toy"]),
     # --- checkpoints
     Case("ckpt_missing_cli", ["--ckpt_path=nope.ckpt"], r"^error: CheckpointNotFoundError: --ckpt_path 'nope\.ckpt' "
          r"does not exist"),

@@ -3,6 +3,8 @@
 The CLI adds :class:`InterruptCheckpoint` to every run, so it works whether or not a
 checkpoint callback is configured.
 
+Nothing is saved when no step completed in this run (an older ``last.ckpt`` stays as it is).
+
 - **SIGTERM** (a scheduler's pre-emption, ``kill PID``): Lightning finishes the training batch
   in progress and stops; the checkpoint is written then (the state between two steps, so the
   resumed run is exact).
@@ -44,6 +46,7 @@ class InterruptCheckpoint(Callback):
         self.saved_path: str | None = None
         self._sigint = False
         self._previous = None
+        self._start_step: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         install_atomic_io(trainer)  # every checkpoint of the run, not only ours, appears whole
@@ -52,6 +55,7 @@ class InterruptCheckpoint(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _LAST_SIGNAL.clear()
         self._sigint = False
+        self._start_step = None
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -69,6 +73,9 @@ class InterruptCheckpoint(Callback):
             signal.signal(signal.SIGINT, self._previous)
         self._previous = None
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start_step = trainer.global_step
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._restore()
 
@@ -81,15 +88,17 @@ class InterruptCheckpoint(Callback):
             why = "SIGINT" if self._sigint else "SIGTERM"
             _LAST_SIGNAL.append(why)
         elif isinstance(exception, ValueError):  # UserError and the project's bad-input errors
-            why = "the error below"
+            why = type(exception).__name__
         else:
             return  # a bug: its traceback, and the periodic checkpoints, are what is left
+        if self._start_step is None or trainer.global_step <= self._start_step:
+            return  # no step completed in this run: nothing new to keep, and an older last.ckpt stays
         path = checkpoint_dir(trainer) / f"{self.filename}.ckpt"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_atomic(trainer, str(path))
         self.saved_path = str(path)
         note = (f"Saved {path} at step {trainer.global_step} (the last completed step); resume with "
                 "`fit ... --ckpt_path last`.")
-        rank_zero_info(f"{why}: {note}")
+        rank_zero_info(f"{why}: saved{note[len('Saved'):]}")
         if not isinstance(exception, SIGTERMException) and hasattr(exception, "add_note"):
             exception.add_note(note)
