@@ -89,6 +89,8 @@ CASES = [
          r"\(`python -m lit_align fit --help` lists every option\)$"),
     Case("devices_too_many", ["--trainer.devices=4096"], r"^error: trainer\.devices: 4096 CPU processes, but this "
          r"machine has \d+ cores"),
+    Case("yaml_wrong_type", ["--config", "over.yaml"], r"^error: model\.init_args\.n_samples \(lit_align\.methods\.DPG\): "
+         r"Expected a <class 'int'>", files={"over.yaml": "model:\n  init_args:\n    n_samples: [1, 2]\n"}),
     # --- config files
     Case("config_missing", [], r"^error: --config 'nope\.yaml' is neither a file nor a shipped config",
          command=["fit", "--config", "nope.yaml"]),
@@ -123,6 +125,11 @@ CASES = [
          r"not exist"),
     Case("model_offline_cli", ["--model.init_args.model=no-such-org/no-such-model-xyz"],
          r"^error: ModelLoadError: could not load model 'no-such-org/no-such-model-xyz'"),
+    Case("prompt_too_long_cli", ["--model.init_args.model=tiny-gpt2", "--model.init_args.max_new_tokens=8",
+                                 "--model.init_args.n_samples=2", "--data=lit_align.data.FileContextsDataModule",
+                                 "--data.init_args.dataset=d.jsonl", "--data.init_args.reference_column=null"],
+         r"^error: a prompt of 300 tokens plus max_new_tokens=8 needs 308 positions, more than the model's context of "
+         r"256: set max_prompt_length: 248", files={"d.jsonl": '{"source": "%s"}\n' % ("x" * 300)}),
     # --- data
     Case("data_missing_cli", ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl"],
          r"^error: FileNotFoundError: data file '.*d\.jsonl' does not exist"),
