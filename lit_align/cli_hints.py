@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 _NO_ATTR = re.compile(r"class_path '([\w.]+)'.*?module '([\w.]+)' has no attribute '(\w+)'", re.S)
 _NO_OPTION = re.compile(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", re.S)
+_REQUIRED = re.compile(r"arguments are required: .*\b(model|data)\b")
 _NO_MODULE = re.compile(r"class_path '([\w.]+)'.*?No module named '([\w.]+)'", re.S)
 
 
@@ -74,6 +75,9 @@ def hint(message: str) -> str:
                     f"Its options: {', '.join(choices)}")
         if m := _NO_MODULE.search(message):
             return _module_hint(*m.groups())
+        if _REQUIRED.search(message):
+            return ("\nhint: give a config with --config: a file, or a shipped config such as toy_dpg "
+                    "(lit_align.cli.shipped_configs() lists them)")
     except Exception:  # a hint must never hide the original error
         return ""
     return ""

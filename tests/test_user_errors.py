@@ -92,6 +92,9 @@ CASES = [
     Case("yaml_wrong_type", ["--config", "over.yaml"], r"^error: model\.init_args\.n_samples \(lit_align\.methods\.DPG\): "
          r"Expected a <class 'int'>", files={"over.yaml": "model:\n  init_args:\n    n_samples: [1, 2]\n"}),
     # --- config files
+    Case("no_config", [], r"^error: the following arguments are required: fit\.data, fit\.model\. Hint: give a config "
+         r"with --config", command=["fit"]),
+    Case("unknown_subcommand", [], r"^error: argument subcommand: invalid choice: 'frobnicate'", command=["frobnicate"]),
     Case("config_missing", [], r"^error: --config 'nope\.yaml' is neither a file nor a shipped config",
          command=["fit", "--config", "nope.yaml"]),
     Case("config_empty", [], r"^error: config 'empty\.yaml' is empty; it needs at least model: and data:",
