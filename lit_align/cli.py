@@ -158,8 +158,13 @@ def command_line(argv: list[str]) -> int:
         if interrupted_by() == "SIGINT":
             return 130
         return err.code if isinstance(err.code, int) else (0 if err.code is None else _print(str(err.code)))
+    except KeyboardInterrupt:  # before training started, or a second ctrl-C: nothing to save
+        if debug_enabled():
+            raise
+        print("interrupted (ctrl-C); nothing was saved by this run", file=sys.stderr)
+        return 130
     except BaseException as err:
-        user = None if isinstance(err, KeyboardInterrupt) else user_error_of(err)
+        user = user_error_of(err)
         if user is None or debug_enabled():
             raise
         print(f"{paragraph(user)}\n{debug_hint()}", file=sys.stderr)
