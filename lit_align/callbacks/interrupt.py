@@ -61,6 +61,7 @@ class InterruptCheckpoint(Callback):
 
     def _on_sigint(self, signum, frame) -> None:
         if self._sigint:  # the second ctrl-C: abort now
+            _LAST_SIGNAL.append("SIGINT")
             self._restore()
             raise KeyboardInterrupt
         self._sigint = True
