@@ -203,14 +203,18 @@ def record_run(run: Run, renamed: bool, threads: int) -> dict:
     return {"config": config, "command": shown, "wall_s": round(wall, 1), "metrics": metrics}
 
 
-def git_commit() -> str:
+def git(*args: str) -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "lit_align"], cwd=REPO, capture_output=True,
-                               text=True).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "")
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def git_meta() -> dict:
+    """The commit, and the tree hashes of the code and configs that ran (equal trees: same code)."""
+    dirty = git("status", "--porcelain", "--", "lit_align", "configs")
+    return {"commit": git("rev-parse", "HEAD") + ("+dirty" if dirty else ""),
+            "lit_align_tree": git("rev-parse", "HEAD:lit_align"), "configs_tree": git("rev-parse", "HEAD:configs")}
 
 
 def cmd_record(ns: argparse.Namespace) -> None:
@@ -221,7 +225,7 @@ def cmd_record(ns: argparse.Namespace) -> None:
     unknown = set(names) - {r.name for r in RUNS}
     if unknown:
         raise SystemExit(f"unknown runs {sorted(unknown)}; known: {[r.name for r in RUNS]}")
-    result = {"meta": {"commit": git_commit(), "renamed": ns.renamed, "threads": ns.threads,
+    result = {"meta": {**git_meta(), "renamed": ns.renamed, "threads": ns.threads,
                        "python": platform.python_version(), "torch": torch.__version__,
                        "lightning": lightning.__version__, "machine": platform.machine()},
               "runs": {}}
