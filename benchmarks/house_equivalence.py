@@ -311,7 +311,8 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--runs", help=f"comma-separated subset of: {','.join(x.name for x in RUNS)}")
     r.add_argument("--renamed", action="store_true", help="use RENAMED_CONFIGS / RENAMED_ARGS (after issue 17)")
-    r.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each fit (keep it equal across recordings)")
+    r.add_argument("--threads", type=int, default=1,
+                   help="OMP/MKL threads of each fit (keep it equal across recordings)")
     c = sub.add_parser("compare", help="compare two recordings; exit 1 on any FAIL")
     c.add_argument("before")
     c.add_argument("after")
