@@ -200,7 +200,7 @@ def record_run(run: Run, renamed: bool, threads: int) -> dict:
         metrics = read_metrics(tmp / "logs")
     shown = ["python"] + [a.replace(str(tmp), "$TMP") for a in cmd[1:]]
     print(f"[{run.name}] {len(metrics)} metrics, {sum(map(len, metrics.values()))} values, {wall:.0f} s", flush=True)
-    return {"config": config, "command": shown, "wall_s": round(wall, 1), "metrics": metrics}
+    return {"config": config.replace(str(tmp), "$TMP"), "command": shown, "wall_s": round(wall, 1), "metrics": metrics}
 
 
 def git(*args: str) -> str:
