@@ -62,6 +62,7 @@ class Case:
     command: list[str] | None = None  # replaces ``fit --config toy_dpg``
     skip: bool = False
     early: bool = True  # refused before any model is loaded (loading fails the test)
+    folders: tuple[str, ...] = ()  # empty folders to make
 
 
 CASES = [
@@ -165,6 +166,13 @@ CASES = [
     Case("ckpt_last_none", ["--ckpt_path=last"], r"^error: CheckpointNotFoundError: --ckpt_path last: no last\*\.ckpt "
          r"of this experiment .*--ckpt_path auto"),
     Case("ckpt_auto_none", ["--ckpt_path=auto"], r"^$", status=0, early=False),
+    Case("ckpt_empty_folder", ["--ckpt_path=ck"], r"^error: CheckpointError: --ckpt_path 'ck' is an empty folder",
+         folders=("ck",)),
+    Case("ckpt_auto_validate", [], r"^error: CheckpointError: --ckpt_path auto is for fit",
+         command=["validate", "--config", "toy_dpg", "--ckpt_path=auto"]),
+    Case("seed_not_int", ["--seed_everything=abc"], r"^error: seed_everything: .*abc"),
+    Case("callback_typo", ["--trainer.callbacks+=lit_align.callbacks.SampleText"],
+         r"^error: .*Did you mean 'SampleTexts'\?"),
     Case("ckpt_garbage", ["--ckpt_path=junk.ckpt"], r"^error: CheckpointError: --ckpt_path 'junk\.ckpt' is not a "
          r"readable checkpoint", files={"junk.ckpt": b"\x00garbage"}),
     Case("ckpt_other_method_cli", ["--ckpt_path=o.ckpt"], r"^error: CheckpointError: --ckpt_path 'o\.ckpt' was "
@@ -197,6 +205,8 @@ def test_command_line_case(case: Case, in_tmp, monkeypatch, capsys, single_threa
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     if case.early:
         monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+    for name in case.folders:
+        (in_tmp / name).mkdir(parents=True)
     for name, content in case.files.items():
         (in_tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (in_tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
