@@ -272,3 +272,16 @@ def test_ctrl_c_saves_last_ckpt_and_resumes(tmp_path):
     acc.Reload()
     steps = sorted({e.step for t in acc.Tags()["scalars"] for e in acc.Scalars(t) if t.startswith("train/")})
     assert steps and steps[0] >= step, steps  # it went on from the saved step, not from 0
+
+
+def test_a_real_process_prints_one_paragraph_and_exits_2(tmp_path):
+    """``python -m lit_align`` end to end: stderr ends with the paragraph and the debug hint."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.pop(cli.DEBUG_ENV, None)
+    done = subprocess.run([sys.executable, "-m", "lit_align", "fit", "--config", "toy_dpg",
+                           "--model.init_args.n_samples=-4"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-2:] == ["error: n_samples must be an integer ≥ 1, got -4",
+                                             f"(set {cli.DEBUG_ENV}=1 to see the traceback)"], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
