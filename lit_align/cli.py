@@ -23,7 +23,7 @@ from lightning.pytorch.cli import LightningCLI
 from lit_align.callbacks.interrupt import InterruptCheckpoint
 from lit_align.callbacks.perf import PerfMonitor
 from lit_align.cli_checks import check_parsed
-from lit_align.cli_errors import user_error_of
+from lit_align.cli_errors import advice, user_error_of
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV)
 from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
@@ -168,7 +168,7 @@ def command_line(argv: list[str]) -> int:
         user = user_error_of(err)
         if user is None or debug_enabled():
             raise
-        print(f"{paragraph(user)}\n{debug_hint()}", file=sys.stderr)
+        print(f"{paragraph(user)}{advice(user)}\n{debug_hint()}", file=sys.stderr)
         return EXIT_STATUS
     return 0
 

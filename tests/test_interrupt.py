@@ -75,3 +75,11 @@ def test_a_sharded_checkpoint_folder_is_found_by_last(tmp_path):
     (tmp_path / "last.ckpt" / "shard_0.pt").write_bytes(b"x")
     assert find_last_checkpoint([tmp_path]) == tmp_path / "last.ckpt"
     check_checkpoint(tmp_path / "last.ckpt", "DPG", "toy")  # accepted: the strategy reads it
+
+
+def test_out_of_memory_is_a_paragraph_with_what_to_do():
+    from lit_align.cli_errors import OOM_ADVICE, advice, user_error_of
+
+    err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert user_error_of(err) is err and OOM_ADVICE in advice(err) and advice(ValueError("x")) == ""
+    assert user_error_of(KeyError("a bug")) is None  # bugs keep their traceback
