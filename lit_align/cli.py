@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lit_align.callbacks.perf import PerfMonitor
 from lit_align.callbacks.resume import SigtermCheckpoint
+from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.methods.base import BasePolicyModule
 
@@ -61,7 +62,7 @@ def resolve_argv(argv: list[str]) -> list[str]:
     return out
 
 
-class LitAlignCLI(LightningCLI):
+class LitAlignCLI(RunExtras, LightningCLI):
     """LightningCLI with lit_align's defaults: the resolved config saved next to the logs, a
     checkpoint saved on SIGTERM, and ``fit --ckpt_path last`` resuming the newest ``last.ckpt``
     of the experiment (any logger version)."""
@@ -124,6 +125,9 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
     """Run the CLI. ``args=None`` reads the command line: then the errors of
     :func:`user_errors` exit with status 2 and a one-paragraph message (the traceback only
     with ``LIT_ALIGN_DEBUG=1``). With a list of arguments (library use, tests) they propagate."""
+    command = list(args) if args is not None else sys.argv[1:]
+    if command and command[0] in COMMANDS:  # export, sample (lit_align.cli_extras)
+        return run_command(command, from_command_line=args is None)
     if args is not None:
         return _run(resolve_argv(list(args)))
     sys.argv[1:] = resolve_argv(sys.argv[1:])  # from the command line: resolve config names in sys.argv itself
@@ -146,6 +150,7 @@ def _run(argv: list[str] | None) -> LitAlignCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=HintingParser,
+        parser_kwargs=parser_kwargs(shipped_configs()),
         save_config_kwargs={"overwrite": True},
         args=argv,
         auto_configure_optimizers=False,
