@@ -53,9 +53,10 @@ def final_metrics(ckpt: Mapping, run_dir: str | Path | None = None) -> dict[str,
 
 
 def key_metrics(metrics: Mapping[str, float], limit: int = 12) -> dict[str, float]:
-    """The metrics worth reading first: scorers, divergences, reward, accuracy and loss (no perf/*)."""
+    """The metrics worth reading first: scorers, divergences, reward, accuracy and loss (not perf/*
+    nor the proposal's)."""
     chosen = {k: float(v) for k, v in metrics.items()
-              if not k.startswith("perf/") and any(s in k for s in KEY_METRICS) and math.isfinite(float(v))}
+              if not k.startswith("perf/") and "proposal/" not in k and any(s in k for s in KEY_METRICS) and math.isfinite(float(v))}
     return dict(sorted(chosen.items())[:limit])
 
 

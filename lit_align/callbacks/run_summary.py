@@ -60,7 +60,8 @@ class RunSummary(L.Callback):
         if shown:
             lines.append("  final:      " + "  ".join(f"{k}={v:.4g}" for k, v in shown.items()))
         if ckpt:
-            lines.append(f"  export:     python -m lit_align export --ckpt_path {ckpt} --out <folder>")
+            out = Path(log_dir) / "export" if log_dir is not None else Path("export")
+            lines.append(f"  export:     python -m lit_align export --ckpt_path {ckpt} --out {out}")
         return "\n".join(lines)
 
 
