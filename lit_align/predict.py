@@ -132,7 +132,9 @@ def summary_line(summary: Mapping[str, float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="python -m lit_align sample", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lit_align sample", description=(
+        "Sample a trained policy (a checkpoint, a run folder or an exported folder), score every sample with the "
+        "run's scorers, write JSONL rows and print a one-line summary."))
     parser.add_argument("--from", dest="source", required=True,
                         help="a .ckpt file, a run folder (its newest last.ckpt) or an export folder")
     parser.add_argument("--prompt", action="append", default=None, help="a prompt (repeat for several)")
