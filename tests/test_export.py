@@ -166,3 +166,22 @@ def test_ddp_checkpoint_and_export_callback(tmp_path):
     assert_trained(module, logits(AutoModelForCausalLM.from_pretrained(export(tmp_path / "ckpts", tmp_path / "cli"))))
     assert "train/scorer/letter" in (tmp_path / "callback" / "README.md").read_text()
     assert json.loads((tmp_path / "callback" / "config.json").read_text())["model_type"] == "gpt2"
+
+
+def test_conditional_training_control_tokens(tmp_path):
+    """PHF's conditional training adds <|aligned|>/<|misaligned|> to the vocabulary: the export has
+    them in its tokenizer and embeddings."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lit_align.methods.phf import add_control_tokens
+
+    model, tok = load("tiny-gpt2", seed=0)
+    ids = add_control_tokens(model, tok, ["<|aligned|>", "<|misaligned|>"], seed=1)
+    ckpt = {"hyper_parameters": {"model": "tiny-gpt2", "objective": "conditional"},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
+    out = export_checkpoint(ckpt, tmp_path / "conditional")
+    assert AutoTokenizer.from_pretrained(out).convert_tokens_to_ids(["<|aligned|>", "<|misaligned|>"]) == ids
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    control = torch.tensor([[ids[0], 70, 71, ids[1]]])
+    with torch.no_grad():
+        assert torch.equal(exported.eval()(control).logits, model.eval()(control).logits)

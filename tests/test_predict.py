@@ -159,3 +159,15 @@ def test_step_progress_bar_counts_steps(tmp_path):
     trainer.fit(module, PromptDataModule(prompt="x", steps_per_epoch=100))
     assert (bar.train_progress_bar.n, bar.train_progress_bar.total) == (3, 3)
     assert bar.train_progress_bar.desc.startswith("Step")
+
+
+def test_help_describes_lit_align_and_lists_configs(run_cli, capsys):
+    from lit_align.cli import shipped_configs
+
+    with pytest.raises(SystemExit):
+        run_cli("--help")
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m lit_align") and "lit_align: align language models" in text
+    assert "export" in text and "sample" in text
+    missing = [c for c in shipped_configs() if c not in text]
+    assert not missing, missing
