@@ -12,15 +12,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from lit_align.callbacks.perf import PerfMonitor
 from lit_align.callbacks.resume import SigtermCheckpoint
-from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.methods.base import BasePolicyModule
+from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -125,9 +126,6 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
     """Run the CLI. ``args=None`` reads the command line: then the errors of
     :func:`user_errors` exit with status 2 and a one-paragraph message (the traceback only
     with ``LIT_ALIGN_DEBUG=1``). With a list of arguments (library use, tests) they propagate."""
-    command = list(args) if args is not None else sys.argv[1:]
-    if command and command[0] in COMMANDS:  # export, sample (lit_align.cli_extras)
-        return run_command(command, from_command_line=args is None)
     if args is not None:
         return _run(resolve_argv(list(args)))
     sys.argv[1:] = resolve_argv(sys.argv[1:])  # from the command line: resolve config names in sys.argv itself
@@ -140,7 +138,10 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
         raise SystemExit(2) from None
 
 
-def _run(argv: list[str] | None) -> LitAlignCLI:
+def _run(argv: list[str] | None) -> Any:
+    command = list(argv) if argv is not None else sys.argv[1:]
+    if command and command[0] in COMMANDS:  # export, sample: lit_align.cli_extras
+        return run_command(command, from_command_line=argv is None)
     # Hugging Face models load in eval mode and lit_align turns dropout off itself
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
