@@ -11,6 +11,12 @@ The policy is rebuilt from the checkpoint's hyperparameters (``model``, ``tokeni
 ``model_seed``, ``lora``) and its ``model.*`` weights; a LoRA checkpoint holds only the trained
 weights, the base is reloaded by name. ``PATH`` may be a ``.ckpt`` file, a run folder (its
 newest ``last.ckpt``), an FSDP sharded checkpoint folder or a DeepSpeed checkpoint folder.
+
+What was tested: files written by one process and under DDP (2 CPU ranks); LoRA, seq2seq.
+Lightning runs FSDP only on GPUs, so the sharded layout (``torch.distributed.checkpoint`` shards
+of ``{"model": state_dict}`` plus ``meta.pt``) is tested on a folder written in one process; an
+FSDP ``state_dict_type: full`` checkpoint is an ordinary file. DeepSpeed folders go through
+Lightning's ``convert_zero_checkpoint_to_fp32_state_dict`` and are not tested (no deepspeed here).
 """
 
 from __future__ import annotations
