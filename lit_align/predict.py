@@ -84,6 +84,9 @@ def load_policy(path: str | Path) -> tuple[torch.nn.Module, Any, dict, dict]:
         config = yaml.safe_load(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
         settings["chat_template"] = ((config.get("model") or {}).get("init_args") or {}).get("chat_template", False)
         return model, tok, settings, config or {}
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        raise ValueError(f"{str(path)!r} holds a LoRA adapter alone (export --adapter_only): sample from its "
+                         "checkpoint, or from a merged export (export without --adapter_only)")
     ckpt_path = find_checkpoint(path)
     ckpt = read_checkpoint(ckpt_path)
     model, tok = policy_from_checkpoint(ckpt)

@@ -16,6 +16,17 @@ class StepProgressBar(TQDMProgressBar):
         steps = trainer.max_steps
         return steps if steps is not None and steps > 0 else None
 
+    @property
+    def train_description(self) -> str:
+        trainer = self._trainer_or_none()
+        return "Step" if trainer is not None and self.max_steps(trainer) is not None else super().train_description
+
+    def _trainer_or_none(self) -> L.Trainer | None:
+        try:
+            return self.trainer
+        except TypeError:  # not attached to a trainer yet
+            return None
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         steps = self.max_steps(trainer)
         if steps is None:
