@@ -95,8 +95,8 @@ class HintingParser(LightningArgumentParser):
         extra = hint(message)
         if not self.exit_on_error or debug_enabled():
             return super().error(message + extra, ex)
-        words = self.prog.replace(" [options]", "").split()
-        command = " ".join(["python -m lit_align", *words[1:]])
+        prog = self.prog.replace(" [options]", "")
+        command = prog if prog.startswith("python") else " ".join(["python -m lit_align", *prog.split()[1:]])
         text = parser_paragraph(message) + extra.replace("\nhint: ", ". Hint: ")
         sys.stderr.write(f"error: {text} (`{command} --help` lists every option)\n")
         raise SystemExit(EXIT_STATUS)
