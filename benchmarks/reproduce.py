@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="OMP threads per run (default 1)")
     p.add_argument("--runs", type=Path, default=None, help="runs folder (default runs/reproduce/<claim>/<budget>)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="reports folder")
+    p.add_argument("--jobs", type=int, default=1, help="fits at once (default 1; --budget gpu: 8 share one GPU)")
     p.add_argument("--max-runs", type=int, default=None, help="run at most this many fits now, then report")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would be launched and exit")
     p.add_argument("--report-only", action="store_true", help="no new fits: report the runs that are done")
@@ -86,7 +87,7 @@ def run_claim(claim, args) -> str:
     if not args.report_only:
         start = time.time()
         print(f"{claim.name}: {len(pending(runs, root))} of {len(runs)} runs to do under {root}", flush=True)
-        sweep(runs, root, args.device, args.threads, args.max_runs)
+        sweep(runs, root, args.device, args.threads, args.max_runs, args.jobs)
         print(f"{claim.name}: sweep took {time.time() - start:.0f} s", flush=True)
     left = pending(runs, root)
     results = collect(runs, root)

@@ -98,3 +98,10 @@ def select(names: list[str]) -> list[Claim]:
 
 def finite(values) -> list[float]:
     return [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+
+
+def load_config_model(key: str) -> dict:
+    """The ``model`` section of the shipped config behind a :data:`NAMES` key."""
+    from benchmarks.repro.runner import load_config
+
+    return load_config(n(key))["model"]

@@ -48,6 +48,7 @@ class Run:
     stage: str = ""          # staged runs (e.g. reward model, then RL): each stage is a run
     final: bool = True       # the stage whose metrics are the run's result
     keep_checkpoints: bool = False  # a later stage starts from this stage's checkpoint
+    wave: int = 0            # runs of wave k start after every run of wave k-1 (stages that read others)
 
     @property
     def fingerprint(self) -> str:

@@ -15,7 +15,9 @@ The target p is built from the frozen base a of the method (``pl_module.base_mod
 - ``tilt``: p ∝ a·exp(φ/β), the optimum of KL-regularised RL with reward φ and coefficient β
   (Korbak et al. 2022, arXiv:2205.11275, eq. 3);
 - ``distributional``: p ∝ a·exp(λφ) with λ fitted exactly by enumeration so that E_p[φ] = μ
-  (Khalifa et al. 2021, eq. 3).
+  (Khalifa et al. 2021, eq. 3);
+- ``toy_model``: p = π*, the tabular LM ``ToyLM(seed=target_seed)`` whose log-ratios label the
+  synthetic preferences of Yun et al. (2025, arXiv:2506.01523, App. D.1).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from lit_align.models.toy import ToySpace
 from lit_align.moment_matching import fit_lambdas
 from lit_align.scorers import Regex
 
-TARGETS = ("pointwise", "tilt", "distributional")
+TARGETS = ("pointwise", "tilt", "distributional", "toy_model")
 
 
 def kl(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
@@ -68,12 +70,12 @@ def exact_metrics(log_pi: torch.Tensor, log_p: torch.Tensor, log_a: torch.Tensor
 class ExactToyMetrics(L.Callback):
     """Logs the exact metrics above to the trainer's loggers (module docstring)."""
 
-    def __init__(self, pattern: str, target: str = "pointwise", beta: float = 1.0, moment: float = 0.5,
-                 every_n_steps: int = 10, vocab_size: int = 4, length: int = 4) -> None:
+    def __init__(self, pattern: str = ".*", target: str = "pointwise", beta: float = 1.0, moment: float = 0.5,
+                 every_n_steps: int = 10, vocab_size: int = 4, length: int = 4, target_seed: int = 1) -> None:
         if target not in TARGETS:
             raise ValueError(f"ExactToyMetrics: target must be one of {TARGETS}, got {target!r}")
         self.pattern, self.target, self.beta, self.moment = pattern, target, beta, moment
-        self.every = every_n_steps
+        self.every, self.target_seed = every_n_steps, target_seed
         self.space = ToySpace(vocab_size, length)
         self.phi = Regex(pattern, name="phi")(self.space.texts).double()
         self.log_a: torch.Tensor | None = None
@@ -82,7 +84,14 @@ class ExactToyMetrics(L.Callback):
     def _prepare(self, module) -> None:
         with torch.no_grad():
             self.log_a = self.space.log_probs(module.base_model).detach().double().cpu()
-        self.log_p, _ = target_log_probs(self.target, self.phi, self.log_a, self.beta, self.moment)
+        if self.target == "toy_model":
+            from lit_align.models.toy import ToyLM
+
+            with torch.no_grad():
+                self.log_p = self.space.log_probs(ToyLM(self.space.vocab_size, self.space.length,
+                                                        seed=self.target_seed)).double()
+        else:
+            self.log_p, _ = target_log_probs(self.target, self.phi, self.log_a, self.beta, self.moment)
 
     def record(self, trainer: L.Trainer, module) -> None:
         if self.log_a is None:
