@@ -121,18 +121,34 @@ READINGS = {  # label -> (how to read one run, lower is better)
 
 
 def matched_readings(level: float) -> dict:
+    """Readings where KL(π‖a) first reaches ``level`` (see :func:`common_level`)."""
     return {
         "E_π[φ] at matched KL(π‖a)": (lambda c: at_matched(c, "exact/kl_pi_a", "exact/E_phi", level), False),
         "KL(p‖π) at matched KL(π‖a)": (lambda c: at_matched(c, "exact/kl_pi_a", "exact/kl_p_pi", level), True),
     }
 
 
+def common_level(results: dict, tuned: dict, cap: float) -> float:
+    """The largest KL(π‖a) every method reaches (median over seeds of each run's largest value),
+    at most ``cap`` (the target's own KL(p‖a)): where the methods are compared at matched KL."""
+    reach = []
+    for method, lr in tuned.items():
+        tops = sorted(max(v for _, v in c["exact/kl_pi_a"]) for c in results[method][lr].values()
+                      if c.get("exact/kl_pi_a"))
+        if tops:
+            reach.append(tops[len(tops) // 2])
+    return min([cap, *reach])
+
+
 def summarise(results: dict, ref: dict, tune_on: str, samples: int) -> tuple[dict, dict]:
     """Per method at its best learning rate: per-seed readings, their estimates, the curves."""
-    readings = {**READINGS, **matched_readings(ref["kl_p_a"])}
+    tuned = {method: best_lr(by_lr, READINGS[tune_on][0]) for method, by_lr in results.items()}
+    level = common_level(results, tuned, ref["kl_p_a"])
+    ref["matched_kl_pi_a"] = level
+    readings = {**READINGS, **matched_readings(level)}
     methods, curves = {}, {}
     for method, by_lr in results.items():
-        lr = best_lr(by_lr, READINGS[tune_on][0])
+        lr = tuned[method]
         runs = by_lr[lr]
         seeds = {label: per_seed(runs, read) for label, (read, _) in readings.items()}
         methods[method] = {"best_lr": lr, "lrs": sorted(by_lr), "per_seed": seeds,
