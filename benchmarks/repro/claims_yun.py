@@ -52,8 +52,8 @@ def yun_runs(budget: str, seeds: list[int]) -> list[Run]:
         rm["class_path"] = n("class.RewardModel")
         rm["init_args"] = {"model": "toy", "lr": 0.05, "minibatch_size": 256, "max_new_tokens": 4,
                            "save_dir": f"{{SWEEP}}/reward_model/seed{seed}/rm/saved"}
-        runs.append(Run("reward model", seed, n("config.reward_model_toy"), {**common(b, seed, b["rm_steps"]), "model": rm},
-                        stage="rm", final=False))
+        overrides = {**common(b, seed, b["rm_steps"]), "model": rm}
+        runs.append(Run("reward model", seed, n("config.reward_model_toy"), overrides, stage="rm", final=False))
         for lr in b["lrs"]:
             for method, config, edit in (
                 ("DPO", "config.dpo_toy", {}),
@@ -83,7 +83,8 @@ def analyse_yun(results: dict, budget: str) -> dict:
                       "metrics": {k: estimate([v for v in s.values() if not math.isnan(v)]) for k, s in seeds.items()}}
     kl = {m: v["per_seed"]["KL(π*‖π) end"] for m, v in methods.items()}
     effects = [effect(f"KL(π*‖π): {biased} − {consistent}", paired(kl[biased], kl[consistent]))
-               for biased in ("DPO", "RLHF (RM + RL-KL)") for consistent in ("PMLE", "distill", "reverse KL (RM + RLOO)")
+               for biased in ("DPO", "RLHF (RM + RL-KL)")
+               for consistent in ("PMLE", "distill", "reverse KL (RM + RLOO)")
                if biased in kl and consistent in kl]
     return {"methods": methods, "effects": effects, "curves": {}, "verdict": combine([e["verdict"] for e in effects])}
 

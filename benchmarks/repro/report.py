@@ -19,7 +19,8 @@ def _md_table(analysis: dict) -> list[str]:
     lines = ["| method | best lr (of) | " + " | ".join(labels) + " |", "|---" * (len(labels) + 2) + "|"]
     for method, m in analysis["methods"].items():
         cells = [m["metrics"][label].text() for label in labels]
-        lines.append(f"| {method} | {m['best_lr']:g} ({', '.join(f'{x:g}' for x in m['lrs'])}) | " + " | ".join(cells) + " |")
+        grid = ", ".join(f"{x:g}" for x in m["lrs"])
+        lines.append(f"| {method} | {m['best_lr']:g} ({grid}) | " + " | ".join(cells) + " |")
     return lines
 
 

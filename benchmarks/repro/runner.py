@@ -1,11 +1,12 @@
 """Launch one fit per (method, learning rate, seed) through the lit_align CLI, resumably.
 
-Each run is ``python -m lit_align fit --config RUN/config.yaml --ckpt_path last`` in a
-subprocess — the command a user runs. ``RUN/config.yaml`` is a shipped config with the claim's
-overrides, plus what the runner needs: a CSV logger in ``RUN/logs`` (the metrics it reads
-back), an ``AtomicCheckpoint`` in ``RUN/ckpt`` (``--ckpt_path last`` continues an interrupted
-fit from it) and the seed. A finished run writes ``RUN/done.json``; a sweep started again skips
-the runs that have one, so an interrupted sweep continues where it stopped.
+Each run is ``python -m lit_align fit --config RUN/config.yaml`` in a subprocess — the command
+a user runs — with ``--ckpt_path last`` when an interrupted attempt left a checkpoint.
+``RUN/config.yaml`` is a shipped config with the claim's overrides, plus what the runner needs:
+a CSV logger in ``RUN/logs`` (the metrics it reads back), an ``AtomicCheckpoint`` in
+``RUN/ckpt`` (what ``--ckpt_path last`` continues from) and the seed. A finished run writes
+``RUN/done.json``; a sweep started again skips the runs that have one (with the same settings),
+so an interrupted sweep continues where it stopped.
 """
 
 from __future__ import annotations
@@ -121,7 +122,10 @@ def run_config(run: Run, root: Path, device: str) -> dict:
 
 
 def command(config_path: Path) -> list[str]:
-    return [sys.executable, "-m", "lit_align", "fit", "--config", str(config_path), "--ckpt_path", "last"]
+    """The fit; ``--ckpt_path last`` when an interrupted fit left a checkpoint to continue from."""
+    resume = any((config_path.parent / "ckpt").glob("last*.ckpt"))
+    fit = [sys.executable, "-m", "lit_align", "fit", "--config", str(config_path)]
+    return fit + (["--ckpt_path", "last"] if resume else [])
 
 
 def execute(run: Run, root: Path, device: str = "cpu", threads: int = 1, env: dict | None = None) -> bool:
@@ -138,14 +142,15 @@ def execute(run: Run, root: Path, device: str = "cpu", threads: int = 1, env: di
                 "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     start = time.time()
     with open(run_dir / "log.txt", "a") as log:
-        log.write(f"\n$ {' '.join(command(config_path))}\n")
+        cmd = command(config_path)
+        log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        rc = subprocess.run(command(config_path), cwd=run_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(cmd, cwd=run_dir, env=full_env, stdout=log, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         tail = (run_dir / "log.txt").read_text(errors="replace")[-3000:]
         raise RunFailed(f"{run.key} exited with status {rc}; log {run_dir / 'log.txt'}:\n{tail}")
-    (run_dir / DONE).write_text(json.dumps({"method": run.method, "lr": run.lr, "seed": run.seed,
-                                            "config": run.config, "fingerprint": run.fingerprint, "seconds": round(time.time() - start, 1)}))
+    (run_dir / DONE).write_text(json.dumps({"method": run.method, "lr": run.lr, "seed": run.seed, "config": run.config,
+                                            "fingerprint": run.fingerprint, "seconds": round(time.time() - start, 1)}))
     return True
 
 
