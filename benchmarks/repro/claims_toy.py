@@ -205,16 +205,16 @@ def analyse_ch3(task: str):
 def claims() -> list[Claim]:
     budgets = {b: budget_line(b) for b in BUDGETS}
     return [
-        Claim("ch2", "thesis ch. 2; Korbak, Perez & Buckley 2022 (arXiv:2205.11275) §2, eq. 3",
+        Claim("ch2", "thesis ch. 2; Korbak, Perez & Buckley 2022 (arXiv:2205.11275)",
               f"KL-regularised RL with reward b and coefficient β = {CH2_BETA} converges to the Bayesian posterior "
               f"p ∝ a·exp(b/β), the same distribution a distribution-matching (DPG) trainer converges to "
               f"(toy space, b = '{POINTWISE}').",
               lambda budget, seeds: toy_runs("tilt", budget, seeds), analyse_ch2, budgets=budgets),
-        Claim("ch3-toy-pointwise", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761) §4, Fig. 2",
+        Claim("ch3-toy-pointwise", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761), pointwise constraints",
               f"DPG and GDC++ get closer to the target p ∝ a·b (lower KL(p‖π)) than RL-KL, Ziegler PPO and "
               f"REINFORCE, and RL without a KL term loses diversity (toy space, pointwise b = '{POINTWISE}').",
               lambda budget, seeds: toy_runs("pointwise", budget, seeds), analyse_ch3("pointwise"), budgets=budgets),
-        Claim("ch3-toy-distributional", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761) §4, Fig. 3",
+        Claim("ch3-toy-distributional", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761), distributional constraints",
               f"DPG and GDC++ get closer to the distributional target p ∝ a·exp(λφ), E_p[φ] = {MOMENT}, than RL-KL, "
               f"Ziegler PPO and REINFORCE, and RL without a KL term loses diversity (toy space, φ = '{FEATURE}').",
               lambda budget, seeds: toy_runs("distributional", budget, seeds), analyse_ch3("distributional"),

@@ -100,7 +100,7 @@ def claims() -> list[Claim]:
     sentence = ("With the same labelled pairs, preference MLE, preference distillation and reverse KL end closer to "
                 "π* (lower KL(π*‖π)) than DPO and RLHF (reward model + RL-KL), whose optima are tilted by π0 "
                 "(toy space, logit std {std}).")
-    section = "Yun et al. 2025 (arXiv:2506.01523) §4 and App. D.1, Fig. 1"
+    section = "Yun et al. 2025 (arXiv:2506.01523), toy experiment, App. D.1"
     return [Claim("yun-std1.0", section, sentence.format(std="1.0"), yun_runs, analyse_yun, budgets=budgets),
             Claim("yun-std0.1", section, sentence.format(std="0.1, the paper's"), unsupported_std, analyse_yun,
                   needs="a logit scale for `model: toy` (not in lit_align yet)", budgets=budgets)]

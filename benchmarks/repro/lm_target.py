@@ -4,8 +4,8 @@ RL trainers do not know p, so they cannot log KL(p‖π); this callback does it 
 every method, from ``n_samples`` fresh samples of π every ``every_n_steps`` steps:
 
 - ``target/kl_p_pi``: KL(p‖π) by importance sampling from π with Z = E_a[b] estimated once
-  from ``z_samples`` samples of the base a (Khalifa et al. 2021, arXiv:2012.11635, §3.2;
-  Korbak et al. 2022, arXiv:2206.00761, §4 use the same estimator);
+  from ``z_samples`` samples of the base a (the importance-sampling estimator of
+  Khalifa et al. 2021, arXiv:2012.11635, also in Korbak et al. 2022, arXiv:2206.00761);
 - ``target/kl_pi_a``: KL(π‖a) = E_π[log π − log a]; ``target/E_b``: E_π[b].
 """
 

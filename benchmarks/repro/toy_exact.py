@@ -11,11 +11,11 @@ enumeration of all V^T sequences (no sampling noise):
 
 The target p is built from the frozen base a of the method (``pl_module.base_model``):
 
-- ``pointwise``: p ∝ a·φ (Khalifa et al. 2021, arXiv:2012.11635, eq. 1);
+- ``pointwise``: p ∝ a·φ (Khalifa et al. 2021, arXiv:2012.11635);
 - ``tilt``: p ∝ a·exp(φ/β), the optimum of KL-regularised RL with reward φ and coefficient β
-  (Korbak et al. 2022, arXiv:2205.11275, eq. 3);
+  (Korbak, Perez & Buckley 2022, arXiv:2205.11275);
 - ``distributional``: p ∝ a·exp(λφ) with λ fitted exactly by enumeration so that E_p[φ] = μ
-  (Khalifa et al. 2021, eq. 3);
+  (Khalifa et al. 2021);
 - ``toy_model``: p = π*, the tabular LM ``ToyLM(seed=target_seed)`` whose log-ratios label the
   synthetic preferences of Yun et al. (2025, arXiv:2506.01523, App. D.1).
 """
