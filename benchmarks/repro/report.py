@@ -58,9 +58,6 @@ def _jsonable(x):
 
 def plot(claim, analysis: dict, path: Path) -> bool:
     """The (x, y) plane of the trajectories and each curve over samples seen; closed forms dashed."""
-    spec = analysis.get("plot")
-    if not spec or not analysis.get("curves"):
-        return False
     try:
         import matplotlib
 
@@ -69,6 +66,9 @@ def plot(claim, analysis: dict, path: Path) -> bool:
     except ImportError:
         print("matplotlib is not installed: no PNG (pip install .[bench])", file=sys.stderr)
         return False
+    spec = analysis.get("plot")
+    if not spec or not analysis.get("curves"):
+        return bars(claim, analysis, path, plt)
     labels, ref = spec["labels"], spec.get("reference", {})
     panels = spec.get("over_samples", [])
     fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.6 * (1 + len(panels)), 3.8), squeeze=False)
@@ -92,6 +92,28 @@ def plot(claim, analysis: dict, path: Path) -> bool:
             axes[k + 1].set_yscale("symlog", linthresh=0.01)
             axes[k + 1].set_ylim(bottom=0)
     axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def bars(claim, analysis: dict, path: Path, plt) -> bool:
+    """Without curves: each method's measurements, mean with the 95% CI, one panel per measurement."""
+    methods = analysis.get("methods") or {}
+    if not methods:
+        return False
+    labels = list(next(iter(methods.values()))["metrics"])
+    fig, axes = plt.subplots(1, len(labels), figsize=(4.6 * len(labels), 3.8), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        ests = [m["metrics"][label] for m in methods.values()]
+        means = [e.mean for e in ests]
+        err = [[e.mean - e.low if math.isfinite(e.low) else 0 for e in ests],
+               [e.high - e.mean if math.isfinite(e.high) else 0 for e in ests]]
+        ax.bar(range(len(ests)), means, yerr=err, capsize=3, color=[f"C{i}" for i in range(len(ests))])
+        ax.set_xticks(range(len(ests)), list(methods), rotation=30, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(f"{claim.name}: mean and 95% CI over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
