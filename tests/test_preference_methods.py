@@ -47,7 +47,7 @@ def test_dpo_loss_of_a_batch_matches_exact_enumeration():
     space = ToySpace(4, 4)
     module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = toy_data(batch_size=6)
-    dm.attach(module)
+    module.prepare_pairs(dm)
     batch = collate_pairs(dm.train_pairs[:6], module.policy.pad_id)
     chosen, rejected = [p.chosen for p in dm.train_pairs[:6]], [p.rejected for p in dm.train_pairs[:6]]
     log_a_c, log_a_r = exact(space, chosen, 0), exact(space, rejected, 0)
@@ -70,7 +70,7 @@ def test_dpo_without_kl_tracking_takes_the_reference_pass_with_the_untrained_pol
         assert (module.base_model is module.model) is (not track)
         dm = PreferenceDataModule(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=6, max_val_pairs=0,
                                   val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
-        dm.attach(module)
+        module.prepare_pairs(dm)
         assert ("_base_model" in module.__dict__) is track
         refs[track] = torch.tensor([[p.ref_chosen, p.ref_rejected] for p in dm.train_pairs])
     torch.testing.assert_close(refs[True], refs[False], rtol=0, atol=1e-5)
@@ -87,7 +87,7 @@ def test_dpo_reference_pass_runs_under_the_gradient_autocast():
     for dtype in ("bfloat16", None):
         module = DPO(grad_dtype=dtype, **hp)
         dm = PreferenceDataModule(**data)
-        dm.attach(module)
+        module.prepare_pairs(dm)
         batch = collate_pairs(dm.train_pairs, module.policy.pad_id)
         refs[dtype] = torch.cat([batch.ref_chosen, batch.ref_rejected])
         bf16 = DPO(grad_dtype="bfloat16", **hp)
@@ -106,7 +106,7 @@ def test_dpo_reference_pass_runs_under_the_gradient_autocast():
 def test_minibatch_accumulation_gives_the_full_batch_gradient():
     module = PMLE(model="toy", gamma=GAMMA, n_samples=2, minibatch_size=3, max_new_tokens=4)
     dm = toy_data()
-    dm.attach(module)
+    module.prepare_pairs(dm)
     module.manual_backward = lambda loss: loss.backward()  # no trainer needed for the check
     batch = collate_pairs(dm.train_pairs[:8], module.policy.pad_id)
     module.accumulate_pairs(batch, module.pair_loss)
@@ -155,7 +155,7 @@ def test_distillation_soft_labels_from_an_exact_reward_model():
     module = PreferenceDistillation(reward=LogProbScorer("toy", seed=1, scale=GAMMA), gamma=GAMMA, beta=0.0,
                                     model="toy", n_samples=4, minibatch_size=8, max_new_tokens=4)
     dm = toy_data()
-    dm.attach(module)
+    module.prepare_pairs(dm)
     batch = collate_pairs(dm.train_pairs[:8], module.policy.pad_id)
     soft = module.soft_labels(batch)
     assert torch.allclose(soft, batch.soft_label, atol=1e-6)

@@ -204,6 +204,12 @@ def compute_reference_log_probs(model, policy, pairs: Sequence[Pair], batch_size
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def set_reference_log_probs(pairs: Sequence[Pair], chosen: Tensor, rejected: Tensor) -> None:
+    """Store reference log-probs on the pairs (they travel with them into every batch)."""
+    for p, lc, lr in zip(pairs, chosen.tolist(), rejected.tolist()):
+        p.ref_chosen, p.ref_rejected = lc, lr
+
+
 def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: str, cache_dir: Path | None,
                                batch_size: int = 8, device=None) -> tuple[Tensor, Tensor, bool]:
     """Reference log-probs, read from ``cache_dir/<key>.pt`` when present, else computed and

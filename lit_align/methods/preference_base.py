@@ -16,17 +16,20 @@ rate against π0 is the :class:`lit_align.callbacks.WinRate` callback (any metho
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from lit_align.data.preference import PreferenceBatch
+from lit_align.data.preference import Pair, PreferenceBatch, PreferenceDataModule
+from lit_align.data.preference_pairs import cached_reference_log_probs, set_reference_log_probs
 from lit_align.losses import rl_kl_loss
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.offline import OfflineModule, attached_datamodule, attached_trainer, model_device
 
 
-class PreferenceModule(BasePolicyModule):
+class PreferenceModule(OfflineModule):
     """Base of the offline preference methods. Subclasses implement :meth:`pair_loss`.
 
     Args:
@@ -38,7 +41,7 @@ class PreferenceModule(BasePolicyModule):
         Other arguments: :class:`BasePolicyModule`.
     """
 
-    uses_reference_log_probs = False  # DPO reads cached log π0 of the pairs
+    uses_reference_log_probs = False  # DPO reads log π0 of the pairs, computed in prepare_pairs
 
     def __init__(
         self,
@@ -53,7 +56,7 @@ class PreferenceModule(BasePolicyModule):
 
     # ------------------------------------------------------------- reference π0
     def reference_id(self) -> str:
-        """What identifies the frozen reference (the cache key of its log-probs on the pairs)."""
+        """What identifies π0 and the numerics of its pass (the cache key of its log-probs on the pairs)."""
         hp = self.hparams
         key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
         for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
@@ -61,32 +64,55 @@ class PreferenceModule(BasePolicyModule):
                 key += f"|{option}={hp.get(option)}"
         return key
 
-    def reference_autocast(self):
-        """Context of the cached reference pass: that of the gradient passes (``grad_dtype``
-        autocast, attention kernel), so log π0 of a pair is computed with the numerics of log π
-        in the loss and h = Δπ − Δπ0 starts at 0 (trl's reference model runs under the same autocast)."""
-        return self.grad_autocast(self.base_model)
-
     def needs_reference_model(self) -> bool:
-        """Whether π0 must stay in memory after the reference log-probs are cached."""
+        """Whether π0 must stay in memory after the reference log-probs are computed."""
         from lit_align.callbacks.win_rate import WinRate
 
-        callbacks = self.trainer.callbacks if self._trainer is not None else []
+        trainer = attached_trainer(self)
+        callbacks = trainer.callbacks if trainer is not None else []
         return bool(self.hparams.track_kl) or any(isinstance(cb, WinRate) for cb in callbacks)
 
     def make_base(self, model: nn.Module) -> nn.Module:
-        """π0 used only for the cached reference pass (DPO without KL tracking): the policy itself,
-        still untrained when the data module runs that pass, instead of a second copy (~0.5 GB
-        less peak memory on SmolLM2). It is released in :meth:`on_preference_data_ready`."""
+        """π0 used only for the reference pass (DPO without KL tracking): the policy itself, still
+        untrained when :meth:`connect_data` runs, instead of a second copy (~0.5 GB less peak
+        memory on SmolLM2). It is released once the reference log-probs are computed."""
         if self.uses_reference_log_probs and not self.needs_reference_model() and not self.hparams.get("frozen_dtype"):
             return model
         return super().make_base(model)
 
-    def on_preference_data_ready(self, datamodule) -> None:
-        """Called by the data module once pairs (and cached reference log-probs) are ready:
-        π0 is released when nothing else needs it, so training holds one model."""
-        if self.uses_reference_log_probs and not self.needs_reference_model() and "_base_model" in self.__dict__:
-            del self.__dict__["_base_model"]
+    # -------------------------------------------------------------------- data
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PreferenceDataModule):
+            self.prepare_pairs(datamodule)
+
+    def prepare_pairs(self, datamodule: PreferenceDataModule) -> None:
+        """Tokenise ``datamodule``'s pairs with this method's policy and, if the method uses them,
+        compute their reference log-probs under π0; π0 is then released when nothing else needs
+        it, so training holds one model."""
+        self.configure_model()
+        datamodule.connect(self.policy, self.__dict__.get("_base_model", self.model))
+        if not self.uses_reference_log_probs or not datamodule.train_pairs:
+            return
+        if math.isnan(datamodule.train_pairs[0].ref_chosen):
+            for pairs in (datamodule.train_pairs, datamodule.val_pairs):
+                if pairs:
+                    set_reference_log_probs(pairs, *self.reference_log_probs(pairs, datamodule.reference_cache_dir()))
+        if not self.needs_reference_model():
+            self.__dict__.pop("_base_model", None)
+
+    def reference_log_probs(self, pairs: list[Pair], cache_dir: Path | None) -> tuple[Tensor, Tensor]:
+        """``(log π0(chosen), log π0(rejected))`` of ``pairs``, read from ``cache_dir`` when cached,
+        in the context of the gradient passes (``grad_dtype`` autocast, attention kernel): log π0 of
+        a pair then has the numerics of log π in the loss, and h = Δπ − Δπ0 starts at 0 (trl's
+        reference model runs under the same autocast)."""
+        model = self.base_model
+        device = model_device(model)
+        if self.device != device:  # models built on the Trainer's device (its tensor_init_context)
+            self.to(device)
+        with self.grad_autocast(model):
+            chosen, rejected, _ = cached_reference_log_probs(model, self.policy, pairs, self.reference_id(), cache_dir,
+                                                             self.hparams.minibatch_size, device)
+        return chosen, rejected
 
     def _check_batch(self, batch) -> PreferenceBatch:
         if not isinstance(batch, PreferenceBatch):
@@ -180,7 +206,8 @@ class PreferenceModule(BasePolicyModule):
                 log_pi_s = samples.log_q if self.policy.exact else self.log_prob_no_grad(self.model, samples)
                 log_a = self.base_log_prob(samples)
                 m.update(self.common_metrics(samples, log_pi_s.double(), log_a.double(), None))
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            dm = attached_datamodule(self)
             if getattr(dm, "target_model", None) is not None:
-                m["kl_target_policy"] = dm.kl_target_policy(self, prompts, self.hparams.val_samples)
+                m["kl_target_policy"] = dm.kl_target_policy(self.policy, self.model, prompts, self.hparams.val_samples,
+                                                            self.hparams.minibatch_size)
         self.log_metrics(m, "val", sync_dist=True)

@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lit_align.data.preference import PreferenceBatch
-from lit_align.methods.base import BasePolicyModule
+from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
+from lit_align.methods.offline import OfflineModule
 from lit_align.methods.ppo import hidden_size
 from lit_align.preference import bradley_terry_loss
 from lit_align.scorers.reward_model import save_reward_model, sequence_rewards
 
 
-class RewardModel(BasePolicyModule):
+class RewardModel(OfflineModule):
     """Train a reward model on a :class:`~lit_align.data.PreferenceDataModule`.
 
     Args:
@@ -48,6 +48,10 @@ class RewardModel(BasePolicyModule):
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         self.head = head.to(next(self.model.parameters()).device)
+
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PreferenceDataModule):
+            datamodule.connect(self.policy, self.model)
 
     def optimized_parameters(self):
         return list(self.model.parameters()) + list(self.head.parameters())
