@@ -203,7 +203,7 @@ def test_data_driven_methods_split_the_data_under_ddp(tmp_path, method, monkeypa
 
     monkeypatch.setenv("LIT_ALIGN_CACHE", str(tmp_path / "cache"))
     if method == "dpo":
-        module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
+        module = DPO(model="toy", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
         data = SyntheticPreferenceDataModule(n_pairs=32, n_val_pairs=4, target_model="toy", target_seed=1,
                                              batch_size=4)
     else:

@@ -38,7 +38,7 @@ def main() -> None:
 
     L.seed_everything(0, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    module = DPO(model=args.model, beta=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
+    module = DPO(model=args.model, kl_coef=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
                  grad_dtype=args.grad_dtype, gradient_checkpointing=args.gradient_checkpointing)
     data = PreferenceDataModule(dataset=args.pairs, batch_size=args.samples, val_fraction=0.0, val_split=None,
                                 max_train_pairs=args.steps * args.samples, max_val_pairs=0,

@@ -89,7 +89,8 @@ class PreferenceModule(OfflineModule):
         """Tokenise ``datamodule``'s pairs with this method's policy and, if the method uses them,
         compute their reference log-probs under π0; π0 is then released when nothing else needs
         it, so training holds one model."""
-        self.configure_model()
+        if self.model is None:
+            self.build_models()
         datamodule.connect(self.policy, self.__dict__.get("_base_model", self.model))
         if not self.uses_reference_log_probs or not datamodule.train_pairs:
             return
@@ -167,7 +168,7 @@ class PreferenceModule(OfflineModule):
             log_pi = samples.log_q.double() if self.policy.exact else self.log_prob_no_grad(self.model, samples)
         return self.common_metrics(samples, log_pi.double(), log_a, None)
 
-    def kl_coef(self) -> float:
+    def sampled_kl_coef(self) -> float:
         """Weight of the sampled KL(π‖π0) term in the loss (0: diagnostic only)."""
         return 0.0
 
@@ -183,7 +184,7 @@ class PreferenceModule(OfflineModule):
         log_c, log_r, loss = self.accumulate_pairs(batch, self.pair_loss)
         m = {"loss": loss}
         m.update(self.extra_loss(batch))
-        coef = self.kl_coef()
+        coef = self.sampled_kl_coef()
         if coef > 0 or (self.hparams.track_kl and self.global_step % self.hparams.kl_every_n_steps == 0):
             m.update(self.kl_regulariser(self.kl_samples(batch), coef))
         stepped = self.optimizer_step_guarded()
