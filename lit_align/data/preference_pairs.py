@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
+import os
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -222,7 +223,8 @@ def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: 
     chosen, rejected = compute_reference_log_probs(model, policy, pairs, batch_size, device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{random.getrandbits(32)}")
+        # one temporary name per process (forked ranks share Python's random state)
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
         torch.save({"chosen": chosen, "rejected": rejected, "reference": reference}, tmp)
         tmp.replace(path)
     return chosen, rejected, False
