@@ -75,6 +75,11 @@ class Distributional(Exponential):
             )
         return super().log_potential(texts, contexts)
 
+    def log_potential_from(self, scores, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
+        if not self.fitted:
+            return self.log_potential(texts, contexts)  # raises the error above
+        return super().log_potential_from(scores, texts, contexts)
+
     def __repr__(self) -> str:
         return f"Distributional({self.names}, moments={self.moments.tolist()}, λ={self.coefficients.tolist()})"
 
