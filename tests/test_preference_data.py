@@ -88,7 +88,7 @@ def test_cached_reference_log_probs_equal_fresh_ones(tmp_path, cache, monkeypatc
     module.prepare_pairs(dm)
     files = list((cache / "reference_log_probs").glob("*.pt"))
     assert len(files) == 1
-    fresh = [module.policy.log_prob(module.base_model, pad_samples([p.prompt_ids], [p.chosen_ids], module.policy.pad_id,
+    fresh = [module.policy.log_prob(module.engine.base, pad_samples([p.prompt_ids], [p.chosen_ids], module.policy.pad_id,
                                                                    [""], [""]))[0] for p in dm.train_pairs]
     cached = [p.ref_chosen for p in dm.train_pairs]
     assert cached == pytest.approx([float(f) for f in fresh], abs=1e-4)
@@ -111,10 +111,10 @@ def test_reference_is_released_when_nothing_else_needs_it(tmp_path, cache):
     path = write_jsonl(tmp_path / "p.jsonl", ROWS)
     module = DPO(model="tiny-gpt2", track_kl=False, n_samples=2, minibatch_size=4, max_new_tokens=4)
     module.prepare_pairs(PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0))
-    assert "_base_model" not in module.__dict__  # one model held during training
+    assert module.engine.base is None  # one model held during training
     kept = DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
     kept.prepare_pairs(PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0))
-    assert "_base_model" in kept.__dict__
+    assert kept.engine.base is not None
     # PMLE uses no cached reference log-probs: none are computed
     pm = PMLE(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0)

@@ -68,11 +68,11 @@ def test_dpo_without_kl_tracking_takes_the_reference_pass_with_the_untrained_pol
         module = DPO(model="tiny-gpt2", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, track_kl=track,
                      max_prompt_length=96)
         module.configure_model()
-        assert (module.base_model is module.model) is (not track)
+        assert (module.engine.base is module.model) is (not track)
         dm = PreferenceDataModule(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=6, max_val_pairs=0,
                                   val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
         module.prepare_pairs(dm)
-        assert ("_base_model" in module.__dict__) is track
+        assert (module.engine.base is not None) is track
         refs[track] = torch.tensor([[p.ref_chosen, p.ref_rejected] for p in dm.train_pairs])
     torch.testing.assert_close(refs[True], refs[False], rtol=0, atol=1e-5)
 
@@ -93,7 +93,7 @@ def test_dpo_reference_pass_runs_under_the_gradient_autocast():
         refs[dtype] = torch.cat([batch.ref_chosen, batch.ref_rejected])
         bf16 = DPO(grad_dtype="bfloat16", **hp)
         bf16.configure_model()
-        with torch.no_grad(), bf16.grad_autocast():
+        with torch.no_grad(), bf16.engine.grad_autocast():
             lp = bf16.policy.token_log_probs(bf16.model, batch.samples).sum(-1).double()
         h = lp - refs[dtype]
         if dtype == "bfloat16":

@@ -17,8 +17,8 @@ from lit_align.preference import DPO_LOSS_TYPES, dpo_loss, implicit_rewards
 
 class DPO(PreferenceModule):
     """Direct preference optimisation (Rafailov et al. 2023, arXiv:2305.18290, eq. 7) and its
-    IPO (Azar et al. 2023, arXiv:2310.12036, eq. 17), hinge (SLiC, Zhao et al. 2023,
-    arXiv:2305.10425, eq. 1) and label-smoothed (conservative DPO) variants.
+    IPO (Azar et al. 2024, arXiv:2310.12036), hinge (SLiC, Zhao et al. 2023, arXiv:2305.10425)
+    and label-smoothed (conservative DPO) variants.
 
     Args:
         kl_coef: β of DPO and hinge (default 0.1). Population optimum with BT labels from r:
@@ -58,8 +58,8 @@ class DPO(PreferenceModule):
 
     def _refs(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
         if batch.ref_chosen is None or batch.ref_rejected is None:
-            raise ValueError("DPO needs the reference log-probs of the pairs; the PreferenceDataModule computes "
-                             "them when attached to the method (do not build batches by hand without them)")
+            raise ValueError("DPO needs the reference log-probs of the pairs; it computes them when it connects its "
+                             "PreferenceDataModule (prepare_pairs; do not build batches by hand without them)")
         return batch.ref_chosen, batch.ref_rejected
 
     def pair_loss(self, batch: PreferenceBatch, log_chosen: Tensor, log_rejected: Tensor) -> Tensor:

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_align import phf_losses
 from lit_align.data.pretraining import ControlTokens, PretrainingDataModule
 from lit_align.methods.offline import OfflineModule
-from lit_align.models import lora as lora_lib
+from lit_align.methods.stepping import even_chunks
+from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load
-from lit_align.models.policy import Policy, Samples, disable_dropout
+from lit_align.models.policy import Samples
 
 OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
 
@@ -65,7 +65,6 @@ class PHF(OfflineModule):
     """
 
     needs_base = False
-    on_policy = False  # trains on a scored corpus: no policy samples per step (no KL(π‖a), lengths)
 
     def __init__(self, objective: str = "mle", threshold: float | None = None, drop_token_fraction: float = 0.01,
                  alpha: float = 1.0, temperature: float = 1.0, ul_mode: str = "hard", rwr_baseline: float = 0.0,
@@ -99,7 +98,9 @@ class PHF(OfflineModule):
         self.tokens_seen = 0
 
     # ------------------------------------------------------------------ models
-    def build_models(self) -> None:
+    def load_models(self) -> tuple[nn.Module, object]:
+        """The model (from scratch, from a checkpoint, with control tokens) and its tokenizer;
+        the engine applies LoRA, dropout-off and gradient checkpointing to it."""
         hp = self.hparams
         if hp.from_scratch:
             model, tok = random_model(hp.model, hp.tokenizer, hp.config_overrides or {}, hp.model_seed)
@@ -111,19 +112,16 @@ class PHF(OfflineModule):
             load_checkpoint_weights(model, hp.init_from)
         if hp.objective == "conditional":
             add_control_tokens(model, tok, [hp.aligned_token, hp.misaligned_token], hp.control_init_std, hp.model_seed)
-        if hp.lora is not None:
-            model = lora_lib.apply_lora(model, hp.lora)
-        disable_dropout(model)  # after LoRA: its adapters' dropout too
-        if hp.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            # non-reentrant with LoRA: gradients reach the adapters even though the embeddings are frozen
-            kw = {"gradient_checkpointing_kwargs": {"use_reentrant": False}} if hp.lora is not None else {}
-            model.gradient_checkpointing_enable(**kw)
-        self.model, self.tokenizer = model, tok
-        self.policy = Policy(tok, hp.max_new_tokens, 1.0, hp.top_k, hp.top_p, hp.chat_template, hp.max_prompt_length)
-        if hp.objective == "awr":
-            # V = −sigmoid(w·h), w zero-initialised, no bias (methods.md §5.2)
-            self.value_head = nn.Parameter(torch.zeros(model.config.hidden_size))
-        self.on_models_ready()
+        return model, tok
+
+    def on_models_ready(self) -> None:
+        if self.hparams.objective == "awr":
+            # V = −sigmoid(w·h), w zero-initialised, no bias (Korbak et al. 2023, arXiv:2302.08582, §2)
+            self.value_head = nn.Parameter(torch.zeros(self.model.config.hidden_size))
+
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PretrainingDataModule):
+            datamodule.connect(**self.pretraining_options())
 
     def optimized_parameters(self):
         params = list(self.model.parameters())
@@ -142,10 +140,6 @@ class PHF(OfflineModule):
         ids = self.control_ids
         return ids if self.hparams.block_aligned_token else ids[1:]
 
-    def connect_data(self, datamodule) -> None:
-        if isinstance(datamodule, PretrainingDataModule):
-            datamodule.connect(**self.pretraining_options())
-
     def pretraining_options(self) -> dict:
         """What the data module needs from the objective: the tokenizer, the document filter
         and the control tokens."""
@@ -161,7 +155,7 @@ class PHF(OfflineModule):
     def configure_optimizers(self):
         cfg = super().configure_optimizers()
         hp = self.hparams
-        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        max_steps = self.trainer.max_steps if self.attached_trainer is not None else -1
         warmup = int(hp.warmup_steps) or (int(hp.warmup_ratio * max_steps) if max_steps and max_steps > 0 else 0)
         total = max_steps if hp.lr_schedule == "linear" and max_steps and max_steps > 0 else None
 
@@ -181,9 +175,7 @@ class PHF(OfflineModule):
         the position predicting each of them (B, L−1, H)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden,
                          use_cache=False)
-        logits = out.logits[:, :-1].float()
-        target = input_ids[:, 1:]
-        logp = -F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+        logp = selected_log_probs(out.logits[:, :-1], input_ids[:, 1:])
         h = out.hidden_states[-1][:, :-1] if hidden else None
         return logp, h
 
@@ -211,21 +203,23 @@ class PHF(OfflineModule):
         ids, attn, scores = batch["input_ids"], batch["attention_mask"], batch["token_scores"].float()
         mask = attn[:, 1:].float()
         n_tokens = mask.sum().clamp(min=1)
-        size = self.hparams.minibatch_size
         totals: dict[str, Tensor] = {}
-        for start in range(0, ids.shape[0], size):
-            rows = slice(start, start + size)
-            with self.timer("forward_backward"):
-                with self.grad_autocast():
-                    logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
-                logp, h = logp.float(), (h.float() if h is not None else None)
-                terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h)
-                self.backward_if_finite(terms["loss"] / n_tokens)
+
+        def loss_of(rows: slice) -> Tensor:
+            with self.engine.grad_autocast():
+                logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
+            terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h.float() if h is not None else None)
             self.timer.count("train", attn[rows].sum())
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v.detach().double()
+            return terms["loss"] / n_tokens
+
+        # weight 1: each minibatch's summed loss is already divided by the whole batch's tokens
+        chunks = ((rows, 1.0) for rows, _ in even_chunks(ids.shape[0], self.hparams.minibatch_size))
+        self.accumulate_backward(chunks, loss_of)
         self.optimizer_step_guarded()
-        self.tokens_seen += int(attn.sum()) * (self.trainer.world_size if self._trainer is not None else 1)
+        trainer = self.attached_trainer
+        self.tokens_seen += int(attn.sum()) * (trainer.world_size if trainer is not None else 1)
         metrics = {k: v / n_tokens for k, v in totals.items()}
         metrics["tokens_seen"] = float(self.tokens_seen)
         metrics["misalignment"] = (scores[:, 1:] * mask).sum() / n_tokens
@@ -243,7 +237,7 @@ class PHF(OfflineModule):
         for cid in self.control_ids:
             mask = mask * (ids[:, 1:] != cid)
         n = mask.sum().clamp(min=1)
-        loss = phf_losses.mle_loss(logp, mask, "sum") / n
+        loss = phf_losses.mle_loss(logp, mask, "mean")
         self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=int(n))
 
     # -------------------------------------------------------------- generation
