@@ -8,9 +8,25 @@ it uses :class:`~lit_align.methods.stepping.GuardedSteps` (``attached_trainer``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from lit_align import distributed
 from lit_align.models import lora as lora_lib
 from lit_align.rng_state import gather_objects, rng_state, set_rng
+
+
+@dataclass
+class MethodState:
+    """A method's own state between steps (Ẑ, baselines, controllers): a dataclass whose fields
+    go into the checkpoint (``extra_state``) under their names."""
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
 
 
 class CheckpointState:

@@ -98,6 +98,10 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
         """The engine's :class:`~lit_align.models.Policy` (tokenisation, sampling, log-probs)."""
         return None if self.engine is None else self.engine.policy
 
+    @policy.setter
+    def policy(self, value) -> None:  # e.g. a callback sampling with other warps for a while
+        self.engine.policy = value
+
     @property
     def tokenizer(self):
         return None if self.engine is None else self.engine.tokenizer

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
 from lit_align.methods.offline import OfflineModule
 from lit_align.methods.stepping import even_chunks
-from lit_align.methods.ppo import hidden_size
+from lit_align.models.value_head import hidden_size
 from lit_align.preference import bradley_terry_loss
 from lit_align.scorers.reward_model import save_reward_model, sequence_rewards
 

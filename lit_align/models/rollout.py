@@ -40,6 +40,7 @@ class Rollout:
         log_P: (B,) float64 unnormalised target log-scores (EBM methods), else None.
         log_pi: (B,) policy log-probs (detached), filled in by the update's gradient pass.
         loss: the minibatch surrogate the update back-propagated (for diagnostics), or None.
+        loss_value: the full-batch value of that surrogate (float64), or None.
         advantages: (B,) per-sample weights of ∇log π in the loss (for diagnostics), or None.
         satisfying: (B,) bool, samples with P > 0 (EBM targets), or None.
         stepped: whether the update changed the parameters.
@@ -54,6 +55,7 @@ class Rollout:
     log_P: Tensor | None = None
     log_pi: Tensor | None = None
     loss: Loss | None = None
+    loss_value: Tensor | None = None
     advantages: Tensor | None = None
     satisfying: Tensor | None = None
     stepped: bool = False
