@@ -199,14 +199,14 @@ def test_win_rate_counts_ties_as_half():
 
 def test_reverse_kl_is_rl_kl_with_an_entropy_bonus():
     reward = LogProbScorer("toy", seed=1, scale=GAMMA)
-    m = RLOO(reward=reward, beta=0.0, entropy_coef=GAMMA, model="toy", n_samples=4, max_new_tokens=4)
+    m = RLOO(reward=reward, kl_coef=0.0, entropy_coef=GAMMA, model="toy", n_samples=4, max_new_tokens=4)
     assert m.hparams.entropy_coef == GAMMA
     log_pi, log_a, r = torch.tensor([-2.0]), torch.tensor([-1.0]), torch.tensor([0.5])
     assert float(m.shaped_reward(r, log_pi, log_a)) == pytest.approx(0.5 + GAMMA * 2.0)
-    with pytest.raises(ValueError, match="beta"):
-        RLKL(reward=reward, beta=0.0)
+    with pytest.raises(ValueError, match="kl_coef"):
+        RLKL(reward=reward, kl_coef=0.0)
     with pytest.raises(ValueError, match="entropy_coef"):
-        RLKL(reward=reward, beta=0.1, entropy_coef=-1.0)
+        RLKL(reward=reward, kl_coef=0.1, entropy_coef=-1.0)
 
 
 def test_dpo_takes_kl_coef_and_ipo_takes_tau():
