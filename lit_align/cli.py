@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 from lit_align.callbacks.perf import PerfMonitor
 from lit_align.callbacks.resume import SigtermCheckpoint
 from lit_align.cli_hints import HintingParser, check_config_file
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.engine_module import EngineModule
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -141,7 +141,7 @@ def _run(argv: list[str] | None) -> LitAlignCLI:
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     return LitAlignCLI(
-        BasePolicyModule,
+        EngineModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
