@@ -1,5 +1,5 @@
-"""The six objectives of pretraining with human feedback (Korbak et al. 2023, arXiv:2302.08582,
-§2) as one setting: which objective, its hyperparameters, checked once, and the summed loss of
+"""The six objectives of pretraining with human feedback (Korbak et al. 2023, arXiv:2302.08582)
+as one setting: which objective, its hyperparameters, checked once, and the summed loss of
 a minibatch of scored tokens (:mod:`lit_align.phf_losses` holds the losses themselves).
 
 MLE, filtering and conditional training are MLE on differently built streams (the data

@@ -1,5 +1,5 @@
 """Where PHF's objective reaches the data stream and sampling (Korbak et al. 2023,
-arXiv:2302.08582, §2): the data module gets the tokenizer, filtering's document threshold and
+arXiv:2302.08582): the data module gets the tokenizer, filtering's document threshold and
 conditional training's control tokens; when sampling, the prompt starts with ``<|aligned|>``
 and no control token is ever emitted, so no generated text contains one."""
 

@@ -82,7 +82,7 @@ def load_checkpoint_weights(model: nn.Module, path: str) -> None:
 
 def add_control_tokens(model: nn.Module, tok, tokens: Sequence[str], std: float = 0.01, seed: int = 0) -> list[int]:
     """Add control tokens to the tokenizer and embeddings: new rows = mean row + N(0, std²) (the
-    conditional training of Korbak et al. 2023, arXiv:2302.08582, §2)."""
+    conditional training of Korbak et al. 2023, arXiv:2302.08582)."""
     if not hasattr(model, "resize_token_embeddings"):
         raise ValueError(f"conditional training needs a Hugging Face model (resize_token_embeddings); got {type(model).__name__}")
     missing = [t for t in tokens if t not in tok.get_vocab()]
