@@ -61,12 +61,11 @@ class PreferenceModule(OfflineModule):
         return key
 
     def needs_reference_model(self) -> bool:
-        """Whether π0 must stay in memory after the reference log-probs are computed."""
-        from lit_align.callbacks.win_rate import WinRate
-
+        """Whether π0 must stay in memory after the reference log-probs are computed: for the KL
+        diagnostic, or for a callback that says it reads π0 (``needs_reference``, e.g. WinRate)."""
         trainer = self.attached_trainer
         callbacks = trainer.callbacks if trainer is not None else []
-        return bool(self.hparams.track_kl) or any(isinstance(cb, WinRate) for cb in callbacks)
+        return bool(self.hparams.track_kl) or any(getattr(cb, "needs_reference", False) for cb in callbacks)
 
     @property
     def reference_is_policy(self) -> bool:
