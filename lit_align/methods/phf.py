@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_align import phf_losses
+from lit_align.masked import masked_mean
 from lit_align.methods.offline import OfflineModule
 from lit_align.methods.phf_control import ControlTokenMixin
 from lit_align.methods.stepping import even_chunks
@@ -40,8 +41,7 @@ class PHF(ControlTokenMixin, OfflineModule):
             (new embeddings = mean embedding + N(0, control_init_std²)).
         prompt_before_control, block_aligned_token: the generation prompt and the blocked control
             tokens (:class:`lit_align.methods.phf_control.ControlTokenMixin`).
-        lr_schedule: ``linear`` (warm-up then linear decay to 0 at ``max_steps``) or ``constant``.
-        warmup_ratio: warm-up steps as a fraction of ``max_steps`` (when ``warmup_steps`` is 0).
+        lr_schedule, warmup_ratio: the LR after warm-up (:func:`lit_align.phf_objectives.lr_factor`).
         lora: LoRA adapters on the loaded or ``init_from`` weights (not with ``from_scratch``);
             the control tokens' new embeddings then keep their seeded initialisation.
         Other arguments: :class:`~lit_align.methods.offline.OfflineModule` (exact sampling).
@@ -67,7 +67,7 @@ class PHF(ControlTokenMixin, OfflineModule):
             raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {lr_schedule!r}")
         if init_from is not None and not Path(init_from).is_file():
             raise FileNotFoundError(f"init_from: checkpoint {init_from!r} does not exist")
-        self.value_head: nn.Parameter | None = None
+        self.value_head: nn.Parameter | None = None  # AWR's, built with the models
         self.tokens_seen = 0
 
     # ------------------------------------------------------------ models, data
@@ -127,7 +127,7 @@ class PHF(ControlTokenMixin, OfflineModule):
         self.tokens_seen += int(attn.sum()) * (trainer.world_size if trainer is not None else 1)
         metrics = {k: v / n_tokens for k, v in totals.items()}
         metrics["tokens_seen"] = float(self.tokens_seen)
-        metrics["misalignment"] = (scores[:, 1:] * mask).sum() / n_tokens
+        metrics["misalignment"] = masked_mean(scores[:, 1:], mask)
         n_params = sum(p.numel() for p in self.model.parameters())
         metrics["theoretical_loss"] = phf_losses.theoretical_loss(n_params, self.tokens_seen)
         self.log_metrics(metrics, "train")
@@ -140,8 +140,8 @@ class PHF(ControlTokenMixin, OfflineModule):
         mask = attn[:, 1:].float()
         for cid in self.control_ids:
             mask = mask * (ids[:, 1:] != cid)
-        loss = phf_losses.mle_loss(logp, mask, "mean")
-        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=int(mask.sum().clamp(min=1)))
+        self.log("val/loss", phf_losses.mle_loss(logp, mask, "mean"), on_step=False, on_epoch=True, sync_dist=True,
+                 batch_size=int(mask.sum().clamp(min=1)))
 
     def extra_state(self) -> dict:
         return {"tokens_seen": self.tokens_seen}
