@@ -261,7 +261,7 @@ def test_bad_input(case: Case, in_tmp, monkeypatch, capsys, single_thread):
 
     warn_once.__defaults__[0].clear()  # each case sees its warnings, whatever ran before
     if case.early:
-        monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+        monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     if issubclass(case.error, Warning):
         with pytest.warns(case.error) as record:
             case.run(in_tmp)
@@ -296,7 +296,7 @@ def test_command_line_prints_one_paragraph_and_exits_2(error_file, in_tmp, monke
     from lit_align import cli
 
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+    monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     (in_tmp / "d.jsonl").write_text('{"source": "a"}\n{"source": \n')
     extra = (["--ckpt_path", "nope.ckpt"] if error_file == "ckpt" else
              ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl",
