@@ -37,6 +37,15 @@ def trainer_of(module) -> "L.Trainer | None":
         return None
 
 
+def setup_sampling_ranks(trainer, rank: int, policy) -> None:
+    """Per-rank sampling streams; under sharded strategies the same number of decoding steps on
+    all ranks (``policy.sync_finished``)."""
+    if world_size(trainer) > 1:
+        seed_per_rank(rank)
+        if is_sharded(trainer) and policy is not None:
+            policy.sync_finished = lambda done: all_ranks(trainer, done)
+
+
 def world_size(trainer) -> int:
     return 1 if trainer is None else int(trainer.world_size)
 

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lit_align.losses import cdpg_loss
 from lit_align.methods.dpg import DPG
-from lit_align.methods.dpg_metrics import cdpg_metrics, scorer_moments, validation_divergences
+from lit_align.methods.rollout_metrics import cdpg_metrics, scorer_moments, validation_divergences
 from lit_align.methods.z_estimate import CDPGState
 from lit_align.models.rollout import NoSignal, Rollout
 from lit_align.models.samples import Samples

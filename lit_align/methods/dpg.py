@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from lit_align import estimators
-from lit_align.losses import F_DIVERGENCES, dpg_loss
-from lit_align.methods.dpg_metrics import _DIVERGENCES, dpg_metrics, scorer_moments, validation_divergences
+from lit_align.losses import dpg_loss
+from lit_align.methods.dpg_checks import check_dpg_arguments
+from lit_align.methods.rollout_metrics import dpg_metrics, scorer_moments, validation_divergences
 from lit_align.methods.fdpg import fdpg_objective, smooth_for_divergence
 from lit_align.methods.moments import FitsMoments
 from lit_align.methods.on_policy import OnPolicyModule
@@ -59,23 +60,10 @@ class DPG(FitsMoments, OnPolicyModule):
         moment_matching_contexts: int = 32, pointwise_epsilon: float | None = None, **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.target = target if isinstance(target, EBM) else EBM(list(target))
-        if not self.target.potentials:
-            raise ValueError("DPG: `target` needs at least one potential, e.g. Pointwise(scorer)")
-        if proposal_update_metric not in _DIVERGENCES:
-            raise ValueError(f"proposal_update_metric must be one of {sorted(_DIVERGENCES)}, got {proposal_update_metric!r}")
-        if proposal_update_interval < 1:
-            raise ValueError(f"proposal_update_interval must be ≥ 1, got {proposal_update_interval}")
-        if not self.engine_settings.sampling.exact and not allow_warped_sampling:
-            raise ValueError(
-                "DPG's importance weights assume exact ancestral sampling (temperature 1, top_k 0, top_p 1). "
-                "Set allow_warped_sampling: true to sample from the warped policy anyway (q is then the warped "
-                "distribution and its log-probs are used as log q).")
-        if divergence not in F_DIVERGENCES:
-            raise ValueError(f"divergence must be one of {F_DIVERGENCES}, got {divergence!r}")
+        self.target = check_dpg_arguments(target, proposal_update_metric, proposal_update_interval, divergence,
+                                          self.engine_settings.sampling.exact or allow_warped_sampling,
+                                          moment_matching_refit_every)
         self.target = smooth_for_divergence(self.target, divergence, pointwise_epsilon)
-        if moment_matching_refit_every is not None and moment_matching_refit_every < 1:
-            raise ValueError(f"moment_matching_refit_every must be ≥ 1 or null, got {moment_matching_refit_every}")
         self.pending_fit_metrics: dict[str, float] = {}
         self.state = DPGState()
 
@@ -96,24 +84,13 @@ class DPG(FitsMoments, OnPolicyModule):
         self.state.load_state_dict(state)
         self.load_lambdas(state.get("lambdas", []))
 
-    # -------------------------------------------------------- moment matching
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        if self.needs_fit():
-            self.fit_moments(None)
-
-    def fit_moments(self, model) -> None:
-        """Fit λ on fresh samples of ``model`` (None: the base, at fit start; the policy when refitting)."""
-        hp = self.hparams
-        self.fit_target_moments(model, hp.moment_matching_samples, hp.moment_matching_strict,
-                         batch_size=hp.moment_matching_batch, tolerance=hp.moment_matching_tolerance,
-                         n_contexts=hp.get("moment_matching_contexts", 32))
+        self.fit_moments_if_needed()
 
     def prepare_step(self) -> None:
-        every = self.hparams.moment_matching_refit_every
-        if every and self.global_step and not self.global_step % every and self.lambdas_state():
-            self.fit_moments(self.model)
-            self.state.restart()  # P changed with λ
+        if self.refit_moments_if_due():
+            self.state.restart()  # P changed with λ: Ẑ and the proposal-update window start again
 
     # -------------------------------------------------------------- objective
     def loss_and_metrics(self, rollout: Rollout, state: DPGState):
@@ -157,14 +134,9 @@ class DPG(FitsMoments, OnPolicyModule):
 
     def maybe_update_proposal(self, metrics: dict) -> bool:
         """Every ``proposal_update_interval`` steps, q ← π if D(p‖π) < D(p‖q) over the window."""
-        name, window = self.hparams.proposal_update_metric, self.state.window
-        if f"{name}_target_proposal" in metrics:
-            window["policy"].append(float(metrics[f"{name}_target_policy"]))
-            window["proposal"].append(float(metrics[f"{name}_target_proposal"]))
-        if (self.global_step % self.hparams.proposal_update_interval) != 0 or not window["policy"]:
-            return False
-        better = sum(window["policy"]) < sum(window["proposal"])
-        self.state.window = {"policy": [], "proposal": []}
+        hp = self.hparams
+        better = self.state.window_prefers_policy(metrics, hp.proposal_update_metric,
+                                                  self.global_step % hp.proposal_update_interval == 0)
         if better:
             self.engine.refresh(self.proposal)  # a full copy, or the adapters only (LoRA)
             self.state.proposal_updates += 1

@@ -12,28 +12,41 @@ from lit_align import moment_matching as mm
 
 
 class FitsMoments:
-    """Mixed into an :class:`~lit_align.methods.on_policy.OnPolicyModule` with a ``target``."""
+    """Mixed into an :class:`~lit_align.methods.on_policy.OnPolicyModule` with a ``target``; reads
+    its ``moment_matching_*`` hparams (samples, strict; optional batch, tolerance, contexts, refit_every)."""
 
     pending_fit_metrics: dict
 
-    def fit_target_moments(self, model, n_samples: int, strict: bool, **kwargs) -> None:
+    def fit_moments(self, model) -> None:
         """Fit λ on fresh samples of ``model`` (None: the base) over the data module's contexts."""
+        hp = self.hparams
         trainer = self.attached_trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-        n_contexts = kwargs.pop("n_contexts", 32)
+        extra = {"tolerance": hp.moment_matching_tolerance} if "moment_matching_tolerance" in hp else {}
         fit = mm.fit_target_by_sampling(
-            self.target, self.engine, model, contexts=mm.default_contexts(datamodule, n_contexts),
-            n_samples=n_samples, strict=strict, gather=self.gather if trainer is not None else None,
-            rank=self.global_rank, **kwargs)
+            self.target, self.engine, model, mm.default_contexts(datamodule, hp.get("moment_matching_contexts", 32)),
+            n_samples=hp.moment_matching_samples, batch_size=hp.get("moment_matching_batch", 512),
+            strict=hp.moment_matching_strict, gather=self.gather if trainer is not None else None,
+            rank=self.global_rank, **extra)
         if fit is not None:
             from lightning.pytorch.utilities import rank_zero_info
 
             rank_zero_info(fit.report())
             self.pending_fit_metrics = fit.metrics()
 
-    def needs_fit(self) -> bool:
+    def fit_moments_if_needed(self) -> None:
+        """Fit λ on the base unless every Distributional potential has one (e.g. from a checkpoint)."""
         dists = mm.distributional_potentials(self.target)
-        return bool(dists) and not all(d.fitted for d in dists)  # (a resumed run has λ from its checkpoint)
+        if dists and not all(d.fitted for d in dists):
+            self.fit_moments(None)
+
+    def refit_moments_if_due(self) -> bool:
+        """Every ``moment_matching_refit_every`` steps, re-fit λ on the policy's samples."""
+        every = self.hparams.get("moment_matching_refit_every")
+        if not every or self.global_step == 0 or self.global_step % every or not mm.distributional_potentials(self.target):
+            return False
+        self.fit_moments(self.model)
+        return True
 
     def lambdas_state(self) -> list:
         return [d.coefficients.tolist() if d.fitted else None for d in mm.distributional_potentials(self.target)]

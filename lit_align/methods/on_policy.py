@@ -17,9 +17,10 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_align import distributed, estimators
+from lit_align import distributed
 from lit_align.methods.checkpoint_state import MethodState
 from lit_align.methods.engine_module import EngineModule
+from lit_align.methods.rollout_metrics import common_metrics
 from lit_align.methods.stepping import even_chunks
 from lit_align.models.limits import check_positive_int
 from lit_align.models.rollout import Loss, NoSignal, Rollout
@@ -33,21 +34,17 @@ class OnPolicyModule(EngineModule):
     """Shared machinery of the on-policy methods (see the module docstring).
 
     Args:
-        model: a model name for :func:`lit_align.models.load` (hub name, local folder,
-            ``.gguf`` file, ``smollm2``, ``tiny-gpt2``, ``toy``); ``tokenizer``: when it differs.
-        n_samples: samples per context per training step; ``val_samples``: per validation context.
+        model: a name for :func:`lit_align.models.load` (hub name, folder, ``.gguf``, ``smollm2``,
+            ``tiny-gpt2``, ``toy``); ``tokenizer``: when it differs; ``model_seed``: for random models.
+        n_samples, val_samples: samples per context per training / validation step.
         minibatch_size: samples per forward/backward pass (gradients are accumulated).
         max_new_tokens, temperature, top_k, top_p, chat_template, max_prompt_length: sampling
             (:class:`~lit_align.models.settings.SamplingSettings`; the defaults are exact).
-        lr, optimizer, weight_decay, betas, warmup_steps: Adam(W) with linear warm-up.
-        max_grad_norm: gradient clipping (None: off).
-        max_bad_steps: stop after this many consecutive steps with a non-finite loss/gradient.
-        max_steps_without_signal: stop after this many consecutive steps without any gradient
-            signal (e.g. DPG with Ẑ = 0); None: never.
-        model_seed: initialisation seed for random models (``tiny-*``, ``toy``).
+        lr, optimizer, weight_decay, betas, warmup_steps, max_grad_norm: Adam(W), warm-up, clipping.
+        max_bad_steps, max_steps_without_signal: stop after this many steps in a row with a
+            non-finite loss/gradient, or without any gradient signal (e.g. DPG with Ẑ = 0; None: never).
         gradient_checkpointing, lora, frozen_dtype, sampler, sampler_kwargs, grad_dtype,
-            sample_dtype, train_attention: the engine's settings
-            (:class:`~lit_align.models.settings.EngineSettings`, docs/scale.md).
+            sample_dtype, train_attention: :class:`~lit_align.models.settings.EngineSettings`.
 
     Attributes:
         last_rollout: the :class:`~lit_align.models.rollout.Rollout` of the last training step
@@ -85,7 +82,6 @@ class OnPolicyModule(EngineModule):
     def _hparams_ignore(self) -> list[str]:
         return []
 
-    # ------------------------------------------------------------------ ranks
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self._setup_ranks()
@@ -96,13 +92,8 @@ class OnPolicyModule(EngineModule):
             self._setup_ranks()
 
     def _setup_ranks(self) -> None:
-        """Per-rank sampling streams; the same number of decoding steps on all ranks when sharded."""
-        if distributed.world_size(self.trainer) > 1:
-            distributed.seed_per_rank(self.global_rank)
-            if distributed.is_sharded(self.trainer) and self.policy is not None:
-                self.policy.sync_finished = lambda done: distributed.all_ranks(self.trainer, done)
+        distributed.setup_sampling_ranks(self.trainer, self.global_rank, self.policy)
 
-    # ---------------------------------------------------------------- rollout
     def sampling_model(self) -> nn.Module:
         """The proposal q the training samples come from (the policy; DPG: its frozen proposal)."""
         return self.model
@@ -180,14 +171,8 @@ class OnPolicyModule(EngineModule):
 
     # ---------------------------------------------------------------- metrics
     def common_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor, log_q: Tensor | None) -> dict:
-        """KL(π‖a), sample length and entropy proxy, IS-weighted when samples come from q ≠ π."""
-        m = {
-            "kl_policy_base": estimators.kl_policy_base(log_pi, log_a, log_q),
-            "length": self.gather(samples.lengths.double()).mean(),
-        }
-        if log_q is None:
-            m["nll_policy"] = -log_pi.double().mean()
-        m["nll_base"] = -log_a.double().mean()
+        """KL(π‖a), length, NLLs (:func:`.rollout_metrics.common_metrics`) and the vLLM engine's gap."""
+        m = common_metrics(samples, log_pi, log_a, log_q, self.gather)
         if self.hparams.get("sampler") == "vllm":  # the engine vs the trained model, largest over ranks
             gap = torch.tensor([self.engine.sampler.last_log_q_gap], device=self.device)
             m["engine_log_q_gap"] = self.gather(gap).max()

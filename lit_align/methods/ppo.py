@@ -13,36 +13,21 @@ fixed β is ``a·exp(R/β)/Z``, as for RL-KL. One rollout counts as one ``traine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from lit_align.losses import masked_entropy_bonus, ppo_policy_loss, ppo_value_loss
 from lit_align.masked import masked_mean
-from lit_align.methods.checkpoint_state import MethodState
 from lit_align.methods.on_policy import OnPolicyModule
-from lit_align.methods.ppo_rollout import token_rollout
+from lit_align.methods.ppo_rollout import PPOState, clipped_loss, token_rollout
 from lit_align.methods.reinforce import RewardFromScorers
 from lit_align.models.loading import load
 from lit_align.models.policy import disable_dropout
 from lit_align.models.rollout import Rollout
-from lit_align.models.value_head import hidden_size, token_log_probs_and_values, zero_head  # noqa: F401
+from lit_align.models.value_head import token_log_probs_and_values, zero_head
 from lit_align.rl import AdaptiveKLController, FixedKLController
 from lit_align.scorers.base import Scorer
-
-
-@dataclass
-class PPOState(MethodState):
-    kl_ctl: FixedKLController
-
-    def state_dict(self) -> dict:
-        return {"kl_ctl": self.kl_ctl.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "kl_ctl" in state:
-            self.kl_ctl.load_state_dict(state["kl_ctl"])
 
 
 class PPO(RewardFromScorers, OnPolicyModule):
@@ -112,7 +97,6 @@ class PPO(RewardFromScorers, OnPolicyModule):
         """Per-token log-probs of the policy, values V_t and (optionally) entropies."""
         return token_log_probs_and_values(self.policy, self.model, self.value_head, samples, self.value_trunk, entropy)
 
-    # -------------------------------------------------------------- objective
     def loss_and_metrics(self, rollout: Rollout, state: PPOState):
         hp = self.hparams
         reward = self.reward(rollout)
@@ -120,23 +104,8 @@ class PPO(RewardFromScorers, OnPolicyModule):
                            hp.gamma, hp.lam, hp.whiten_advantages, hp.minibatch_size)
         rollout.extras.update(ro, sums={})
         rollout.log_pi, rollout.log_a = ro["old_logp"].sum(-1).double(), ro["base_logp"].sum(-1).double()
-        rollout.advantages = ro["adv"]
-
-        def loss(rows: tuple[Tensor, float]) -> Tensor:
-            chunk, weight = rows
-            mb, m = rollout.samples.select(chunk), rollout.samples.completion_mask[chunk]
-            logp, values, ent = self.forward_tokens(mb, entropy=hp.entropy_coef > 0)
-            pg, pg_stats = ppo_policy_loss(logp, ro["old_logp"][chunk], ro["adv"][chunk], m, hp.clip_range)
-            vf, vf_stats = ppo_value_loss(values, ro["old_values"][chunk], ro["returns"][chunk], m, hp.clip_range_value)
-            out = pg + hp.value_coef * vf
-            stats = {"policy_loss": pg.detach(), "value_loss": vf.detach(), "loss": out.detach(), **pg_stats, **vf_stats}
-            if ent is not None:
-                out = out + masked_entropy_bonus(ent, m, hp.entropy_coef)
-                stats["entropy"] = masked_mean(ent.detach(), m)
-            for k, v in stats.items():
-                rollout.extras["sums"][k] = rollout.extras["sums"].get(k, 0.0) + weight * float(v)
-            return out
-
+        loss = clipped_loss(self.forward_tokens, rollout.samples, ro, hp.clip_range, hp.clip_range_value,
+                            hp.value_coef, hp.entropy_coef, rollout.extras["sums"])
         return loss, lambda: self.ppo_metrics(rollout, reward, state)
 
     def update(self, rollout: Rollout, loss) -> bool:

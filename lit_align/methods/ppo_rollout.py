@@ -1,18 +1,36 @@
-"""The per-token part of a PPO rollout: π_old and base log-probs, old values, KL-penalised
-token rewards, GAE advantages and returns (Ziegler et al., "Fine-tuning language models from
+"""The per-token part of a PPO rollout (π_old and base log-probs, old values, KL-penalised token
+rewards, GAE advantages and returns), the clipped minibatch loss over it and PPO's state (Ziegler et al., "Fine-tuning language models from
 human preferences", 2019; GAE: Schulman et al., "High-dimensional continuous control using
 generalized advantage estimation", ICLR 2016)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from lit_align.losses import masked_entropy_bonus, ppo_policy_loss, ppo_value_loss
+from lit_align.masked import masked_mean
+from lit_align.methods.checkpoint_state import MethodState
 from lit_align.models.engine import Engine
 from lit_align.models.samples import Samples
-from lit_align.rl import gae, kl_penalized_token_rewards, whiten
+from lit_align.rl import FixedKLController, gae, kl_penalized_token_rewards, whiten
+
+
+@dataclass
+class PPOState(MethodState):
+    """The KL controller (its β moves with the observed KL)."""
+
+    kl_ctl: FixedKLController
+
+    def state_dict(self) -> dict:
+        return {"kl_ctl": self.kl_ctl.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "kl_ctl" in state:
+            self.kl_ctl.load_state_dict(state["kl_ctl"])
 
 
 @torch.no_grad()
@@ -35,3 +53,26 @@ def token_rollout(engine: Engine, forward: Callable[[Samples], tuple], samples: 
         adv = whiten(adv, mask)
     return {"old_logp": old_logp, "old_values": old_values, "base_logp": base_logp, "non_score": non_score.sum(-1),
             "adv": adv, "returns": returns, "beta": kl_coef}
+
+
+def clipped_loss(forward: Callable, samples: Samples, ro: dict, clip_range: float, clip_range_value: float,
+                 value_coef: float, entropy_coef: float, sums: dict) -> Callable[[tuple[Tensor, float]], Tensor]:
+    """The loss of a chunk ``(rows, weight)`` of the rollout: ``L_clip + c_v·L_value − c_H·H``
+    (Schulman et al. 2017, eq. 9); adds its statistics, times ``weight``, to ``sums``."""
+
+    def loss(rows: tuple[Tensor, float]) -> Tensor:
+        chunk, weight = rows
+        mb, m = samples.select(chunk), samples.completion_mask[chunk]
+        logp, values, ent = forward(mb, entropy=entropy_coef > 0)
+        pg, pg_stats = ppo_policy_loss(logp, ro["old_logp"][chunk], ro["adv"][chunk], m, clip_range)
+        vf, vf_stats = ppo_value_loss(values, ro["old_values"][chunk], ro["returns"][chunk], m, clip_range_value)
+        out = pg + value_coef * vf
+        stats = {"policy_loss": pg.detach(), "value_loss": vf.detach(), "loss": out.detach(), **pg_stats, **vf_stats}
+        if ent is not None:
+            out = out + masked_entropy_bonus(ent, m, entropy_coef)
+            stats["entropy"] = masked_mean(ent.detach(), m)
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + weight * float(v)
+        return out
+
+    return loss

@@ -11,9 +11,6 @@ values. ``fit`` runs the same rounds on the training contexts (no parameter is u
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -22,7 +19,7 @@ from torch import Tensor
 from lit_align import moment_matching as mm
 from lit_align.methods.moments import FitsMoments
 from lit_align.methods.on_policy import OnPolicyModule
-from lit_align.methods.sampler_rules import select
+from lit_align.methods.sampler_rules import append_jsonl, proposal_rows, select
 from lit_align.models.loading import load
 from lit_align.models.policy import Samples, disable_dropout
 from lit_align.models.rollout import Rollout
@@ -81,8 +78,7 @@ class Sampler(FitsMoments, OnPolicyModule):
 
     def _prepare(self) -> None:
         self._move_frozen()
-        if self.needs_fit():
-            self.fit_target_moments(None, self.hparams.moment_matching_samples, self.hparams.moment_matching_strict)
+        self.fit_moments_if_needed()
 
     def on_predict_start(self) -> None:
         super().on_predict_start()
@@ -114,24 +110,13 @@ class Sampler(FitsMoments, OnPolicyModule):
                      hp.acceptance_rate, hp.log_bound, hp.n_resample or hp.n_samples)
         self.n_proposed += len(rollout)
         self.n_accepted += int(sel.accepted.sum())
-        scores = {s.name: v.tolist() for s, v in rollout.scores.items()}
-        s = rollout.samples
-        rows = [{"context": s.contexts[i], "text": s.texts[i], "accepted": bool(sel.accepted[i]),
-                 "copies": int(sel.copies[i]), "log_P": _num(log_P[i]), "log_q": _num(log_q[i]),
-                 "log_a": _num(log_a[i]), "log_acceptance": _num(sel.log_acceptance[i]),
-                 "scores": {k: v[i] for k, v in scores.items()}} for i in range(len(s))]
+        rows = proposal_rows(rollout, sel, log_P, log_q, log_a)
         return rows, sel.metrics
 
     def write(self, rows: list[dict]) -> None:
-        path = Path(self.hparams.output)
         trainer = self.attached_trainer
-        if trainer is not None and trainer.world_size > 1:
-            path = path.with_name(f"{path.name}.rank{self.global_rank}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self.rows_written += len(rows)
+        world = trainer.world_size if trainer is not None else 1
+        self.rows_written += append_jsonl(self.hparams.output, rows, self.global_rank if world > 1 else None)
 
     def predict_step(self, batch: list[str], batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         rows, metrics, _ = self.sample_round(list(batch))
@@ -157,8 +142,3 @@ class Sampler(FitsMoments, OnPolicyModule):
             return metrics
 
         return None, all_metrics
-
-
-def _num(x: Tensor) -> float | None:
-    v = float(x)
-    return v if math.isfinite(v) else None

@@ -3,12 +3,16 @@ resampling or everything (the rules themselves are the pure functions of :mod:`l
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from lit_align import samplers
+from lit_align.models.rollout import Rollout
 
 
 @dataclass
@@ -53,3 +57,30 @@ def select(method: str, log_P: Tensor, log_q: Tensor, context_index: Tensor, gen
     out.metrics["accepted_fraction"] = float(out.accepted.double().mean())
     out.metrics["n_accepted"] = float(out.accepted.sum())
     return out
+
+
+def proposal_rows(rollout: Rollout, sel: Selection, log_P: Tensor, log_q: Tensor, log_a: Tensor) -> list[dict]:
+    """One JSON-able row per proposal: context, text, kept or not, its log-quantities and scores."""
+    scores = {s.name: v.tolist() for s, v in rollout.scores.items()}
+    s = rollout.samples
+    return [{"context": s.contexts[i], "text": s.texts[i], "accepted": bool(sel.accepted[i]),
+             "copies": int(sel.copies[i]), "log_P": _num(log_P[i]), "log_q": _num(log_q[i]),
+             "log_a": _num(log_a[i]), "log_acceptance": _num(sel.log_acceptance[i]),
+             "scores": {k: v[i] for k, v in scores.items()}} for i in range(len(s))]
+
+
+def append_jsonl(output: str, rows: list[dict], rank: int | None = None) -> int:
+    """Append ``rows`` to ``output`` (``.rank{r}`` suffix when ``rank`` is given); returns their number."""
+    path = Path(output)
+    if rank is not None:
+        path = path.with_name(f"{path.name}.rank{rank}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def _num(x: Tensor) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None

@@ -45,6 +45,18 @@ class DPGState(MethodState):
                                                torch.logsumexp(log_w.double().cpu(), 0)))
         self.z_count += log_w.numel()
 
+    def window_prefers_policy(self, metrics: dict, name: str, check: bool) -> bool:
+        """Add this step's D(p‖π) and D(p‖q) (``name``: kl, tv, js) to the window; on a ``check``
+        step, whether π beat q over the window (the window then starts again)."""
+        if f"{name}_target_proposal" in metrics:
+            self.window["policy"].append(float(metrics[f"{name}_target_policy"]))
+            self.window["proposal"].append(float(metrics[f"{name}_target_proposal"]))
+        if not check or not self.window["policy"]:
+            return False
+        better = sum(self.window["policy"]) < sum(self.window["proposal"])
+        self.window = _empty_window()
+        return better
+
     def restart(self) -> None:
         """P changed (λ re-fitted): Ẑ and the proposal-update window start again."""
         self.log_z_sum, self.z_count = -math.inf, 0

@@ -1,4 +1,5 @@
-"""The metrics of DPG and CDPG on a rollout: divergences to the target, Ẑ, ESS and moments.
+"""Metrics of a rollout: those of every on-policy method (KL to the base, length, NLL) and those
+of DPG and CDPG (divergences to the target, Ẑ, ESS and moments).
 
 The divergences ``KL(p‖π)``, ``TV(p, π)`` and ``JS(p, π)`` are importance-sampled with the
 estimate Ẑ (Khalifa, Elsahar & Dymetman, "A distributional approach to controlled text
@@ -16,12 +17,25 @@ from torch import Tensor
 
 from lit_align import estimators
 from lit_align.models.rollout import Rollout
+from lit_align.models.samples import Samples
 
-_DIVERGENCES = {
+DIVERGENCES = {
     "kl": estimators.kl_target_policy,
     "tv": estimators.tv_target_policy,
     "js": estimators.js_target_policy,
 }
+
+
+def common_metrics(samples: Samples, log_pi: Tensor, log_a: Tensor, log_q: Tensor | None, gather) -> dict:
+    """KL(π‖a), sample length and entropy proxy, IS-weighted when samples come from q ≠ π."""
+    m = {
+        "kl_policy_base": estimators.kl_policy_base(log_pi, log_a, log_q),
+        "length": gather(samples.lengths.double()).mean(),
+    }
+    if log_q is None:
+        m["nll_policy"] = -log_pi.double().mean()
+    m["nll_base"] = -log_a.double().mean()
+    return m
 
 
 def dpg_metrics(rollout: Rollout, log_z: float, off_policy: bool, device) -> dict:
@@ -39,10 +53,10 @@ def dpg_metrics(rollout: Rollout, log_z: float, off_policy: bool, device) -> dic
         "importance_ratio_policy_proposal": torch.exp(log_pi - log_q).mean(),
     }
     if finite_z:  # else nothing has satisfied the target yet (Ẑ = 0): z = 0 and n_satisfying = 0 say why
-        for name, fn in _DIVERGENCES.items():
+        for name, fn in DIVERGENCES.items():
             m[f"{name}_target_policy"] = fn(log_P, log_q, log_pi, lz)
         if off_policy:
-            for name, fn in _DIVERGENCES.items():
+            for name, fn in DIVERGENCES.items():
                 m[f"{name}_target_proposal"] = fn(log_P, log_q, log_q, lz)
     return m, (log_pi, log_a, log_q)
 
@@ -111,7 +125,7 @@ def validation_divergences(rollout: Rollout, log_z: float | None) -> dict:
     m["z"] = torch.exp(log_z_c).mean()
     m["contexts_with_signal"] = torch.isfinite(log_z_c).double().mean()
     for name in ("kl_target_policy", "tv_target_policy"):
-        fn = _DIVERGENCES[name[:2]]
+        fn = DIVERGENCES[name[:2]]
         values = estimators.per_context(fn, idx, log_z_c, log_P, lp, lp)
         finite = values[torch.isfinite(values)]
         if finite.numel():
