@@ -131,12 +131,7 @@ class OfflineModule(EngineModule):
             self._setup_ranks()
 
     def _setup_ranks(self) -> None:
-        """Per-rank sampling streams; the same number of decoding steps on all ranks when sharded."""
-        trainer = self.attached_trainer
-        if distributed.world_size(trainer) > 1:
-            distributed.seed_per_rank(self.global_rank)
-            if distributed.is_sharded(trainer):
-                self.policy.sync_finished = lambda done: distributed.all_ranks(trainer, done)
+        distributed.setup_sampling_ranks(self.attached_trainer, self.global_rank, self.policy)
 
     # ------------------------------------------------------------------ passes
     def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
