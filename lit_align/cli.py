@@ -20,6 +20,7 @@ from lit_align.callbacks.perf import PerfMonitor
 from lit_align.callbacks.resume import SigtermCheckpoint
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.methods.base import BasePolicyModule
+from lit_align.renames import cli_check, cli_check_config_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -40,6 +41,7 @@ def resolve_config(value: str) -> str:
     for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return str(candidate)
+    cli_check_config_name(value)  # an old shipped name: the new one
     raise SystemExit(
         f"error: config {value!r} is neither a file nor a shipped config. "
         f"Shipped configs: {', '.join(shipped_configs())}"
@@ -58,7 +60,7 @@ def resolve_argv(argv: list[str]) -> list[str]:
             arg = "--config=" + resolve_config(arg.split("=", 1)[1])
         out.append(arg)
         i += 1
-    return out
+    return cli_check(out)  # renamed parameters in the configs or flags: the new names
 
 
 class LitAlignCLI(LightningCLI):

@@ -5,7 +5,7 @@ A target is composed like in disco::
     from lit_align.targets import base, Pointwise, Exponential, RewardTilt
     target = base * Pointwise(WordPresence(["amazing"]))            # a · b
     target = base * Exponential([female], [lam])                     # a · exp(λ·φ)
-    target = base * RewardTilt(reward_model, beta=0.1)               # a · exp(r/β)
+    target = base * RewardTilt(reward_model, temperature=0.1)        # a · exp(r/β)
 
 ``base`` stands for the base LM ``a``; its log-probabilities are computed by the method
 (it owns the model), and the target adds the log-potentials of the decoded texts.
@@ -96,14 +96,14 @@ class Exponential(Potential):
 class RewardTilt(Potential):
     """``exp(r(x)/β)``: the implicit target of KL-regularised RL, ``a·exp(r/β)/Z`` (§2)."""
 
-    def __init__(self, scorer: Scorer, beta: float = 1.0) -> None:
-        if beta <= 0:
-            raise ValueError(f"RewardTilt: beta must be > 0, got {beta}")
+    def __init__(self, scorer: Scorer, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"RewardTilt: temperature must be > 0, got {temperature}")
         self.scorer = scorer
-        self.beta = beta
+        self.temperature = temperature
 
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        return self.scorer(texts, contexts) / self.beta
+        return self.scorer(texts, contexts) / self.temperature
 
     def scorers(self) -> list[Scorer]:
         return [self.scorer]

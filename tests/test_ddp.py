@@ -235,7 +235,7 @@ def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, ru
     raw = yaml.safe_load(text)
     assert set(raw) == {"trainer"}, "a strategy snippet only sets trainer options"
     with pytest.raises(SystemExit) as info:  # composes by shipped name, later --config wins
-        run_cli("fit", "--config", "toy_dpg.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
+        run_cli("fit", "--config", "dpg_toy.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
     assert info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"] == "lit_align.methods.DPG"

@@ -225,6 +225,6 @@ def test_reward_model_scorer_serves_as_a_reward_tilt():
     rm = RewardModelScorer("tiny-gpt2", device="cpu")
     texts, contexts = ["a fine day", "rain", ""], ["Weather:", "Weather:", "Weather:"]
     r = rm(texts, contexts)
-    target = base * RewardTilt(rm, beta=0.5)
+    target = base * RewardTilt(rm, temperature=0.5)
     assert torch.allclose(target.log_potential(texts, contexts), r / 0.5)
     assert len(set(r.tolist())) == 3  # a random head still separates different texts
