@@ -22,14 +22,8 @@ from torch import Tensor
 
 from lit_align import estimators
 from lit_align import moment_matching as mm
-from lit_align.losses import (
-    F_DIVERGENCES,
-    FDPG_DEFAULT_EPSILON,
-    dpg_loss,
-    fdpg_loss,
-    fdpg_pseudo_reward,
-    leave_one_out_baseline,
-)
+from lit_align.f_divergences import F_DIVERGENCES, FDPG_DEFAULT_EPSILON, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline
+from lit_align.losses import dpg_loss
 from lit_align.methods.base import BasePolicyModule
 from lit_align.models.policy import Samples
 from lit_align.targets import EBM, Pointwise, Potential

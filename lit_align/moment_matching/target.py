@@ -1,4 +1,5 @@
-"""Distributional potentials and fitting their λ on samples (methods.md §1.1, §4.1, §9.2).
+"""Distributional potentials and fitting their λ on samples (Khalifa et al. 2021,
+arXiv:2012.11635; per-context targets: Korbak et al. 2022, arXiv:2112.00791).
 
 :class:`Distributional` is ``exp(λ·φ)`` with desired moments μ̄; :func:`fit_target` fits the
 λ of every such potential of a target jointly on samples of a proposal, and
@@ -172,7 +173,7 @@ def fit_module_target(
     its ``train_contexts``), else to the data module's ``prompt`` (``""``: unconditional,
     from BOS). With several contexts the samples are split evenly among them and the
     moments matched are the per-context normalised moments averaged over contexts,
-    ``E_c E_{p_c}[φ]`` (methods.md §4.1: CDPG's target is normalised per context).
+    ``E_c E_{p_c}[φ]`` (CDPG's target is normalised per context, arXiv:2112.00791).
 
     With ``strict=False`` an unfittable target (a feature that never fires, e.g. a random
     tiny model in a smoke test) warns and keeps the current λ instead of raising.

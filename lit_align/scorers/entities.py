@@ -1,4 +1,4 @@
-"""Entity-level factual consistency for summarization (CDPG, methods.md §4.3).
+"""Entity-level factual consistency for summarization (CDPG, Korbak et al. 2022, arXiv:2112.00791).
 
 ``b(x, c) = 1`` iff the summary ``x`` names at least ``min_entities`` distinct named
 entities and every one of them appears in the source article ``c`` (case-insensitive; the

@@ -1,4 +1,4 @@
-"""``γ·log π*(x | c)`` under a language model, as a scorer (methods.md §6.1).
+"""``γ·log π*(x | c)`` under a language model, as a scorer (Yun et al. 2025, arXiv:2506.01523).
 
 Under Yun et al.'s generative model the exact reward model is ``R̂ = γ ln π* + c``: with the
 target LM at hand (synthetic preferences, the toy space) this scorer *is* that reward model,

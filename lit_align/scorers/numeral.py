@@ -1,4 +1,5 @@
-"""Numeral consistency for translation (CDPG's terminology-consistent translation, methods.md §4.3).
+"""Numeral consistency for translation (CDPG's terminology-consistent translation,
+Korbak et al. 2022, arXiv:2112.00791).
 
 ``b(x, c) = 1`` iff every number in the source sentence ``c`` appears in the translation
 ``x``, written as digits or (when ``target_words`` is given) as a number word of the
