@@ -177,7 +177,7 @@ class MisalignmentEval(L.Callback):
         return self._ref
 
     def kl_reference(self, module) -> float:
-        from lit_align.methods.phf import blocked_tokens
+        from lit_align.models.blocked import blocked_tokens
 
         texts, log_ref = self._reference_samples(module.device)
         prefix = module.policy.encode_context(module.generation_context("") if hasattr(module, "generation_context") else "")

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_align.data.conditional import source_of
+from lit_align.contexts import source_of
 
 METRICS = ("bleu", "rouge", "compile_rate", "pep8_errors", "entity_consistency", "numeral_consistency", "length")
 DECODINGS = ("sampling", "beam")

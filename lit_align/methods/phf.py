@@ -10,7 +10,6 @@ module asks :meth:`PHF.pretraining_options`); unlikelihood, RWR and AWR weight t
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from lit_align import phf_losses
 from lit_align.data.pretraining import ControlTokens
 from lit_align.methods.base import BasePolicyModule
+from lit_align.models.blocked import blocked_tokens
 from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load
 from lit_align.models.policy import Policy, Samples, disable_dropout
 
@@ -334,21 +334,3 @@ def add_control_tokens(model: nn.Module, tok, tokens: Sequence[str], std: float 
                     w[i] = mean + std * torch.randn(w.shape[1], generator=gen).to(w)
     return ids
 
-
-@contextmanager
-def blocked_tokens(model: nn.Module, ids: Sequence[int]):
-    """Sample with the logits of ``ids`` at −inf (the paper's ``bad_words_ids``)."""
-    if not ids:
-        yield
-        return
-    head = model.get_output_embeddings()
-    index = torch.tensor(list(ids))
-
-    def hook(module, inputs, output):
-        return output.index_fill(-1, index.to(output.device), float("-inf"))
-
-    handle = head.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()

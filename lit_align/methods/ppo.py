@@ -28,19 +28,11 @@ from torch import Tensor, nn
 from lit_align.losses import masked_entropy_bonus, ppo_policy_loss, ppo_value_loss
 from lit_align.methods.base import BasePolicyModule
 from lit_align.methods.reinforce import RewardFromScorers
+from lit_align.models.heads import hidden_size
 from lit_align.models.loading import load
 from lit_align.models.policy import Samples, disable_dropout
 from lit_align.rl import AdaptiveKLController, FixedKLController, gae, kl_penalized_token_rewards, masked_mean, whiten
 from lit_align.scorers.base import Scorer
-
-
-def hidden_size(model: nn.Module) -> int:
-    cfg = getattr(model, "config", None)
-    for name in ("hidden_size", "n_embd", "d_model"):
-        size = getattr(cfg, name, None)
-        if isinstance(size, int) and size > 0:
-            return size
-    raise ValueError(f"cannot tell the hidden size of {type(model).__name__} for a value head")
 
 
 class PPO(RewardFromScorers, BasePolicyModule):

@@ -139,10 +139,18 @@ def fit_target(
 # --------------------------------------------------------------- with a LightningModule's models
 
 
+def attached_trainer(module):
+    """The Trainer ``module`` is attached to, or None (``LightningModule.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except (RuntimeError, AttributeError):
+        return None
+
+
 def default_contexts(module, n_contexts: int = 32) -> list[str]:
     """The contexts moment matching samples from: ``n_contexts`` of a conditional data module's
     training contexts (a fixed random subset, seed 0), else its ``prompt`` (``""`` if none)."""
-    dm = getattr(getattr(module, "_trainer", None), "datamodule", None)
+    dm = getattr(attached_trainer(module), "datamodule", None)
     train = getattr(dm, "train_contexts", None)
     if train is None and hasattr(dm, "train_contexts") and hasattr(dm, "setup"):
         dm.setup("fit")
@@ -201,7 +209,7 @@ def fit_module_target(
         log_q.append(lq.cpu())
         log_a.append(lq.cpu() if model is base_model else module.base_log_prob(samples).double().cpu())
         drawn += len(samples)
-    gather = module.gather if getattr(module, "_trainer", None) is not None else None
+    gather = module.gather if attached_trainer(module) is not None else None
     try:
         return fit_target(module.target, texts, ctxs, torch.cat(log_a), torch.cat(log_q), gather=gather,
                           groups=torch.cat(groups) if len(contexts) > 1 else None, **kwargs)

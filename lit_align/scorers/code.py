@@ -27,6 +27,7 @@ import re
 import warnings
 from typing import Sequence
 
+from lit_align.contexts import source_of
 from lit_align.scorers.base import Scorer
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -35,7 +36,6 @@ _TOPLEVEL = re.compile(r"^(?:async\s+def|def|class|import|from|@)\b", re.MULTILI
 
 def code_prefix(context: str) -> str:
     """The code part of a context: from its first ``def``/``async def``/``@`` line on (fences removed)."""
-    from lit_align.data.conditional import source_of
 
     text = source_of(context)
     m = re.search(r"^(?:async\s+def|def|@)", text, re.MULTILINE)

@@ -39,7 +39,7 @@ class LogProbScorer(Scorer):
 
     @torch.no_grad()
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        from lit_align.data.preference import pad_samples
+        from lit_align.models.samples import pad_samples
 
         contexts = list(contexts) if contexts is not None else [""] * len(texts)
         tok, eos = self.policy.tokenizer, self.policy.eos_id

@@ -67,7 +67,7 @@ def save_reward_model(folder: str | Path, model: nn.Module, head: nn.Linear, tok
 def load_reward_model(path: str | Path, seed: int = 0) -> tuple[nn.Module, nn.Linear, object, dict]:
     """``(model, head, tokenizer, meta)`` from a saved folder, or from a model name for
     :func:`lit_align.models.load` with a random head (smoke tests: ``tiny-gpt2``, ``toy``)."""
-    from lit_align.methods.ppo import hidden_size
+    from lit_align.models.heads import hidden_size
     from lit_align.models.loading import load
 
     folder = Path(path).expanduser()
@@ -131,7 +131,7 @@ class RewardModelScorer(Scorer):
 
     @torch.no_grad()
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        from lit_align.data.preference import pad_samples
+        from lit_align.models.samples import pad_samples
 
         contexts = list(contexts) if contexts is not None else [""] * len(texts)
         eos = [self.policy.eos_id] if self.append_eos and self.policy.eos_id is not None else []
