@@ -6,7 +6,7 @@ reduced across ranks, all ranks take the same decisions and hold the same weight
   2n samples: the logged Ẑ, KL/TV estimates, scorer moments, ESS, the fitted λ and the
   proposal-update decisions agree step by step, and so do the final weights.
 * With real sampling (seeded per rank) a DDP run and a single-process run with the same total
-  samples reach the same distribution on the exact toy space (methods.md §11).
+  samples reach the same distribution on the exact toy space (docs/toy_space.md).
 """
 
 from __future__ import annotations

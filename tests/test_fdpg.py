@@ -1,4 +1,4 @@
-"""f-DPG (methods.md §7, §9.4, §11): the loss family, exact gradients by enumeration, the
+"""f-DPG (Go et al. 2023, arXiv:2302.08215; docs/toy_space.md): the loss family, exact gradients by enumeration, the
 reverse-KL pitfall, convergence to the ε-smoothed target, and the DPG integration."""
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def dpg_kl_and_rkl():
 
 def test_dpg_module_reverse_kl_is_mode_seeking(toy, dpg_kl_and_rkl):
     """Through the DPG LightningModule (tabular autoregressive policy): both reach p_ε; reverse
-    KL ends with higher E[b] and lower entropy than forward KL (methods.md §11 table)."""
+    KL ends with higher E[b] and lower entropy than forward KL (docs/toy_space.md)."""
     (_, space, tgt, lp_kl), (mod_rkl, _, _, lp_rkl) = dpg_kl_and_rkl
     b = Regex(PATTERN)(space.texts)
     assert ex.tv(lp_kl, tgt.log_p) < 0.03 and ex.tv(lp_rkl, tgt.log_p) < 0.06

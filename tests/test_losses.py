@@ -1,4 +1,4 @@
-"""Loss functions (lit_align.losses): expected gradients against exact gradients (methods.md §1.2, §2, §3.2, §11).
+"""Loss functions (lit_align.losses): expected gradients against exact gradients (docs/toy_space.md).
 
 The policy is a sequence-level softmax ``π_θ = softmax(θ)`` over the 256 sequences of the
 toy space. The *expected* gradient of a per-sample loss under a sampling distribution q

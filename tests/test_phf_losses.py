@@ -1,4 +1,4 @@
-"""PHF losses (methods.md §5.2) against values computed by hand, element by element."""
+"""PHF losses (Korbak et al. 2023, arXiv:2302.08582) against values computed by hand, element by element."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_awr_loss_and_gradients_by_hand():
 
 
 def test_awr_with_alpha_one_leaves_the_value_untrained():
-    # the released RWR is AWR with α = 1: its value head never moves (methods.md §5.2 quirk)
+    # the released RWR is AWR with α = 1: its value head never moves (a quirk of the released code, docs/phf.md)
     v = torch.full((1, 3), -0.5, dtype=torch.float64, requires_grad=True)
     awr_loss(LOGP, S, v, alpha=1.0, temperature=10.0).backward()
     assert torch.count_nonzero(v.grad) == 0

@@ -1,6 +1,6 @@
 """PPO (Ziegler baseline) and RLOO: exact values of the pure functions, the unbiasedness of
 the leave-one-out baseline by enumeration, and convergence of the real modules on the toy
-space to the KL-control optimum a·exp(r/β)/Z (methods.md §2, §3.2, §7, §11).
+space to the KL-control optimum a·exp(r/β)/Z (docs/toy_space.md).
 """
 
 from __future__ import annotations
