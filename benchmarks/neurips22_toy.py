@@ -152,7 +152,7 @@ def build(method: str, task: Task, args) -> L.LightningModule:
         return Reinforce(reward=task.scorer, **common)
     if method == "RL-KL":
         beta = 0.1 if task.name == "pointwise" else 1.0 / task.lam
-        return RLKL(reward=task.scorer, beta=beta, **common)
+        return RLKL(reward=task.scorer, kl_coef=beta, **common)
     if method == "PPO (Ziegler)":
         return PPO(reward=task.scorer, ppo_minibatch_size=args.samples, **common)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -270,7 +270,7 @@ def _base_log_probs(space: ToySpace, args) -> torch.Tensor:
     """Exact log a(x) of the base every method loads (``model: toy``, the default model seed)."""
     module = DPG(target=[Pointwise(Regex(POINTWISE))], model="toy", max_new_tokens=4)
     module.configure_model()
-    return space.log_probs(module.base_model).detach().double()
+    return space.log_probs(module.engine.base).detach().double()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,14 @@ def seed_per_rank(rank: int) -> int:
     return seed
 
 
+def trainer_of(module) -> "L.Trainer | None":
+    """The Trainer a LightningModule is attached to, or None (``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
 def world_size(trainer) -> int:
     return 1 if trainer is None else int(trainer.world_size)
 

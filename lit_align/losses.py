@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_align.masked import masked_mean
+
 __all__ = ["dpg_loss", "reinforce_loss", "kl_shaped_reward", "rl_kl_loss"]
 
 
@@ -112,13 +114,6 @@ def rl_kl_loss(
 __all__ += ["ppo_policy_loss", "ppo_value_loss", "masked_entropy_bonus"]
 
 
-def _masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    if mask is None:
-        return x.mean()
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1)
-
-
 def ppo_policy_loss(
     log_pi: Tensor,
     log_pi_old: Tensor,
@@ -138,10 +133,10 @@ def ppo_policy_loss(
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - clip, 1.0 + clip)
-    loss = _masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     stats = {
-        "clip_fraction": _masked_mean((clipped > unclipped).to(torch.float64), mask).detach(),
-        "approx_kl": _masked_mean(0.5 * log_ratio.detach() ** 2, mask),
+        "clip_fraction": masked_mean((clipped > unclipped).to(torch.float64), mask).detach(),
+        "approx_kl": masked_mean(0.5 * log_ratio.detach() ** 2, mask),
     }
     return loss.to(log_pi.dtype), stats
 
@@ -164,17 +159,17 @@ def ppo_value_loss(
     ret = returns.detach().to(torch.float64)
     v_clipped = v_old + torch.clamp(v - v_old, -clip, clip)
     err, err_clipped = (v - ret) ** 2, (v_clipped - ret) ** 2
-    loss = 0.5 * _masked_mean(torch.maximum(err, err_clipped), mask)
+    loss = 0.5 * masked_mean(torch.maximum(err, err_clipped), mask)
     stats = {
-        "value_error": _masked_mean(err.detach(), mask),
-        "value_clip_fraction": _masked_mean((err_clipped > err).to(torch.float64).detach(), mask),
+        "value_error": masked_mean(err.detach(), mask),
+        "value_clip_fraction": masked_mean((err_clipped > err).to(torch.float64).detach(), mask),
     }
     return loss.to(values.dtype), stats
 
 
 def masked_entropy_bonus(entropy: Tensor, mask: Tensor | None = None, coef: float = 0.0) -> Tensor:
     """Entropy bonus as a loss term: ``−c_H·mean_t H(π(·|y_<t))`` over the masked tokens."""
-    return -coef * _masked_mean(entropy, mask)
+    return -coef * masked_mean(entropy, mask)
 
 
 __all__ += ["cdpg_loss"]

@@ -67,7 +67,7 @@ def bradley_terry_loss(
 
 def implicit_rewards(log_pi: Tensor, log_ref: Tensor, kl_coef: float) -> Tensor:
     """DPO's implicit reward ``β·(log π − log π_ref)`` of each completion (detached), β = ``kl_coef``
-    (Rafailov et al. 2023, arXiv:2305.18290)."""
+    (Rafailov et al. 2023, arXiv:2305.18290, §5)."""
     return (kl_coef * (log_pi.detach().double() - log_ref.detach().double()))
 
 
@@ -76,7 +76,7 @@ def dpo_loss(
     log_pi_rejected: Tensor,
     log_ref_chosen: Tensor,
     log_ref_rejected: Tensor,
-    beta: float = 0.1,
+    kl_coef: float = 0.1,
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
     reduction: str = "mean",
@@ -86,7 +86,10 @@ def dpo_loss(
     - ``sigmoid`` (Rafailov et al. 2023, arXiv:2305.18290): ``−(1−ε)·ln σ(βh) − ε·ln σ(−βh)``; ε is the
       label-smoothing of conservative/robust DPO (ε = 0: plain DPO). With BT labels from a
       reward r and pairs of full support, the population optimum is ``π_ref·e^{r/β}/Z``.
-    - ``ipo`` (Azar et al. 2024, arXiv:2310.12036): ``(h − 1/(2τ))²`` with τ = ``beta`` (sequence-level ``h`` as
+    ``kl_coef`` is the coefficient of the KL regulariser each variant solves for: β of DPO and
+    SLiC, τ of IPO.
+
+    - ``ipo`` (Azar et al. 2024, arXiv:2310.12036): ``(h − 1/(2τ))²`` with τ = ``kl_coef`` (sequence-level ``h`` as
       in the paper; TRL divides log-probs by the token count first). Optimum
       ``π_ref·e^{P(y≻μ)/τ}/Z``.
     - ``hinge`` (SLiC): ``max(0, 1 − βh)``.
@@ -94,17 +97,17 @@ def dpo_loss(
     _same_shape(pc=log_pi_chosen, pr=log_pi_rejected, rc=log_ref_chosen, rr=log_ref_rejected)
     if loss_type not in DPO_LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {loss_type!r}")
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+    if kl_coef <= 0:
+        raise ValueError(f"kl_coef (β, or τ for ipo) must be > 0, got {kl_coef}")
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     h = (log_pi_chosen - log_pi_rejected) - (log_ref_chosen.detach() - log_ref_rejected.detach()).to(log_pi_chosen.dtype)
     if loss_type == "sigmoid":
-        terms = (1 - label_smoothing) * F.softplus(-beta * h) + label_smoothing * F.softplus(beta * h)
+        terms = (1 - label_smoothing) * F.softplus(-kl_coef * h) + label_smoothing * F.softplus(kl_coef * h)
     elif loss_type == "ipo":
-        terms = (h - 1.0 / (2.0 * beta)) ** 2
+        terms = (h - 1.0 / (2.0 * kl_coef)) ** 2
     else:
-        terms = torch.relu(1.0 - beta * h)
+        terms = torch.relu(1.0 - kl_coef * h)
     return reduce_terms(terms, reduction)
 
 

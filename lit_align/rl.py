@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.masked import masked_mean
+
 __all__ = [
     "masked_mean",
     "whiten",
@@ -24,14 +26,6 @@ __all__ = [
     "FixedKLController",
     "AdaptiveKLController",
 ]
-
-
-def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``Σ x·m / Σ m`` (the plain mean without a mask; 0 when the mask is empty)."""
-    if mask is None:
-        return x.mean()
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1)
 
 
 def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:

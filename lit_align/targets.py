@@ -11,12 +11,14 @@ A target is composed like in disco::
     target = base * RewardTilt(reward_model, temperature=0.1)        # a · exp(r/β)
 
 ``base`` stands for the base LM ``a``; its log-probabilities are computed by the method
-(it owns the model), and the target adds the log-potentials of the decoded texts.
+(it owns the model), and the target adds the log-potentials of the decoded texts. A training
+step scores its samples once (``{scorer: values}``) and passes them to
+:meth:`EBM.log_score_from`, so no scorer runs twice per step.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -35,6 +37,11 @@ class Potential:
     def scorers(self) -> list[Scorer]:
         """The scorers this potential reads (for logging their moments)."""
         return []
+
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        """The log-potential from precomputed ``scores`` of :meth:`scorers` (default: recompute)."""
+        return self.log_potential(texts, contexts)
 
     def __mul__(self, other: "Potential | EBM | _Base") -> "EBM":
         if isinstance(other, _Base):
@@ -63,7 +70,13 @@ class Pointwise(Potential):
         self.epsilon = epsilon
 
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        b = self.scorer(texts, contexts)
+        return self._log_b(self.scorer(texts, contexts))
+
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return self._log_b(scores[self.scorer])
+
+    def _log_b(self, b: Tensor) -> Tensor:
         if ((b < 0) | (b > 1)).any():
             raise ValueError(
                 f"pointwise scorer {self.scorer.name!r} returned values outside [0, 1]; "
@@ -92,6 +105,10 @@ class Exponential(Potential):
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
         return self.features_matrix(texts, contexts) @ self.coefficients
 
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return torch.stack([scores[s] for s in self.features], dim=-1) @ self.coefficients
+
     def scorers(self) -> list[Scorer]:
         return list(self.features)
 
@@ -108,6 +125,10 @@ class RewardTilt(Potential):
 
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
         return self.scorer(texts, contexts) / self.temperature
+
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return scores[self.scorer] / self.temperature
 
     def scorers(self) -> list[Scorer]:
         return [self.scorer]
@@ -137,6 +158,18 @@ class EBM:
     def log_score(self, log_base: Tensor, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
         """``log P = log a + Σ log potentials`` (float64)."""
         return log_base.detach().double() + self.log_potential(texts, contexts).to(log_base.device)
+
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> dict[Scorer, Tensor]:
+        """Every scorer's values on the texts, each scorer called once."""
+        return {s: s(texts, contexts) for s in self.scorers()}
+
+    def log_score_from(self, log_base: Tensor, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                       contexts: Sequence[str] | None = None) -> Tensor:
+        """:meth:`log_score` from precomputed :meth:`score` values (no scorer runs again)."""
+        total = torch.zeros(len(texts), dtype=torch.float64)
+        for p in self.potentials:
+            total = total + p.log_potential_from(scores, texts, contexts)
+        return log_base.detach().double() + total.to(log_base.device)
 
     def scorers(self) -> list[Scorer]:
         seen: list[Scorer] = []

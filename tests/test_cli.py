@@ -150,14 +150,14 @@ def test_resume_continues_exactly(in_tmp, run_cli):
     full = run_cli(*toy_fit(2 * n, "full", *common))
     half = run_cli(*toy_fit(n, "half", *common))
     assert half.trainer.global_step == n
-    assert half.model.z_count == n * 16
+    assert half.model.state.z_count == n * 16
     ckpts = sorted((Path(half.trainer.logger.log_dir) / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     assert ckpts, "no checkpoint written"
     last = ckpts[-1]
     saved = torch.load(last, map_location="cpu", weights_only=True)  # also what LightningCLI does on --ckpt_path
     assert saved["global_step"] == n
-    assert saved["lit_align"]["state"]["z_count"] == half.model.z_count
-    assert saved["lit_align"]["state"]["log_z_sum"] == half.model.log_z_sum
+    assert saved["lit_align"]["state"]["z_count"] == half.model.state.z_count
+    assert saved["lit_align"]["state"]["log_z_sum"] == half.model.state.log_z_sum
 
     resumed = run_cli(*toy_fit(2 * n, "resumed", *common), "--ckpt_path", str(last))
     assert resumed.trainer.global_step == 2 * n
@@ -165,9 +165,9 @@ def test_resume_continues_exactly(in_tmp, run_cli):
     acc = event_accumulator(resumed.trainer.logger.log_dir)
     assert [e.step for e in acc.Scalars("train/z")] == list(range(n, 2 * n))
     # DPG's running Z: every sample of the first N steps still counts
-    assert resumed.model.z_count == full.model.z_count == 2 * n * 16
-    assert resumed.model.log_z_sum == pytest.approx(full.model.log_z_sum, abs=1e-9)
-    assert resumed.model.proposal_updates == full.model.proposal_updates
+    assert resumed.model.state.z_count == full.model.state.z_count == 2 * n * 16
+    assert resumed.model.state.log_z_sum == pytest.approx(full.model.state.log_z_sum, abs=1e-9)
+    assert resumed.model.state.proposal_updates == full.model.state.proposal_updates
     # identical weights: policy and proposal (optimizer, RNG and proposal state all restored)
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key

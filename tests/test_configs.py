@@ -203,7 +203,7 @@ def test_config_trains_two_steps(path, in_tmp, run_cli):
         for name in ("train/z", "train/ess", "train/n_satisfying"):
             assert name in metrics, f"{name} not logged"
         # every drawn sample enters the running Z estimate (4 per context, ≥ 1 context per batch)
-        assert module.z_count >= 2 * 4 and module.z_count % 4 == 0
+        assert module.state.z_count >= 2 * 4 and module.state.z_count % 4 == 0
         if metrics["train/z"] > 0:
             assert "train/tv_target_policy" in metrics
             assert 0 < metrics["train/ess"] <= 1
@@ -211,7 +211,7 @@ def test_config_trains_two_steps(path, in_tmp, run_cli):
         else:  # no sample satisfied the target (a random tiny model rarely writes "amazing"):
             # Ẑ = 0, the gradient is skipped but the step counts toward max_steps, and the
             # undefined divergences are not logged (never NaN)
-            assert module.log_z == -math.inf and metrics["train/n_satisfying"] == 0
+            assert module.state.log_z == -math.inf and metrics["train/n_satisfying"] == 0
             assert "train/kl_target_policy" not in metrics
             assert trainer.global_step == 2, "skipped steps still count toward max_steps"
     if isinstance(module, Reinforce):

@@ -49,7 +49,7 @@ class Record(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         if self.texts is None:
-            self.texts = list(module.last_samples.texts)
+            self.texts = list(module.last_rollout.samples.texts)
 
     def on_train_end(self, trainer, module) -> None:
         target = getattr(module, "target", None)
@@ -158,7 +158,7 @@ def test_other_methods_stay_in_sync_under_ddp(tmp_path, method):
     elif method == "reinforce_moving_average":
         module = Reinforce(reward=Count("d"), baseline="moving_average", baseline_decay=0.5, **common)
     elif method == "rlkl":
-        module = RLKL(reward=Count("d"), beta=0.1, **common)
+        module = RLKL(reward=Count("d"), kl_coef=0.1, **common)
     elif method == "rloo":
         module = RLOO(reward=Count("d"), **common)
     else:
@@ -203,7 +203,7 @@ def test_data_driven_methods_split_the_data_under_ddp(tmp_path, method, monkeypa
 
     monkeypatch.setenv("LIT_ALIGN_CACHE", str(tmp_path / "cache"))
     if method == "dpo":
-        module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
+        module = DPO(model="toy", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
         data = SyntheticPreferenceDataModule(n_pairs=32, n_val_pairs=4, target_model="toy", target_seed=1,
                                              batch_size=4)
     else:

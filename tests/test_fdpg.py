@@ -139,9 +139,9 @@ def test_hard_pointwise_target_never_nan_in_dpg(div):
         finally:
             log.setLevel(level)
         assert module.global_step == 3 and int(trainer.callback_metrics["train/step_skipped"]) == 0
-        b = Regex(PATTERN)(module.last_samples.texts)
+        b = Regex(PATTERN)(module.last_rollout.samples.texts)
         assert (b == 0).any() and (b == 1).any()  # violating samples were in the batch
-        assert torch.isfinite(module.last_advantages).all()
+        assert torch.isfinite(module.last_rollout.advantages).all()
         for name, value in trainer.callback_metrics.items():
             assert torch.isfinite(torch.as_tensor(value)).all(), (div, off, name, value)
     explicit = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", divergence=div, pointwise_epsilon=0.05)
@@ -201,7 +201,7 @@ def _dpg_run(divergence: str, off_policy: bool = False, steps: int = 150):
     dm = ToyDataModule(steps_per_epoch=steps)
     ex.quiet_fit(module, dm, steps)
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     tgt = ex.target(log_a, torch.log(Regex(PATTERN)(space.texts) + EPS))
     return module, space, tgt, ex.model_log_probs(space, module.model)
 
@@ -220,11 +220,11 @@ def test_dpg_module_reverse_kl_is_mode_seeking(toy, dpg_kl_and_rkl):
     assert float(ex.expectation(lp_rkl, b)) > float(ex.expectation(lp_kl, b))
     assert ex.entropy(lp_rkl) < ex.entropy(lp_kl) - 0.03
     assert ex.entropy(lp_kl) > ex.entropy(tgt.log_p) - 0.02  # forward KL: mass-covering
-    adv = mod_rkl.last_advantages
+    adv = mod_rkl.last_rollout.advantages
     assert adv is not None and torch.isfinite(adv).all()
 
 
 def test_dpg_module_off_policy_fdpg():
     module, space, tgt, log_pi = _dpg_run("js", off_policy=True, steps=100)
-    assert module.proposal_updates >= 1
+    assert module.state.proposal_updates >= 1
     assert ex.tv(log_pi, tgt.log_p) < 0.05

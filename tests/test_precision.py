@@ -151,7 +151,7 @@ def test_bf16_true_trains_bf16_weights_with_float32_log_probs(fp32_run):
     assert math.isclose(hist[0]["train/kl_target_policy"], ref[0]["train/kl_target_policy"], rel_tol=0.05)
     samples = module.sample([""], n=4)
     assert samples.log_q.dtype == torch.float32
-    assert module.base_log_prob(samples).dtype == torch.float32
+    assert module.engine.base_log_prob(samples).dtype == torch.float32
 
 
 def test_bf16_sampling_log_q_is_the_bf16_density():
@@ -217,7 +217,7 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         module = DPG(**kw, **extra)
         module.configure_model()
         before = module.model.config._attn_implementation
-        with module.grad_autocast():
+        with module.engine.grad_autocast():
             seen[name] = module.model.config._attn_implementation
         assert module.model.config._attn_implementation == before
     assert seen == {"fp32": before, "bf16": "eager", "sdpa": "sdpa"} and before == "sdpa"
@@ -240,7 +240,7 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         sdpa_calls.clear()
         torch.nn.functional.scaled_dot_product_attention = counting_sdpa
         try:
-            with module.grad_autocast():
+            with module.engine.grad_autocast():
                 lp = module.policy.token_log_probs(module.model, samples).sum(-1)
         finally:
             torch.nn.functional.scaled_dot_product_attention = real_sdpa

@@ -216,7 +216,7 @@ class _RankRecord(L.Callback):
         self.folder = folder
 
     def on_train_end(self, trainer, module) -> None:
-        torch.save({"texts": list(module.last_samples.texts), "table": module.model.table.detach().clone()},
+        torch.save({"texts": list(module.last_rollout.samples.texts), "table": module.model.table.detach().clone()},
                    self.folder / f"rank{trainer.global_rank}.pt")
 
 

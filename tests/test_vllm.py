@@ -146,7 +146,7 @@ def test_dpg_fit_with_vllm_sampler(tmp_path):
     assert module.skipped_steps < 3
     assert any(not torch.equal(v, start[k]) for k, v in module.state_dict().items())
     module.sample(["x"], n=8)
-    assert module.sampler_backend.last_log_q_gap < GAP
+    assert module.engine.sampler.last_log_q_gap < GAP
 
 
 def test_resume_continues_the_run(tmp_path):
@@ -186,7 +186,7 @@ class Result(L.Callback):
         w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
         samples = module.sample(["x"], n=4)
         print("RESULT " + json.dumps({"rank": trainer.global_rank, "sum": float(w.double().sum()),
-                                      "gap": module.sampler_backend.last_log_q_gap, "texts": samples.texts}), flush=True)
+                                      "gap": module.engine.sampler.last_log_q_gap, "texts": samples.texts}), flush=True)
 
 
 if __name__ == "__main__":

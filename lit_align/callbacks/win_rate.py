@@ -49,12 +49,13 @@ class WinRate(L.Callback):
 
     @torch.no_grad()
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if "_base_model" not in pl_module.__dict__:
+        reference = reference_model(pl_module)
+        if reference is None:
             raise ValueError("WinRate needs the frozen reference π0, but the method released it; "
                              "keep it (e.g. DPO: track_kl: true)")
         contexts = self.contexts_of(batch)[: self.max_contexts]
         ours = pl_module.sample(contexts, self.n)
-        theirs = pl_module.sample(contexts, self.n, model=pl_module.base_model)
+        theirs = pl_module.sample(contexts, self.n, model=reference)
         self._ours.append(self.judge(ours.texts, ours.contexts))
         self._theirs.append(self.judge(theirs.texts, theirs.contexts))
 
@@ -65,3 +66,11 @@ class WinRate(L.Callback):
         pl_module.log_dict({"val/win_rate": float(paired_win_rate(ours, theirs)),
                             "val/judge_policy": float(ours.mean()), "val/judge_reference": float(theirs.mean())},
                            batch_size=1, sync_dist=True)
+
+
+def reference_model(pl_module):
+    """The method's frozen reference/base π0 (its engine's ``base``), or None when released."""
+    engine = getattr(pl_module, "engine", None)
+    if engine is not None:
+        return engine.base
+    return pl_module.__dict__.get("_base_model")  # methods still on the former BasePolicyModule

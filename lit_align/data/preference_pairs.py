@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
+import os
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -186,6 +187,12 @@ def compute_reference_log_probs(model, policy, pairs: Sequence[Pair], batch_size
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def set_reference_log_probs(pairs: Sequence[Pair], chosen: Tensor, rejected: Tensor) -> None:
+    """Store reference log-probs on the pairs (they travel with them into every batch)."""
+    for p, lc, lr in zip(pairs, chosen.tolist(), rejected.tolist()):
+        p.ref_chosen, p.ref_rejected = lc, lr
+
+
 def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: str, cache_dir: Path | None,
                                batch_size: int = 8, device=None) -> tuple[Tensor, Tensor, bool]:
     """Reference log-probs, read from ``cache_dir/<key>.pt`` when present, else computed and
@@ -198,7 +205,8 @@ def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: 
     chosen, rejected = compute_reference_log_probs(model, policy, pairs, batch_size, device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{random.getrandbits(32)}")
+        # one temporary name per process (forked ranks share Python's random state)
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
         torch.save({"chosen": chosen, "rejected": rejected, "reference": reference}, tmp)
         tmp.replace(path)
     return chosen, rejected, False

@@ -1,4 +1,7 @@
-"""BasePolicyModule: what every policy-training method shares.
+"""BasePolicyModule: the former shared base, kept for the offline methods (PHF, reward model,
+DPO, PMLE, preference distillation) until they move to the offline base over
+:class:`~lit_align.methods.engine_module.EngineModule`; the on-policy methods stand on
+:class:`~lit_align.methods.on_policy.OnPolicyModule`.
 
 It owns the trainable policy, the frozen base LM ``a`` (kept out of the checkpoint: it is
 reloaded from its name), the tokenizer and :class:`~lit_align.models.Policy` (sampling and
@@ -22,14 +25,15 @@ from torch import Tensor, nn
 from lit_align import distributed, estimators
 from lit_align.models import lora as lora_lib
 from lit_align.models.attention import IMPLEMENTATIONS, attention_implementation
-from lit_align.models.limits import check_positive_int, check_sampling_settings
+from lit_align.models.limits import check_positive_int
+from lit_align.models.settings import SamplingSettings
 from lit_align.models.loading import load
 from lit_align.memory import preallocate_optimizer_state
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
 from lit_align.timing import PhaseTimer
 from lit_align.methods.checkpoint_state import CheckpointState
-from lit_align.methods.stepping import GuardedSteps
+from lit_align.methods.stepping import GuardedSteps, even_chunks
 
 
 class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
@@ -115,7 +119,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
             check_positive_int(name, value)
         check_positive_int("max_steps_without_signal", max_steps_without_signal, allow_none=True)
         check_positive_int("warmup_steps", warmup_steps, minimum=0)
-        check_sampling_settings(max_new_tokens, temperature, top_k, top_p, max_prompt_length)
+        SamplingSettings(max_new_tokens, temperature, top_k, top_p, chat_template, max_prompt_length)
         if not isinstance(optimizer, str) or optimizer.lower() not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
         if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
@@ -234,7 +238,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
 
     def _setup_ranks(self) -> None:
         """Per-rank sampling streams; the same number of decoding steps on all ranks when sharded."""
-        if distributed.world_size(self._trainer) > 1:
+        if distributed.world_size(self.attached_trainer) > 1:
             distributed.seed_per_rank(self.global_rank)
             if distributed.is_sharded(self.trainer) and self.policy is not None:
                 self.policy.sync_finished = lambda done: distributed.all_ranks(self.trainer, done)
@@ -256,7 +260,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
                 opt = None
         if opt is None:
             opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
-        if not distributed.strategy_is(self._trainer, "DeepSpeedStrategy"):  # it swaps in its own flat groups
+        if not distributed.strategy_is(self.attached_trainer, "DeepSpeedStrategy"):  # it swaps in its own flat groups
             preallocate_optimizer_state(opt)
         warmup = max(int(hp.warmup_steps), 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
@@ -316,21 +320,19 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         ``rows`` is the minibatch's slice of the full batch (to index per-sample tensors).
         Returns the policy's sequence log-probs of all samples (detached) and the loss.
         """
-        log_pis, total = [], torch.zeros((), device=self.device, dtype=torch.float64)
-        n, size = len(samples), self.hparams.minibatch_size
+        log_pis, n = [], len(samples)
         # kept for diagnostics (callbacks.GradientVariance re-evaluates it on single samples)
         self.last_loss_fn, self.last_loss_samples = loss_fn, samples
-        for start in range(0, n, size):
-            rows = slice(start, min(start + size, n))
+
+        def loss_of(rows: slice) -> Tensor:
             mb = samples.select(rows)
-            with self.timer("forward_backward"):
-                with self.grad_autocast():
-                    log_pi = self.policy.token_log_probs(self.model, mb).sum(-1).float()
-                loss = loss_fn(mb, log_pi, rows) * (len(mb) / n)
-                self.backward_if_finite(loss)
+            with self.grad_autocast():
+                log_pi = self.policy.token_log_probs(self.model, mb).sum(-1).float()
             self.timer.count("train", mb.prompt_mask.sum() + mb.completion_mask.sum())
             log_pis.append(log_pi.detach())
-            total = total + loss.detach().double()
+            return loss_fn(mb, log_pi, rows)
+
+        total = self.accumulate_backward(even_chunks(n, self.hparams.minibatch_size), loss_of)
         return torch.cat(log_pis), total
 
     @property

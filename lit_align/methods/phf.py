@@ -4,7 +4,7 @@ scored corpus, from scratch or fine-tuning a checkpoint.
 The batches come from :class:`~lit_align.data.PretrainingDataModule` (chunks with per-token
 misalignment scores). MLE, filtering and conditional training are MLE on differently built
 streams (filtering drops documents, conditional training adds control tokens: the data
-module asks :meth:`PHF.pretraining_options`); unlikelihood, RWR and AWR weight the tokens
+module gets them through its ``connect``); unlikelihood, RWR and AWR weight the tokens
 (:mod:`lit_align.phf_losses`). Choices where the released code is ambiguous are in docs/phf.md.
 """
 
@@ -14,20 +14,21 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lit_align import phf_losses
-from lit_align.data.pretraining import ControlTokens
-from lit_align.methods.base import BasePolicyModule
+from lit_align.data.pretraining import ControlTokens, PretrainingDataModule
+from lit_align.methods.offline import OfflineModule
+from lit_align.methods.stepping import even_chunks
 from lit_align.models.blocked import blocked_tokens
+from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load
-from lit_align.models.policy import Policy, Samples, disable_dropout
+from lit_align.models.policy import Samples
 
 OBJECTIVES = ("mle", "filtering", "conditional", "unlikelihood", "rwr", "awr")
 
 
-class PHF(BasePolicyModule):
+class PHF(OfflineModule):
     """One module, six objectives (``objective:``), methods.md §5.2.
 
     Args:
@@ -36,7 +37,9 @@ class PHF(BasePolicyModule):
             (conditional: ``<|aligned|>`` iff ``score ≤ threshold``) or tokens (unlikelihood).
         drop_token_fraction: conditional training: segments left without a control token.
         alpha: unlikelihood weight (UL); weight of the LM term vs the value loss (AWR).
-        beta: temperature of the RWR/AWR weights ``exp(A/β)``.
+        temperature: β of the RWR/AWR weights ``exp(A/β)`` (Peng et al. 2019, arXiv:1910.00177,
+            eq. 7; Korbak et al. 2023, arXiv:2302.08582, §2). Samples drawn by the module itself
+            are exact ancestral samples; evaluation's sampling settings are the callback's.
         ul_mode: ``hard`` (default; the paper), ``soft`` or ``released`` (the released code's
             falsy-threshold quirk), see :func:`lit_align.phf_losses.ul_aligned_weight`.
         rwr_baseline: the constant value RWR subtracts (0: textbook; −0.5: the released code).
@@ -55,18 +58,24 @@ class PHF(BasePolicyModule):
             Trainer default of the paper) or ``constant`` (warm-up only).
         warmup_ratio: warm-up steps as a fraction of ``max_steps`` (used when
             ``warmup_steps`` is 0).
+        lora: train LoRA adapters (Hu et al. 2021, arXiv:2106.09685) on the loaded or
+            ``init_from`` weights instead of all weights (see :class:`BasePolicyModule`); the
+            control tokens' new embeddings then stay at their (seeded) initialisation.
+            Not with ``from_scratch``.
     """
 
     needs_base = False
-    on_policy = False  # trains on a scored corpus: no policy samples per step (no KL(π‖a), lengths)
 
     def __init__(self, objective: str = "mle", threshold: float | None = None, drop_token_fraction: float = 0.01,
-                 alpha: float = 1.0, beta: float = 1.0, ul_mode: str = "hard", rwr_baseline: float = 0.0,
+                 alpha: float = 1.0, temperature: float = 1.0, ul_mode: str = "hard", rwr_baseline: float = 0.0,
                  max_weight: float = 1000.0, from_scratch: bool = False, config_overrides: dict | None = None,
                  init_from: str | None = None, aligned_token: str = "<|aligned|>",
                  misaligned_token: str = "<|misaligned|>", control_init_std: float = 0.01,
                  prompt_before_control: bool = False, lr_schedule: str = "linear", warmup_ratio: float = 0.0,
                  block_aligned_token: bool = True, **kwargs) -> None:
+        if from_scratch and kwargs.get("lora") is not None:
+            raise ValueError("PHF: `lora:` trains adapters on pretrained weights; with from_scratch: true there are "
+                             "none (remove `lora:`, or set from_scratch: false / init_from a checkpoint)")
         super().__init__(**kwargs)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -77,8 +86,8 @@ class PHF(BasePolicyModule):
             raise ValueError(f"drop_token_fraction must be in [0, 1], got {drop_token_fraction}")
         if objective == "awr" and not 0.0 <= alpha <= 1.0:
             raise ValueError(f"AWR's alpha must be in [0, 1], got {alpha}")
-        if objective in ("rwr", "awr") and beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        if objective in ("rwr", "awr") and temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         if ul_mode not in ("hard", "soft", "released"):
             raise ValueError(f"ul_mode must be 'hard', 'soft' or 'released', got {ul_mode!r}")
         if lr_schedule not in ("linear", "constant"):
@@ -89,9 +98,9 @@ class PHF(BasePolicyModule):
         self.tokens_seen = 0
 
     # ------------------------------------------------------------------ models
-    def configure_model(self) -> None:
-        if self.model is not None:
-            return
+    def load_models(self) -> tuple[nn.Module, object]:
+        """The model (from scratch, from a checkpoint, with control tokens) and its tokenizer;
+        the engine applies LoRA, dropout-off and gradient checkpointing to it."""
         hp = self.hparams
         if hp.from_scratch:
             model, tok = random_model(hp.model, hp.tokenizer, hp.config_overrides or {}, hp.model_seed)
@@ -103,16 +112,16 @@ class PHF(BasePolicyModule):
             load_checkpoint_weights(model, hp.init_from)
         if hp.objective == "conditional":
             add_control_tokens(model, tok, [hp.aligned_token, hp.misaligned_token], hp.control_init_std, hp.model_seed)
-        disable_dropout(model)
-        if hp.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
-            model.gradient_checkpointing_enable()
-        self.model, self.tokenizer = model, tok
-        self.policy = Policy(tok, hp.max_new_tokens, hp.temperature, hp.top_k, hp.top_p, hp.chat_template,
-                             hp.max_prompt_length)
-        if hp.objective == "awr":
-            # V = −sigmoid(w·h), w zero-initialised, no bias (methods.md §5.2)
-            self.value_head = nn.Parameter(torch.zeros(model.config.hidden_size))
-        self.on_models_ready()
+        return model, tok
+
+    def on_models_ready(self) -> None:
+        if self.hparams.objective == "awr":
+            # V = −sigmoid(w·h), w zero-initialised, no bias (Korbak et al. 2023, arXiv:2302.08582, §2)
+            self.value_head = nn.Parameter(torch.zeros(self.model.config.hidden_size))
+
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PretrainingDataModule):
+            datamodule.connect(**self.pretraining_options())
 
     def optimized_parameters(self):
         params = list(self.model.parameters())
@@ -146,7 +155,7 @@ class PHF(BasePolicyModule):
     def configure_optimizers(self):
         cfg = super().configure_optimizers()
         hp = self.hparams
-        max_steps = self.trainer.max_steps if self._trainer is not None else -1
+        max_steps = self.trainer.max_steps if self.attached_trainer is not None else -1
         warmup = int(hp.warmup_steps) or (int(hp.warmup_ratio * max_steps) if max_steps and max_steps > 0 else 0)
         total = max_steps if hp.lr_schedule == "linear" and max_steps and max_steps > 0 else None
 
@@ -166,9 +175,7 @@ class PHF(BasePolicyModule):
         the position predicting each of them (B, L−1, H)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden,
                          use_cache=False)
-        logits = out.logits[:, :-1].float()
-        target = input_ids[:, 1:]
-        logp = -F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target)
+        logp = selected_log_probs(out.logits[:, :-1], input_ids[:, 1:])
         h = out.hidden_states[-1][:, :-1] if hidden else None
         return logp, h
 
@@ -182,35 +189,37 @@ class PHF(BasePolicyModule):
         elif obj == "unlikelihood":
             out["loss"] = phf_losses.unlikelihood_loss(logp, scores, mask, float(hp.threshold), hp.alpha, hp.ul_mode, "sum")
         elif obj == "rwr":
-            out["loss"] = phf_losses.rwr_loss(logp, scores, mask, hp.beta, hp.rwr_baseline, hp.max_weight, "sum")
-            out["weight"] = (phf_losses.awr_weights(-scores, hp.rwr_baseline, hp.beta, hp.max_weight) * mask).sum()
+            out["loss"] = phf_losses.rwr_loss(logp, scores, mask, hp.temperature, hp.rwr_baseline, hp.max_weight, "sum")
+            out["weight"] = (phf_losses.awr_weights(-scores, hp.rwr_baseline, hp.temperature, hp.max_weight) * mask).sum()
         else:
             values = phf_losses.value_from_hidden(hidden.float(), self.value_head)
-            out["loss"] = phf_losses.awr_loss(logp, scores, values, mask, hp.alpha, hp.beta, hp.max_weight, "sum")
+            out["loss"] = phf_losses.awr_loss(logp, scores, values, mask, hp.alpha, hp.temperature, hp.max_weight, "sum")
             out["value_loss"] = (((values - (-scores)) ** 2) * mask).sum().detach()
             out["value"] = (values * mask).sum().detach()
-            out["weight"] = (phf_losses.awr_weights(-scores, values, hp.beta, hp.max_weight) * mask).sum()
+            out["weight"] = (phf_losses.awr_weights(-scores, values, hp.temperature, hp.max_weight) * mask).sum()
         return out
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         ids, attn, scores = batch["input_ids"], batch["attention_mask"], batch["token_scores"].float()
         mask = attn[:, 1:].float()
         n_tokens = mask.sum().clamp(min=1)
-        size = self.hparams.minibatch_size
         totals: dict[str, Tensor] = {}
-        for start in range(0, ids.shape[0], size):
-            rows = slice(start, start + size)
-            with self.timer("forward_backward"):
-                with self.grad_autocast():
-                    logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
-                logp, h = logp.float(), (h.float() if h is not None else None)
-                terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h)
-                self.backward_if_finite(terms["loss"] / n_tokens)
+
+        def loss_of(rows: slice) -> Tensor:
+            with self.engine.grad_autocast():
+                logp, h = self.token_log_probs(ids[rows], attn[rows], hidden=self.hparams.objective == "awr")
+            terms = self.objective_terms(logp, scores[rows, 1:], mask[rows], h.float() if h is not None else None)
             self.timer.count("train", attn[rows].sum())
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v.detach().double()
+            return terms["loss"] / n_tokens
+
+        # weight 1: each minibatch's summed loss is already divided by the whole batch's tokens
+        chunks = ((rows, 1.0) for rows, _ in even_chunks(ids.shape[0], self.hparams.minibatch_size))
+        self.accumulate_backward(chunks, loss_of)
         self.optimizer_step_guarded()
-        self.tokens_seen += int(attn.sum()) * (self.trainer.world_size if self._trainer is not None else 1)
+        trainer = self.attached_trainer
+        self.tokens_seen += int(attn.sum()) * (trainer.world_size if trainer is not None else 1)
         metrics = {k: v / n_tokens for k, v in totals.items()}
         metrics["tokens_seen"] = float(self.tokens_seen)
         metrics["misalignment"] = (scores[:, 1:] * mask).sum() / n_tokens
@@ -228,7 +237,7 @@ class PHF(BasePolicyModule):
         for cid in self.control_ids:
             mask = mask * (ids[:, 1:] != cid)
         n = mask.sum().clamp(min=1)
-        loss = phf_losses.mle_loss(logp, mask, "sum") / n
+        loss = phf_losses.mle_loss(logp, mask, "mean")
         self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=int(n))
 
     # -------------------------------------------------------------- generation

@@ -20,17 +20,17 @@ class PMLE(PreferenceModule):
 
     Args:
         gamma: γ, the temperature of the LM-as-preference-model σ(γ·Δ_π).
-        beta: β, weight of KL(π‖π0) (0: no regulariser; π0 is then only a diagnostic).
+        kl_coef: β, weight of KL(π‖π0) (0: no regulariser; π0 is then only a diagnostic).
         Other arguments: :class:`PreferenceModule`.
     """
 
-    def __init__(self, gamma: float = 0.5, beta: float = 0.0, **kwargs) -> None:
-        if gamma <= 0 or beta < 0:
-            raise ValueError(f"PMLE: gamma must be > 0 and beta ≥ 0, got {gamma} and {beta}")
+    def __init__(self, gamma: float = 0.5, kl_coef: float = 0.0, **kwargs) -> None:
+        if gamma <= 0 or kl_coef < 0:
+            raise ValueError(f"PMLE: gamma must be > 0 and kl_coef ≥ 0, got {gamma} and {kl_coef}")
         super().__init__(**kwargs)
 
     def pair_loss(self, batch: PreferenceBatch, log_chosen: Tensor, log_rejected: Tensor) -> Tensor:
         return pmle_loss(log_chosen, log_rejected, self.hparams.gamma)
 
-    def kl_coef(self) -> float:
-        return float(self.hparams.beta)
+    def sampled_kl_coef(self) -> float:
+        return float(self.hparams.kl_coef)

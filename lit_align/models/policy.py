@@ -18,9 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from lit_align.models.draw import InverseCDFSampler
-from lit_align.models.limits import check_prompt_fits, check_sampling_settings
+from lit_align.models.limits import check_prompt_fits
 from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.samples import Samples, TokenOutputs  # noqa: F401 - re-exported
+from lit_align.models.settings import SamplingSettings
 
 
 def _cache_kwarg(model: nn.Module) -> str:
@@ -63,13 +64,17 @@ class Policy:
         top_p: float = 1.0,
         chat_template: bool = False,
         max_prompt_length: int | None = None,
+        *,
+        settings: SamplingSettings | None = None,
     ) -> None:
-        check_sampling_settings(max_new_tokens, temperature, top_k, top_p, max_prompt_length)
+        if settings is None:
+            settings = SamplingSettings(max_new_tokens, temperature, top_k, top_p, chat_template, max_prompt_length)
+        self.settings = settings
         self.tokenizer = tokenizer
-        self.max_new_tokens = max_new_tokens
-        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
-        self.chat_template = chat_template
-        self.max_prompt_length = max_prompt_length
+        self.max_new_tokens = settings.max_new_tokens
+        self.temperature, self.top_k, self.top_p = settings.temperature, settings.top_k, settings.top_p
+        self.chat_template = chat_template = settings.chat_template
+        self.max_prompt_length = settings.max_prompt_length
         if chat_template and getattr(tokenizer, "chat_template", None) is None:
             raise ValueError("chat_template=True but the tokenizer has no chat template; set chat_template: false")
         self.pad_id = tokenizer.pad_token_id

@@ -40,7 +40,13 @@ from lit_align.moment_matching.dual import (
     fit_lambdas,
     snis_moments,
 )
-from lit_align.moment_matching.target import Distributional, distributional_potentials, fit_module_target, fit_target
+from lit_align.moment_matching.target import (
+    Distributional,
+    default_contexts,
+    distributional_potentials,
+    fit_target,
+    fit_target_by_sampling,
+)
 
 __all__ = [
     "Distributional",
@@ -51,6 +57,7 @@ __all__ = [
     "check_moments_reachable",
     "fit_lambdas",
     "fit_target",
-    "fit_module_target",
+    "fit_target_by_sampling",
+    "default_contexts",
     "distributional_potentials",
 ]

@@ -67,7 +67,7 @@ def save_reward_model(folder: str | Path, model: nn.Module, head: nn.Linear, tok
 def load_reward_model(path: str | Path, seed: int = 0) -> tuple[nn.Module, nn.Linear, object, dict]:
     """``(model, head, tokenizer, meta)`` from a saved folder, or from a model name for
     :func:`lit_align.models.load` with a random head (smoke tests: ``tiny-gpt2``, ``toy``)."""
-    from lit_align.models.heads import hidden_size
+    from lit_align.models.value_head import hidden_size
     from lit_align.models.loading import load
 
     folder = Path(path).expanduser()
