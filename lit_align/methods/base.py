@@ -137,7 +137,7 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
         if sampler not in ("native", "vllm"):
             raise ValueError(f"sampler must be 'native' or 'vllm', got {sampler!r}")
         if sampler == "vllm":
-            from lit_align.models.vllm_sampler import require_vllm
+            from lit_align.models.vllm_check import require_vllm
 
             require_vllm()
         if lora is not None:
