@@ -106,9 +106,7 @@ class Legacy:
         self.beta = beta
 
 
-PENDING = {  # classes whose own rename lands with helpers core / offline (remove once merged)
-    "RLKL", "RLOO", "DPO", "PMLE", "PreferenceDistillation", "PHF",
-}
+PENDING: set[str] = set()  # classes whose own rename has not landed yet
 
 
 @pytest.mark.parametrize("cls, old, new", [
