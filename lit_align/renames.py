@@ -5,7 +5,7 @@ An old name must not silently mean nothing (or something else): a renamed config
 with a message that names the new one. The CLI calls :func:`check_arguments` on its argument
 list before parsing it; :func:`upgrade_hparams` maps the hyperparameters of an older checkpoint.
 
-This module imports nothing of lit_align (a bottom floor: the CLI and the methods may use it).
+A bottom floor (it imports only :mod:`lit_align.errors`): the CLI and the methods may use it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import inspect
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from lit_align.errors import UserError
 
 RENAMED_IN = "0.2"
 
@@ -41,7 +43,7 @@ PARAMETER_RENAMES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class RenamedError(ValueError):
+class RenamedError(UserError):
     """A config file or parameter given under the name it had before lit_align ``RENAMED_IN``."""
 
 
