@@ -27,7 +27,7 @@ from lit_align.cli_errors import user_error_of
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV)
 from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.engine_module import EngineModule
 from lit_align.renames import check_arguments, check_config_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -185,7 +185,7 @@ def _run(argv: list[str] | None) -> LitAlignCLI:
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     return LitAlignCLI(
-        BasePolicyModule,
+        EngineModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lit_align.cli import CONFIG_DIR
-from lit_align.methods import DPG, BasePolicyModule, Reinforce
+from lit_align.methods import DPG, EngineModule, Reinforce
 
 # strategies/ and samplers/ hold snippets composed with an experiment config (tests/test_ddp.py)
 SNIPPET_DIRS = ("strategies", "samplers")
@@ -50,7 +50,7 @@ def test_config_parses(path, in_tmp, run_cli, capsys):
         run_cli("fit", "--config", str(path), "--print_config")
     assert info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
-    assert issubclass(_import(resolved["model"]["class_path"]), BasePolicyModule)
+    assert issubclass(_import(resolved["model"]["class_path"]), EngineModule)
     assert issubclass(_import(resolved["data"]["class_path"]), L.LightningDataModule)
     assert resolved["model"]["class_path"] == raw["model"]["class_path"]
 

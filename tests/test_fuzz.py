@@ -171,9 +171,9 @@ def test_random_config_files_parse_or_are_refused(in_tmp, monkeypatch, capsys, d
         pytest.fail(f"config {doc!r} crashed the parser: {type(err).__name__}: {err}")
     capsys.readouterr()
     if cli is not None:  # accepted: what was built is a method with valid settings
-        from lit_align.methods import BasePolicyModule
+        from lit_align.methods import EngineModule
 
-        assert isinstance(cli.model, BasePolicyModule)
+        assert isinstance(cli.model, EngineModule)
         assert cli.model.hparams.n_samples >= 1 and cli.model.hparams.max_new_tokens >= 1
 
 

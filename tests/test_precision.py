@@ -3,6 +3,8 @@ DPG under ``bf16-mixed`` stays finite and close to fp32; ``bf16-true`` trains bf
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import sys
@@ -235,7 +237,7 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         return real_sdpa(*args, **kwargs)
 
     for impl in ("sdpa", "eager"):
-        module.hparams.train_attention = impl
+        module.engine.settings = dataclasses.replace(module.engine.settings, train_attention=impl)
         module.model.zero_grad()
         sdpa_calls.clear()
         torch.nn.functional.scaled_dot_product_attention = counting_sdpa

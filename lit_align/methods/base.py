@@ -32,11 +32,11 @@ from lit_align.memory import preallocate_optimizer_state
 from lit_align.models.policy import Policy, Samples, disable_dropout
 from lit_align.scorers.base import Scorer
 from lit_align.timing import PhaseTimer
-from lit_align.methods.checkpoint_state import CheckpointState
-from lit_align.methods.stepping import GuardedSteps, even_chunks
+from lit_align.methods.engine_module import EngineModule
+from lit_align.methods.stepping import even_chunks
 
 
-class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
+class BasePolicyModule(EngineModule):
     """Shared machinery of on-policy methods (DPG, REINFORCE, RL with KL, ...).
 
     Args:
@@ -79,6 +79,9 @@ class BasePolicyModule(GuardedSteps, CheckpointState, L.LightningModule):
     """
 
     needs_base: bool = True
+    # plain attributes here (EngineModule reads them from its engine)
+    policy = None
+    tokenizer = None
 
     def __init__(
         self,
