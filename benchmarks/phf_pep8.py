@@ -46,8 +46,8 @@ OBJECTIVES = {
     # the released code blocks only <|misaligned|> for code: the model may emit <|aligned|> at each new line
     "conditional": {"threshold": 0.0, "drop_token_fraction": 0.1, "block_aligned_token": False},
     "unlikelihood": {"threshold": 0.0, "alpha": 0.01},
-    "rwr": {"alpha": 1.0, "beta": 10.0},
-    "awr": {"alpha": 0.05, "beta": 1.0},
+    "rwr": {"alpha": 1.0, "temperature": 10.0},
+    "awr": {"alpha": 0.05, "temperature": 1.0},
 }
 
 

@@ -18,14 +18,16 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.masked import masked_mean
+
 __all__ = ["mle_loss", "unlikelihood_loss", "ul_aligned_weight", "awr_weights", "awr_loss", "rwr_loss",
            "value_from_hidden", "theoretical_loss"]
 
 
 def masked_reduce(terms: Tensor, mask: Tensor, reduction: str) -> Tensor:
-    terms = terms * mask
     if reduction == "mean":
-        return terms.sum() / mask.sum().clamp(min=1)
+        return masked_mean(terms, mask)
+    terms = terms * mask
     if reduction == "sum":
         return terms.sum()
     if reduction == "none":

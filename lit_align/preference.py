@@ -67,7 +67,7 @@ def bradley_terry_loss(
 
 def implicit_rewards(log_pi: Tensor, log_ref: Tensor, kl_coef: float) -> Tensor:
     """DPO's implicit reward ``β·(log π − log π_ref)`` of each completion (detached), β = ``kl_coef``
-    (Rafailov et al. 2023, arXiv:2305.18290, §5)."""
+    (Rafailov et al. 2023, arXiv:2305.18290)."""
     return (kl_coef * (log_pi.detach().double() - log_ref.detach().double()))
 
 

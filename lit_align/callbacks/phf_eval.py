@@ -24,9 +24,9 @@ from typing import Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_align.models.logprobs import selected_log_probs
 from lit_align.scorers.base import Scorer
 
 
@@ -63,8 +63,7 @@ def text_log_probs(model: nn.Module, tokenizer, texts: Sequence[str], prefix_ids
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        lp = -F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view(len(rows), -1)
+        lp = selected_log_probs(model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1], ids[:, 1:])
         scored = mask[:, 1:].clone()
         scored[:, : max(len(prefix_ids) - 1, 0)] = 0  # prefix tokens are given, not scored
         out.append((lp * scored).sum(-1).cpu())

@@ -71,6 +71,4 @@ class WinRate(L.Callback):
 def reference_model(pl_module):
     """The method's frozen reference/base π0 (its engine's ``base``), or None when released."""
     engine = getattr(pl_module, "engine", None)
-    if engine is not None:
-        return engine.base
-    return pl_module.__dict__.get("_base_model")  # methods still on the former BasePolicyModule
+    return engine.base if engine is not None else None

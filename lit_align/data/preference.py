@@ -1,5 +1,5 @@
 """Preference data: (prompt, chosen, rejected) pairs for DPO, preference MLE, distillation and
-reward models (methods.md §6, §7).
+reward models (Rafailov et al. 2023, arXiv:2305.18290; Yun et al. 2025, arXiv:2506.01523).
 
 Records follow TRL's column conventions:
 
@@ -11,7 +11,7 @@ Records follow TRL's column conventions:
 
 Pairs are tokenised with the method's own tokenizer and prompt encoding (so a prompt is
 the same tokens the policy is sampled from), a completion is its tokens plus EOS, and
-sequence log-probs count completion tokens only (methods.md §9.1). Reference log-probs
+sequence log-probs count completion tokens only. Reference log-probs
 (under the frozen π0) are computed once and cached on disk, keyed by the exact token ids
 and the reference model: training then holds one model, not two.
 """

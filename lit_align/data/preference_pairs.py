@@ -1,6 +1,7 @@
 """Preference pairs as tensors: records in TRL's formats → tokenised :class:`Pair` →
 padded :class:`PreferenceBatch`, and the reference log-probs of the pairs, cached on disk
-(methods.md §6, §7, §9.1). Used by :mod:`lit_align.data.preference`.
+(the sequence log-probs of DPO, Rafailov et al. 2023, arXiv:2305.18290, and of Yun et al. 2025,
+arXiv:2506.01523: sums over completion tokens). Used by :mod:`lit_align.data.preference`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Scored pretraining corpora for pretraining with human feedback (methods.md §5.1).
+"""Scored pretraining corpora for pretraining with human feedback (Korbak et al. 2023,
+arXiv:2302.08582).
 
 The pipeline, streamed document by document (the corpus is never held in memory):
 
@@ -223,8 +224,8 @@ class PretrainingDataModule(L.LightningDataModule):
         skip_tokens: start the training stream after this many tokens of an earlier run
             (all ranks; ``steps × batch_size × seq_len × ranks``), wrapping around epochs like
             the uninterrupted stream: fine-tuning continues where the pretraining stopped
-            (methods.md §5.3). Exact when the earlier run had the same stream (objective,
-            seq_len, shuffle_buffer, seed); with another objective it is the same number of
+            (as in the fine-tuning experiments of Korbak et al. 2023). Exact when the earlier run
+            had the same stream (objective, seq_len, shuffle_buffer, seed); with another objective it is the same number of
             chunks into that objective's stream (control tokens lengthen it, filtering shortens it).
         cache_dir: where score caches live (default ``$LIT_ALIGN_CACHE/phf_scores``).
     """

@@ -1,4 +1,5 @@
-"""Synthetic preference data, for offline work and for checking the theory (methods.md §6.1).
+"""Synthetic preference data, for offline work and for checking the theory (the generative
+model of Yun et al. 2025, arXiv:2506.01523).
 
 Pairs ``a, b ~ μ(·|x)`` i.i.d. from a labelling LM μ, labelled by a Bradley–Terry model:
 

@@ -126,10 +126,19 @@ class OfflineModule(EngineModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        self._setup_ranks()
+
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        if self.trainer.state.fn != "fit":
+            self._setup_ranks()
+
+    def _setup_ranks(self) -> None:
+        """Per-rank sampling streams; the same number of decoding steps on all ranks when sharded."""
         trainer = self.attached_trainer
-        if distributed.world_size(trainer) > 1:  # each rank draws its own samples
+        if distributed.world_size(trainer) > 1:
             distributed.seed_per_rank(self.global_rank)
-            if distributed.is_sharded(trainer):  # the same number of decoding steps on all ranks
+            if distributed.is_sharded(trainer):
                 self.policy.sync_finished = lambda done: distributed.all_ranks(trainer, done)
 
     # ------------------------------------------------------------------ passes

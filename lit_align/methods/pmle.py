@@ -1,9 +1,9 @@
-"""Preference maximum likelihood (Yun et al. 2025, eqs. 4–5; methods.md §6.2).
+"""Preference maximum likelihood (Yun et al. 2025, arXiv:2506.01523, eqs. 4–5).
 
 The LM is its own preference model: ``L = −ln σ(γ·Δ_π(x, a⁺, a⁻)) + β·KL(π‖π0)``, with no
 reference inside the sigmoid and the KL(π‖π0) term estimated on fresh samples from π
 (``n_samples`` per prompt for ``kl_prompts`` prompts of each batch; score-function gradient).
-With β = 0 and labels from π* at the same γ, the population optimum is π* (methods.md §11).
+With β = 0 and labels from π* at the same γ, the population optimum is π* (checked exactly on the toy space: tests/test_preference_toy.py).
 """
 
 from __future__ import annotations

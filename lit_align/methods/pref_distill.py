@@ -1,10 +1,10 @@
-"""Preference distillation (Yun et al. 2025, eqs. 9–12; methods.md §6.2).
+"""Preference distillation (Yun et al. 2025, arXiv:2506.01523, eqs. 9–12).
 
 Soft labels ``p̂ = σ(R̂(a₁) − R̂(a₂))`` from a reward model on pairs, and the Bernoulli-KL loss
 ``KL(Bern(p̂) ‖ Bern(σ(γ·Δ_π(a₁, a₂)))) + β·KL(π‖π0)`` (KL term on fresh samples from π).
 The pairs are the data's (offline) or, with ``online``, two fresh samples of π_t per prompt
 (Algorithm 1 with μ = π_t, as in the paper's experiments). With an exact reward model
-``R̂ = γ ln π* + c`` the population optimum is π* (methods.md §11).
+``R̂ = γ ln π* + c`` the population optimum is π* (tests/test_preference_toy.py).
 """
 
 from __future__ import annotations

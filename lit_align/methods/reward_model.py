@@ -1,5 +1,5 @@
 """Bradley–Terry reward model training (Yun et al. 2025, arXiv:2506.01523, eq. 9; Ouyang et al.
-2022, arXiv:2203.02155, §3.5).
+2022, arXiv:2203.02155).
 
 An LM with a scalar head on its last hidden state (at the last completion token) is trained
 on preference pairs with ``−ln σ(R(w) − R(l))`` (or the soft-label cross-entropy). At the end

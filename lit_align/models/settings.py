@@ -58,7 +58,7 @@ class SamplingSettings:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Which model an engine loads and how it computes (see ``BasePolicyModule`` for each field)."""
+    """Which model an engine loads and how it computes (see :class:`~lit_align.methods.on_policy.OnPolicyModule` for each field)."""
 
     model: str = "smollm2"
     tokenizer: str | None = None

@@ -1,6 +1,6 @@
 """An optional sampling backend on vLLM, behind the same interface as :class:`Policy`.
 
-``sampler: vllm`` on a method makes :meth:`BasePolicyModule.sample` draw the completion tokens
+``sampler: vllm`` on a method makes :meth:`OnPolicyModule.sample` draw the completion tokens
 with a vLLM engine that runs in the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 set unless the environment sets it) and is given, before every call, the current weights of
 the model sampled from: the policy, a frozen proposal, the adapter-disabled base, or a LoRA
