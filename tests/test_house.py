@@ -41,7 +41,7 @@ FLOORS = [
     ["lit_align.scorers"],
     ["lit_align.targets", "lit_align.losses", "lit_align.f_divergences", "lit_align.estimators", "lit_align.rl",
      "lit_align.preference", "lit_align.phf_losses", "lit_align.samplers", "lit_align.moment_matching",
-     "lit_align.export", "lit_align.model_card"],
+     "lit_align.phf_objectives", "lit_align.export", "lit_align.model_card"],
     # beside the methods: they serve them and never import them
     ["lit_align.data", "lit_align.callbacks"],
     ["lit_align.methods"],
