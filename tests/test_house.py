@@ -53,19 +53,10 @@ FLOORS = [
 KNOWN = {
     "circles": set(),
     "upward": set(),
-    "private": {  # helper errors moves these to lightning_private.py
-        "lit_align.callbacks.resume: AtomicCheckpoint._save_checkpoint overrides a Lightning private",
-        "lit_align.callbacks.resume: getattr(..., '_data_fetcher')",
-        "lit_align.callbacks.resume: loop.epoch_loop._should_check_val_fx",
-        "lit_align.cli: LitAlignCLI._parse_ckpt_path overrides a Lightning private",
-    },
-    "long_modules": {"lit_align.methods.base", "lit_align.methods.phf", "lit_align.models.policy"},
-    "long_functions": {"lit_align.methods.base.__init__"},
-    "internal_citations": {
-        "lit_align/data/preference.py", "lit_align/data/preference_pairs.py", "lit_align/data/pretraining.py",
-        "lit_align/data/synthetic_preferences.py", "lit_align/methods/phf.py", "lit_align/methods/pmle.py",
-        "lit_align/methods/pref_distill.py",
-    },
+    "private": set(),
+    "long_modules": {"lit_align.models.policy"},
+    "long_functions": set(),
+    "internal_citations": set(),
 }
 
 
