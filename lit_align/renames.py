@@ -132,6 +132,8 @@ def _model_class(argv: list[str], configs: list[Mapping]) -> tuple[str | None, d
         model = config.get("model")
         if isinstance(model, Mapping) and isinstance(model.get("class_path"), str):
             class_path, init_args = model["class_path"], dict(model.get("init_args") or {})
+        elif isinstance(model, Mapping) and isinstance(model.get("init_args"), Mapping):
+            init_args.update(model["init_args"])  # a later file overriding options of the same class
         elif isinstance(model, str):
             class_path = model
     for i, arg in enumerate(argv):

@@ -122,3 +122,11 @@ def test_every_renamed_class_takes_the_new_name_only(cls, old, new):
     module = "lit_align.targets" if cls == "RewardTilt" else "lit_align.methods"
     assert renames._accepts(f"{module}.{cls}", new)
     assert not renames._accepts(f"{module}.{cls}", old)
+
+
+def test_loss_type_from_a_later_config_file_is_seen(all_renamed, in_tmp):
+    first, second = in_tmp / "a.yaml", in_tmp / "b.yaml"
+    first.write_text(yaml.safe_dump({"model": {"class_path": "lit_align.methods.DPO", "init_args": {"kl_coef": 0.1}}}))
+    second.write_text(yaml.safe_dump({"model": {"init_args": {"loss_type": "ipo"}}}))
+    with pytest.raises(RenamedError, match="renamed tau"):
+        check_arguments(["fit", "--config", str(first), "--config", str(second), "--model.init_args.beta=0.1"])
