@@ -32,6 +32,8 @@ class WinRate(L.Callback):
         max_contexts: contexts per validation batch used (the first ones).
     """
 
+    needs_reference = True  # methods that could release π0 keep it (read by the offline methods)
+
     def __init__(self, judge: Scorer, n: int = 4, max_contexts: int = 8) -> None:
         if n < 1 or max_contexts < 1:
             raise ValueError("WinRate: n and max_contexts must be ≥ 1")

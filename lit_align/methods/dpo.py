@@ -8,9 +8,14 @@ judge, π0 is then released: training holds one model.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 from torch import Tensor
 
-from lit_align.data.preference import PreferenceBatch
+from lit_align.data.preference import Pair, PreferenceBatch, PreferenceDataModule
+from lit_align.data.preference_pairs import cached_reference_log_probs, set_reference_log_probs
+from lit_align.methods.offline import model_device
 from lit_align.methods.preference_base import PreferenceModule
 from lit_align.preference import DPO_LOSS_TYPES, dpo_loss, implicit_rewards
 
@@ -28,8 +33,6 @@ class DPO(PreferenceModule):
         label_smoothing: ε of conservative DPO (sigmoid only).
         Other arguments: :class:`PreferenceModule`.
     """
-
-    uses_reference_log_probs = True
 
     def __init__(self, kl_coef: float | None = None, tau: float | None = None, loss_type: str = "sigmoid",
                  label_smoothing: float = 0.0, **kwargs) -> None:
@@ -56,6 +59,58 @@ class DPO(PreferenceModule):
         """β (``kl_coef``), or τ (``tau``) for IPO."""
         return self.hparams.tau if self.hparams.loss_type == "ipo" else self.hparams.kl_coef
 
+    # ------------------------------------------------------------- reference π0
+    def reference_id(self) -> str:
+        """What identifies π0 and the numerics of its pass (the cache key of its log-probs on the pairs)."""
+        hp = self.hparams
+        key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
+        for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
+            if hp.get(option) not in (None, "float32"):
+                key += f"|{option}={hp.get(option)}"
+        return key
+
+    def needs_reference_model(self) -> bool:
+        """Whether π0 must stay in memory after the reference pass: for the KL diagnostic, or for
+        a callback that says it reads π0 (``needs_reference``, e.g. WinRate)."""
+        trainer = self.attached_trainer
+        callbacks = trainer.callbacks if trainer is not None else []
+        return bool(self.hparams.track_kl) or any(getattr(cb, "needs_reference", False) for cb in callbacks)
+
+    @property
+    def needs_base(self) -> bool:
+        """No frozen copy when π0 serves only the reference pass: the policy itself, still untrained
+        then, is π0 (~0.5 GB less peak memory on SmolLM2), released after the pass."""
+        return self.needs_reference_model() or bool(self.hparams.frozen_dtype)
+
+    def on_models_ready(self) -> None:
+        if self.engine.base is None:
+            self.engine.base = self.engine.model
+
+    def prepare_pairs(self, datamodule: PreferenceDataModule) -> None:
+        """Tokenise the pairs, compute their reference log-probs under π0, then release π0 when
+        nothing else needs it, so training holds one model."""
+        super().prepare_pairs(datamodule)
+        if datamodule.train_pairs and math.isnan(datamodule.train_pairs[0].ref_chosen):
+            for pairs in (datamodule.train_pairs, datamodule.val_pairs):
+                if pairs:
+                    set_reference_log_probs(pairs, *self.reference_log_probs(pairs, datamodule.reference_cache_dir()))
+        if not self.needs_reference_model():
+            self.engine.base = None
+
+    def reference_log_probs(self, pairs: list[Pair], cache_dir: Path | None) -> tuple[Tensor, Tensor]:
+        """``(log π0(chosen), log π0(rejected))`` of ``pairs`` (read from ``cache_dir`` when cached),
+        in the context of the gradient passes (``grad_dtype`` autocast, attention kernel): log π0 of
+        a pair then has the numerics of log π in the loss, and h = Δπ − Δπ0 starts at 0."""
+        model = self.engine.base
+        device = model_device(model)
+        if self.device != device:  # models built on the Trainer's device (its tensor_init_context)
+            self.to(device)
+        with self.engine.grad_autocast(model):
+            chosen, rejected, _ = cached_reference_log_probs(model, self.policy, pairs, self.reference_id(), cache_dir,
+                                                             self.hparams.minibatch_size, device)
+        return chosen, rejected
+
+    # -------------------------------------------------------------------- loss
     def _refs(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
         if batch.ref_chosen is None or batch.ref_rejected is None:
             raise ValueError("DPO needs the reference log-probs of the pairs; it computes them when it connects its "

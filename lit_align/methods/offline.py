@@ -121,9 +121,6 @@ class OfflineModule(EngineModule):
     def connect_data(self, datamodule: L.LightningDataModule) -> None:
         """Give ``datamodule`` what it needs from the models (its ``connect``); idempotent."""
 
-    def frozen_models(self) -> list[nn.Module | None]:
-        return [self.engine.base] if self.engine is not None else []
-
     def on_fit_start(self) -> None:
         super().on_fit_start()
         self._setup_ranks()

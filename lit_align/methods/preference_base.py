@@ -15,18 +15,15 @@ rate against π0 is the :class:`lit_align.callbacks.WinRate` callback (any metho
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from lit_align import estimators
-from lit_align.data.preference import Pair, PreferenceBatch, PreferenceDataModule
-from lit_align.data.preference_pairs import cached_reference_log_probs, set_reference_log_probs
+from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
 from lit_align.losses import rl_kl_loss
-from lit_align.methods.offline import OfflineModule, attached_datamodule, model_device
+from lit_align.methods.offline import OfflineModule, attached_datamodule
 from lit_align.methods.stepping import even_chunks
 from lit_align.models.policy import Samples
 
@@ -43,45 +40,10 @@ class PreferenceModule(OfflineModule):
         Other arguments: :class:`~lit_align.methods.offline.OfflineModule`.
     """
 
-    uses_reference_log_probs = False  # DPO reads log π0 of the pairs, computed in prepare_pairs
-
     def __init__(self, track_kl: bool = True, kl_every_n_steps: int = 1, kl_prompts: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
         if kl_every_n_steps < 1 or kl_prompts < 1:
             raise ValueError("kl_every_n_steps and kl_prompts must be ≥ 1")
-
-    # ------------------------------------------------------------- reference π0
-    def reference_id(self) -> str:
-        """What identifies π0 and the numerics of its pass (the cache key of its log-probs on the pairs)."""
-        hp = self.hparams
-        key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
-        for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
-            if hp.get(option) not in (None, "float32"):
-                key += f"|{option}={hp.get(option)}"
-        return key
-
-    def needs_reference_model(self) -> bool:
-        """Whether π0 must stay in memory after the reference log-probs are computed."""
-        from lit_align.callbacks.win_rate import WinRate
-
-        trainer = self.attached_trainer
-        callbacks = trainer.callbacks if trainer is not None else []
-        return bool(self.hparams.track_kl) or any(isinstance(cb, WinRate) for cb in callbacks)
-
-    @property
-    def reference_is_policy(self) -> bool:
-        """π0 used only for the reference pass (DPO without KL tracking) is the policy itself, still
-        untrained when :meth:`prepare_pairs` runs, instead of a second copy (~0.5 GB less peak
-        memory on SmolLM2); it is released once the reference log-probs are computed."""
-        return self.uses_reference_log_probs and not self.needs_reference_model() and not self.hparams.frozen_dtype
-
-    @property
-    def needs_base(self) -> bool:
-        return not self.reference_is_policy
-
-    def on_models_ready(self) -> None:
-        if self.engine.base is None:
-            self.engine.base = self.engine.model
 
     # -------------------------------------------------------------------- data
     def connect_data(self, datamodule) -> None:
@@ -89,33 +51,10 @@ class PreferenceModule(OfflineModule):
             self.prepare_pairs(datamodule)
 
     def prepare_pairs(self, datamodule: PreferenceDataModule) -> None:
-        """Tokenise ``datamodule``'s pairs with this method's policy and, if the method uses them,
-        compute their reference log-probs under π0; π0 is then released when nothing else needs
-        it, so training holds one model."""
+        """Tokenise ``datamodule``'s pairs with this method's policy (synthetic pairs are drawn from
+        π0 first). DPO also computes their reference log-probs here."""
         self.build_models()
         datamodule.connect(self.policy, self.engine.base)
-        if not self.uses_reference_log_probs or not datamodule.train_pairs:
-            return
-        if math.isnan(datamodule.train_pairs[0].ref_chosen):
-            for pairs in (datamodule.train_pairs, datamodule.val_pairs):
-                if pairs:
-                    set_reference_log_probs(pairs, *self.reference_log_probs(pairs, datamodule.reference_cache_dir()))
-        if not self.needs_reference_model():
-            self.engine.base = None
-
-    def reference_log_probs(self, pairs: list[Pair], cache_dir: Path | None) -> tuple[Tensor, Tensor]:
-        """``(log π0(chosen), log π0(rejected))`` of ``pairs`` (read from ``cache_dir`` when cached),
-        in the context of the gradient passes (``grad_dtype`` autocast, attention kernel): log π0 of
-        a pair then has the numerics of log π in the loss, and h = Δπ − Δπ0 starts at 0 (trl's
-        reference model runs under the same autocast)."""
-        model = self.engine.base
-        device = model_device(model)
-        if self.device != device:  # models built on the Trainer's device (its tensor_init_context)
-            self.to(device)
-        with self.engine.grad_autocast(model):
-            chosen, rejected, _ = cached_reference_log_probs(model, self.policy, pairs, self.reference_id(), cache_dir,
-                                                             self.hparams.minibatch_size, device)
-        return chosen, rejected
 
     def _check_batch(self, batch) -> PreferenceBatch:
         if not isinstance(batch, PreferenceBatch):
