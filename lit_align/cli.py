@@ -152,8 +152,9 @@ def main(args: list[str] | None = None) -> LitAlignCLI:
 def command_line(argv: list[str]) -> int:
     """Run the command ``argv``; the exit status. A user error prints one paragraph (and the
     traceback only with ``LIT_ALIGN_DEBUG=1``) and gives 2; ctrl-C after saving gives 130."""
-    from lit_align.callbacks.interrupt import interrupted_by
+    from lit_align.callbacks.interrupt import forget_interrupts, interrupted_by
 
+    forget_interrupts()  # an earlier command of this process (tests, notebooks) says nothing about this one
     try:
         sys.argv[1:] = resolve_argv(list(argv))  # in sys.argv: DDP's launcher re-runs it in every rank
         _run(None)

@@ -55,3 +55,23 @@ def test_a_user_error_before_any_step_saves_nothing(in_tmp, monkeypatch, capsys,
     err = capsys.readouterr().err
     assert status == 2 and "raised ZeroDivisionError" in err and "Saved" not in err
     assert not list(in_tmp.rglob("*.ckpt"))
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused(tmp_path, monkeypatch):
+    """(As root every folder is writable, so the permission is faked.)"""
+    from lit_align.cli_checks import check_writable
+    from lit_align.errors import UserError
+
+    check_writable("trainer.default_root_dir", str(tmp_path / "new" / "deeper"))  # creatable: fine
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    with pytest.raises(UserError, match=r"^trainer\.default_root_dir: cannot write to '.*' \(permission denied\)"):
+        check_writable("trainer.default_root_dir", str(tmp_path / "new"))
+
+
+def test_a_sharded_checkpoint_folder_is_found_by_last(tmp_path):
+    from lit_align.callbacks.resume import check_checkpoint, find_last_checkpoint
+
+    (tmp_path / "last.ckpt").mkdir()
+    (tmp_path / "last.ckpt" / "shard_0.pt").write_bytes(b"x")
+    assert find_last_checkpoint([tmp_path]) == tmp_path / "last.ckpt"
+    check_checkpoint(tmp_path / "last.ckpt", "DPG", "toy")  # accepted: the strategy reads it

@@ -61,6 +61,8 @@ class Case:
     files: dict[str, bytes | str] = field(default_factory=dict)
     command: list[str] | None = None  # replaces ``fit --config toy_dpg``
     skip: bool = False
+    early: bool = True  # refused before any model is loaded (loading fails the test)
+    folders: tuple[str, ...] = ()  # empty folders to make
 
 
 CASES = [
@@ -125,14 +127,14 @@ CASES = [
     Case("model_gguf_corrupt", ["--model.init_args.model=x.gguf"], r"^error: model: 'x\.gguf' is not a GGUF file",
          files={"x.gguf": b"GGUF\x03"}),
     Case("model_gguf_missing", ["--model.init_args.model=y.gguf"], r"^error: ModelLoadError: GGUF file 'y\.gguf' does "
-         r"not exist"),
+         r"not exist", early=False),
     Case("model_offline_cli", ["--model.init_args.model=no-such-org/no-such-model-xyz"],
-         r"^error: ModelLoadError: could not load model 'no-such-org/no-such-model-xyz'"),
+         r"^error: ModelLoadError: could not load model 'no-such-org/no-such-model-xyz'", early=False),
     Case("prompt_too_long_cli", ["--model.init_args.model=tiny-gpt2", "--model.init_args.max_new_tokens=8",
                                  "--model.init_args.n_samples=2", "--data=lit_align.data.FileContextsDataModule",
                                  "--data.init_args.dataset=d.jsonl", "--data.init_args.reference_column=null"],
          r"^error: a prompt of 300 tokens plus max_new_tokens=8 needs 308 positions, more than the model's context of "
-         r"256: set max_prompt_length: 248", files={"d.jsonl": '{"source": "%s"}\n' % ("x" * 300)}),
+         r"256: set max_prompt_length: 248", files={"d.jsonl": '{"source": "%s"}\n' % ("x" * 300)}, early=False),
     # --- data
     Case("data_missing_cli", ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl"],
          r"^error: FileNotFoundError: data file '.*d\.jsonl' does not exist"),
@@ -147,11 +149,11 @@ CASES = [
     Case("preference_missing_column_cli", [*PREF, "--data.init_args.dataset=p.jsonl"],
          r"^error: dataset 'p\.jsonl', record 0: no column 'rejected' \(it has \['chosen', 'prompt'\]\); set "
          r"prompt_column / chosen_column / rejected_column", files={"p.jsonl": '{"prompt": "ab", "chosen": "a"}\n' * 4},
-         command=["fit", "--config", "dpo_toy"]),
+         command=["fit", "--config", "dpo_toy"], early=False),
     Case("preference_not_text_cli", [*PREF, "--data.init_args.dataset=p.jsonl"],
          r"^error: dataset 'p\.jsonl', record 0: chosen/rejected must both be strings or both be message lists; "
          r"got int and str", files={"p.jsonl": '{"prompt": "ab", "chosen": 3, "rejected": "b"}\n' * 4},
-         command=["fit", "--config", "dpo_toy"]),
+         command=["fit", "--config", "dpo_toy"], early=False),
     Case("prompts_blank_cli", ["--data=lit_align.data.PreferencePromptsDataModule", "--data.init_args.dataset=p.jsonl",
                                "--data.init_args.reference_column=null"],
          r"^error: dataset 'p\.jsonl': no usable training contexts in column 'prompt'$",
@@ -163,7 +165,14 @@ CASES = [
          r"does not exist"),
     Case("ckpt_last_none", ["--ckpt_path=last"], r"^error: CheckpointNotFoundError: --ckpt_path last: no last\*\.ckpt "
          r"of this experiment .*--ckpt_path auto"),
-    Case("ckpt_auto_none", ["--ckpt_path=auto"], r"^$", status=0),
+    Case("ckpt_auto_none", ["--ckpt_path=auto"], r"^$", status=0, early=False),
+    Case("ckpt_empty_folder", ["--ckpt_path=ck"], r"^error: CheckpointError: --ckpt_path 'ck' is an empty folder",
+         folders=("ck",)),
+    Case("ckpt_auto_validate", [], r"^error: CheckpointError: --ckpt_path auto is for fit",
+         command=["validate", "--config", "toy_dpg", "--ckpt_path=auto"]),
+    Case("seed_not_int", ["--seed_everything=abc"], r"^error: seed_everything: .*abc"),
+    Case("callback_typo", ["--trainer.callbacks+=lit_align.callbacks.SampleText"],
+         r"^error: .*Did you mean 'SampleTexts'\?"),
     Case("ckpt_garbage", ["--ckpt_path=junk.ckpt"], r"^error: CheckpointError: --ckpt_path 'junk\.ckpt' is not a "
          r"readable checkpoint", files={"junk.ckpt": b"\x00garbage"}),
     Case("ckpt_other_method_cli", ["--ckpt_path=o.ckpt"], r"^error: CheckpointError: --ckpt_path 'o\.ckpt' was "
@@ -173,14 +182,18 @@ CASES = [
          files={"o.ckpt": ckpt("DPG", "tiny-gpt2")}),
     # --- scorers (the run stops; last.ckpt of the last completed step is saved)
     Case("scorer_raises_cli", [failing("raise", 3)], r"^error: ScorerError: scorer '\w+' \(Failing\) raised "
-         r"ZeroDivisionError: division by zero .*Saved .*last\.ckpt at step \d+"),
+         r"ZeroDivisionError: division by zero .*Saved .*last\.ckpt at step \d+", early=False),
     Case("scorer_nan_cli", [failing("nan", 3)], r"^error: ScorerError: scorer '\w+' \(Failing\) returned 1 "
-         r"non-finite values .*the first nan for text 0: '.*'; make it return a finite value"),
+         r"non-finite values .*the first nan for text 0: '.*'; make it return a finite value", early=False),
     Case("scorer_strings_cli", [failing("strings")], r"^error: ScorerError: scorer '\w+' \(Failing\) returned list "
-         r"of str \('yes', \.\.\.\)"),
+         r"of str \('yes', \.\.\.\)", early=False),
     Case("scorer_shape_cli", [failing("shape")], r"^error: ScorerError: scorer '\w+' \(Failing\) returned shape "
-         r"\(\d+,\) for \d+ texts"),
+         r"\(\d+,\) for \d+ texts", early=False),
 ]
+
+
+def _no_load(*args, **kwargs):
+    raise AssertionError("a model was loaded before the bad input was refused")
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.skipif(c.skip, reason="needs a CPU-only machine"))
@@ -190,6 +203,10 @@ def test_command_line_case(case: Case, in_tmp, monkeypatch, capsys, single_threa
     monkeypatch.setattr("sys.argv", ["lit_align"])
     monkeypatch.setattr("lit_align.models.loading.hub_reachable", lambda *a, **k: False)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    if case.early:
+        monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+    for name in case.folders:
+        (in_tmp / name).mkdir(parents=True)
     for name, content in case.files.items():
         (in_tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (in_tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())

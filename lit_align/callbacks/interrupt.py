@@ -33,6 +33,11 @@ from lit_align.callbacks.resume import checkpoint_dir, install_atomic_io, save_a
 _LAST_SIGNAL: list[str] = []  # what stopped the latest run of this process ("SIGINT" / "SIGTERM")
 
 
+def forget_interrupts() -> None:
+    """Start a new command: no run of it was interrupted yet."""
+    _LAST_SIGNAL.clear()
+
+
 def interrupted_by() -> str | None:
     """``"SIGINT"`` or ``"SIGTERM"`` if the latest run of this process was stopped by it."""
     return _LAST_SIGNAL[-1] if _LAST_SIGNAL else None

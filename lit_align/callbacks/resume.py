@@ -147,7 +147,7 @@ def candidate_dirs(trainer: L.Trainer) -> list[Path]:
 
 def find_last_checkpoint(dirs: list[Path]) -> Path | None:
     """The most recently written complete ``last*.ckpt`` in ``dirs`` (None if there is none)."""
-    found = [p for d in dirs if d.is_dir() for p in d.iterdir() if _LAST.match(p.name) and p.is_file()]
+    found = [p for d in dirs if d.is_dir() for p in d.iterdir() if _LAST.match(p.name)]  # a file, or a sharded folder
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
@@ -158,6 +158,11 @@ def check_checkpoint(path: str | Path, method: str | None = None, model: str | N
     import torch
 
     path = Path(path)
+    if path.is_dir():  # a sharded checkpoint (DeepSpeed, FSDP): the strategy reads it
+        if not any(path.iterdir()):
+            raise CheckpointError(f"--ckpt_path {str(path)!r} is an empty folder; give a .ckpt file (or the folder "
+                                  "of a DeepSpeed / sharded FSDP checkpoint)")
+        return
     if not path.is_file():
         raise CheckpointNotFoundError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt file, or `last` to "
                                       "resume the newest last.ckpt of this experiment")

@@ -20,8 +20,9 @@ from torch import Tensor
 from lit_align.errors import UserError, shorten
 
 
-class ScorerError(UserError):
-    """A scorer raised, or returned something other than one finite float per text."""
+class ScorerError(UserError, RuntimeError):
+    """A scorer raised, or returned something other than one finite float per text (a
+    ``RuntimeError`` too, as a scorer's exception was before)."""
 
 
 class Scorer:
