@@ -5,7 +5,7 @@ An old name must not silently mean nothing (or something else): a renamed config
 with a message that names the new one. The CLI calls :func:`check_arguments` on its argument
 list before parsing it; :func:`upgrade_hparams` maps the hyperparameters of an older checkpoint.
 
-This module imports nothing of lit_align (a bottom floor: the CLI and the methods may use it).
+A bottom floor (it imports only :mod:`lit_align.errors`): the CLI and the methods may use it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import inspect
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from lit_align.errors import UserError
 
 RENAMED_IN = "0.2"
 
@@ -41,7 +43,7 @@ PARAMETER_RENAMES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class RenamedError(ValueError):
+class RenamedError(UserError):
     """A config file or parameter given under the name it had before lit_align ``RENAMED_IN``."""
 
 
@@ -184,20 +186,3 @@ def upgrade_hparams(class_path: str, hparams: Mapping) -> dict:
         if new is not None and new not in out:
             out[new] = out.pop(key)
     return out
-
-
-def cli_check_config_name(value: str) -> None:
-    """:func:`check_config_name` for the command line: an old config name exits with the message."""
-    try:
-        check_config_name(value)
-    except RenamedError as err:
-        raise SystemExit(f"error: {err}") from None
-
-
-def cli_check(argv: list[str]) -> list[str]:
-    """:func:`check_arguments` for the command line: a renamed parameter exits with the message."""
-    try:
-        check_arguments(argv)
-    except RenamedError as err:
-        raise SystemExit(f"error: {err}") from None
-    return argv

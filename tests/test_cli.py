@@ -117,9 +117,11 @@ def test_local_file_shadows_shipped_config(in_tmp):
 
 
 def test_unknown_config_lists_shipped_configs(in_tmp, run_cli):
-    with pytest.raises(SystemExit) as info:
+    from lit_align.errors import UserError
+
+    with pytest.raises(UserError) as info:
         run_cli("fit", "--config", "no_such_config", "--print_config")
-    message = str(info.value.code)
+    message = str(info.value)
     assert "no_such_config" in message
     shipped = shipped_configs()
     assert "dpg_toy.yaml" in shipped

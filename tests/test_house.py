@@ -54,10 +54,6 @@ KNOWN = {
     "circles": set(),
     "upward": set(),
     "private": {
-        "lit_align.callbacks.resume: AtomicCheckpoint._save_checkpoint overrides a Lightning private",
-        "lit_align.callbacks.resume: getattr(..., '_data_fetcher')",
-        "lit_align.callbacks.resume: loop.epoch_loop._should_check_val_fx",
-        "lit_align.cli: LitAlignCLI._parse_ckpt_path overrides a Lightning private",
         "lit_align.methods.base: self._trainer",
         "lit_align.methods.checkpoint_state: self._trainer",
         "lit_align.methods.phf: self._trainer",
