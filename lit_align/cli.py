@@ -12,10 +12,10 @@ directory is looked up among the configs shipped inside the package, so
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
@@ -23,11 +23,12 @@ from lightning.pytorch.cli import LightningCLI
 from lit_align.callbacks.interrupt import InterruptCheckpoint
 from lit_align.callbacks.perf import PerfMonitor
 from lit_align.cli_checks import check_parsed
-from lit_align.cli_errors import user_error_of
+from lit_align.cli_errors import advice, user_error_of
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV)
 from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
 from lit_align.methods.engine_module import EngineModule
+from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
 from lit_align.renames import check_arguments, check_config_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -70,7 +71,7 @@ def resolve_argv(argv: list[str]) -> list[str]:
     return out
 
 
-class LitAlignCLI(LightningCLI):
+class LitAlignCLI(RunExtras, LightningCLI):
     """LightningCLI with lit_align's defaults: the resolved config saved next to the logs,
     ``last.ckpt`` saved on ctrl-C, SIGTERM and a user error during training, the parsed config
     checked before anything is instantiated, and ``fit --ckpt_path last`` resuming the newest
@@ -171,7 +172,7 @@ def command_line(argv: list[str]) -> int:
         user = user_error_of(err)
         if user is None or debug_enabled():
             raise
-        print(f"{paragraph(user)}\n{debug_hint()}", file=sys.stderr)
+        print(f"{paragraph(user)}{advice(user)}\n{debug_hint()}", file=sys.stderr)
         return EXIT_STATUS
     return 0
 
@@ -181,7 +182,10 @@ def _print(message: str) -> int:
     return 1
 
 
-def _run(argv: list[str] | None) -> LitAlignCLI:
+def _run(argv: list[str] | None) -> Any:
+    command = list(argv) if argv is not None else sys.argv[1:]
+    if command and command[0] in COMMANDS:  # export, sample: lit_align.cli_extras
+        return run_command(command, from_command_line=argv is None)
     # Hugging Face models load in eval mode and lit_align turns dropout off itself
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -191,6 +195,7 @@ def _run(argv: list[str] | None) -> LitAlignCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=HintingParser,
+        parser_kwargs=parser_kwargs(shipped_configs()),
         save_config_kwargs={"overwrite": True},
         args=argv,
         auto_configure_optimizers=False,

@@ -36,7 +36,22 @@ def user_kinds() -> tuple[type[BaseException], ...]:
     from lit_align.callbacks.task_metrics import MissingMetricPackage
     from lit_align.distributed import UnsupportedStrategyError
 
-    return (UserError, ValueError, *_OS_ERRORS, MissingMetricPackage, UnsupportedStrategyError, *_library_errors())
+    import torch
+
+    return (UserError, ValueError, *_OS_ERRORS, MissingMetricPackage, UnsupportedStrategyError, torch.OutOfMemoryError,
+            *_library_errors())
+
+
+OOM_ADVICE = ("the model, its samples and their gradients do not fit in the device's memory: lower "
+              "model.init_args.minibatch_size (samples per forward/backward; the step is unchanged) or n_samples, "
+              "shorten max_new_tokens, or use trainer.precision: bf16-mixed, gradient_checkpointing: true or LoRA")
+
+
+def advice(err: BaseException) -> str:
+    """What to do, for errors whose own message does not say (an out-of-memory error)."""
+    import torch
+
+    return f" ({OOM_ADVICE})" if isinstance(err, torch.OutOfMemoryError) else ""
 
 
 def _raised_in_jsonargparse(err: BaseException) -> bool:

@@ -186,20 +186,3 @@ def upgrade_hparams(class_path: str, hparams: Mapping) -> dict:
         if new is not None and new not in out:
             out[new] = out.pop(key)
     return out
-
-
-def cli_check_config_name(value: str) -> None:
-    """:func:`check_config_name` for the command line: an old config name exits with the message."""
-    try:
-        check_config_name(value)
-    except RenamedError as err:
-        raise SystemExit(f"error: {err}") from None
-
-
-def cli_check(argv: list[str]) -> list[str]:
-    """:func:`check_arguments` for the command line: a renamed parameter exits with the message."""
-    try:
-        check_arguments(argv)
-    except RenamedError as err:
-        raise SystemExit(f"error: {err}") from None
-    return argv

@@ -14,7 +14,8 @@ Nothing is saved when no step completed in this run (an older ``last.ckpt`` stay
 - **A user error during training** (a scorer that raises or returns NaN, a corpus line that is
   not JSON, ...: a ``ValueError``, which :class:`lit_align.errors.UserError` is): the weights, optimizer and
   method state of the last completed step are saved (the step that failed applied nothing; its
-  random draws are not replayed on resume), and the error's message says where.
+  random draws are not replayed on resume), and the error's message says where. An
+  out-of-memory error is treated the same way (the step that ran out applied nothing).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import threading
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -93,7 +95,7 @@ class InterruptCheckpoint(Callback):
         if isinstance(exception, SIGTERMException):
             why = "SIGINT" if self._sigint else "SIGTERM"
             _LAST_SIGNAL.append(why)
-        elif isinstance(exception, ValueError):  # UserError and the project's bad-input errors
+        elif isinstance(exception, (ValueError, torch.OutOfMemoryError)):  # UserError, bad inputs; too big a batch
             why = type(exception).__name__
         else:
             return  # a bug: its traceback, and the periodic checkpoints, are what is left
