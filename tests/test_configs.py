@@ -25,7 +25,7 @@ MAX_NEW_TOKENS = 4
 
 
 def test_configs_are_found():
-    assert "toy_dpg.yaml" in IDS
+    assert "dpg_toy.yaml" in IDS
 
 
 def load_yaml(path: Path) -> dict:

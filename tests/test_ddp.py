@@ -6,7 +6,7 @@ reduced across ranks, all ranks take the same decisions and hold the same weight
   2n samples: the logged Ẑ, KL/TV estimates, scorer moments, ESS, the fitted λ and the
   proposal-update decisions agree step by step, and so do the final weights.
 * With real sampling (seeded per rank) a DDP run and a single-process run with the same total
-  samples reach the same distribution on the exact toy space (methods.md §11).
+  samples reach the same distribution on the exact toy space (docs/toy_space.md).
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, ru
     raw = yaml.safe_load(text)
     assert set(raw) == {"trainer"}, "a strategy snippet only sets trainer options"
     with pytest.raises(SystemExit) as info:  # composes by shipped name, later --config wins
-        run_cli("fit", "--config", "toy_dpg.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
+        run_cli("fit", "--config", "dpg_toy.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
     assert info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"] == "lit_align.methods.DPG"

@@ -1,4 +1,4 @@
-"""PHF objectives end to end on tiny models (methods.md §5.2): filtering = MLE on the kept
+"""PHF objectives end to end on tiny models (Korbak et al. 2023, arXiv:2302.08582): filtering = MLE on the kept
 documents; conditional training learns π(·|<|aligned|>) = the good segments' distribution;
 control tokens never reach generated text; fine-tuning starts from a checkpoint."""
 

@@ -1,4 +1,4 @@
-"""Preference losses against hand-computed values (methods.md §6.2, §7)."""
+"""Preference losses against hand-computed values (Yun et al. 2025, arXiv:2506.01523; DPO arXiv:2305.18290; IPO arXiv:2310.12036)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluation of pretraining with human feedback (methods.md §5.4), logged every few steps.
+"""Evaluation of pretraining with human feedback (Korbak et al. 2023, arXiv:2302.08582), logged every few steps.
 
 - **misalignment** of unconditional samples (and of prompted ones when ``prompts`` is set):
   ``eval/<scenario>/score`` (mean), ``score_se`` (its standard error), ``score_max``,

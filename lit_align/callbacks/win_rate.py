@@ -1,5 +1,5 @@
 """Win rate of the policy against the frozen base/reference policy, judged by a scorer or a
-reward model (Yun et al. 2025 §6.1 evaluation; methods.md §10 "Win rate").
+reward model (Yun et al. 2025, arXiv:2506.01523, §6.1 evaluation).
 
 At each validation batch, ``n`` completions per context are drawn from π and from π0; the
 i-th completion of π is compared with the i-th of π0 by the judge, and the epoch's

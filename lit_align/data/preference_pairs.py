@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lit_align.models.policy import Samples
+from lit_align.models.samples import pad_samples  # noqa: F401 - re-exported (data.preference)
 
 
 @dataclass
@@ -66,25 +67,6 @@ class PreferenceBatch:
         mv = (lambda t: None if t is None else t.to(device))
         return replace(self, samples=samples, ref_chosen=mv(self.ref_chosen), ref_rejected=mv(self.ref_rejected),
                        soft_label=mv(self.soft_label), index=self.index.to(device))
-
-
-def pad_samples(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
-                texts: Sequence[str], contexts: Sequence[str]) -> Samples:
-    """Token rows as :class:`Samples` (prompts left-padded, completions right-padded, all scored)."""
-    n = len(prompts)
-    lp, lc = max(len(r) for r in prompts), max(max(len(r) for r in completions), 1)
-    pid = torch.full((n, lp), pad_id, dtype=torch.long)
-    pmask = torch.zeros((n, lp), dtype=torch.long)
-    cid = torch.full((n, lc), pad_id, dtype=torch.long)
-    cmask = torch.zeros((n, lc), dtype=torch.long)
-    for i, (pr, co) in enumerate(zip(prompts, completions)):
-        pid[i, lp - len(pr):] = torch.tensor(list(pr), dtype=torch.long)
-        pmask[i, lp - len(pr):] = 1
-        cid[i, : len(co)] = torch.tensor(list(co), dtype=torch.long)
-        cmask[i, : len(co)] = 1
-    return Samples(prompt_ids=pid, prompt_mask=pmask, completion_ids=cid, completion_mask=cmask,
-                   log_q=torch.zeros(n), texts=list(texts), contexts=list(contexts),
-                   context_index=torch.arange(n))
 
 
 def collate_pairs(pairs: Sequence[Pair], pad_id: int, index: Sequence[int] | None = None) -> PreferenceBatch:
