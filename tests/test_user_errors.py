@@ -158,7 +158,7 @@ CASES = [
                                "--data.init_args.reference_column=null"],
          r"^error: dataset 'p\.jsonl': no usable training contexts in column 'prompt'$",
          files={"p.jsonl": '{"prompt": " "}\n{"prompt": ""}\n'}, command=["fit", "--config", "rkl_toy"]),
-    Case("rlkl_beta_negative", ["--model.init_args.beta=-1"], r"^error: RLKL: beta must be a positive number",
+    Case("rlkl_kl_coef_negative", ["--model.init_args.kl_coef=-1"], r"^error: RLKL: kl_coef must be a positive number",
          command=["fit", "--config", "rkl_toy"]),
     # --- checkpoints
     Case("ckpt_missing_cli", ["--ckpt_path=nope.ckpt"], r"^error: CheckpointNotFoundError: --ckpt_path 'nope\.ckpt' "
@@ -181,9 +181,9 @@ CASES = [
          r"'tiny-gpt2', but the config's model is 'toy'; resume with model: tiny-gpt2",
          files={"o.ckpt": ckpt("DPG", "tiny-gpt2")}),
     # --- scorers (the run stops; last.ckpt of the last completed step is saved)
-    Case("scorer_raises_cli", [failing("raise", 3)], r"^error: ScorerError: scorer '\w+' \(Failing\) raised "
+    Case("scorer_raises_cli", [failing("raise", 2), "--trainer.max_steps=2"], r"^error: ScorerError: scorer '\w+' \(Failing\) raised "
          r"ZeroDivisionError: division by zero .*Saved .*last\.ckpt at step \d+", early=False),
-    Case("scorer_nan_cli", [failing("nan", 3)], r"^error: ScorerError: scorer '\w+' \(Failing\) returned 1 "
+    Case("scorer_nan_cli", [failing("nan", 2), "--trainer.max_steps=2"], r"^error: ScorerError: scorer '\w+' \(Failing\) returned 1 "
          r"non-finite values .*the first nan for text 0: '.*'; make it return a finite value", early=False),
     Case("scorer_strings_cli", [failing("strings")], r"^error: ScorerError: scorer '\w+' \(Failing\) returned list "
          r"of str \('yes', \.\.\.\)", early=False),
