@@ -11,6 +11,14 @@ Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
   the end of the validation, and writes every checkpoint through :meth:`write` (overriding the
   protected ``_save_checkpoint``): DeepSpeed and sharded FSDP write checkpoint *folders*
   themselves, past any ``CheckpointIO`` plugin, so only this hook sees every write.
+
+Step counting (lit_align.methods.stepping):
+
+Manual optimisation counts ``trainer.global_step`` as optimizer steps taken. Lightning has no
+public way to count a training step that applies no update (a skipped bad step, a sampling
+round) or to count several updates of one step (PPO's epochs × minibatches) as one, so that
+``max_steps`` ends the run after that many rollouts: both adjust the manual-optimisation
+step counter.
 """
 
 from __future__ import annotations
@@ -66,3 +74,26 @@ class DeferredSaveCheckpoint(ModelCheckpoint):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
+
+
+def optimizer_step_progress(trainer):
+    """The counter behind ``trainer.global_step`` under manual optimisation."""
+    return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+
+
+def count_step_without_update(trainer) -> None:
+    """Count one optimizer step that was not taken (``global_step`` += 1)."""
+    progress = optimizer_step_progress(trainer)
+    progress.increment_ready()
+    progress.increment_completed()
+
+
+def count_updates_as_one(trainer, n_updates: int) -> None:
+    """Make the last ``n_updates`` optimizer steps count as a single ``global_step``."""
+    extra = int(n_updates) - 1
+    if extra <= 0:
+        return
+    progress = optimizer_step_progress(trainer)
+    for tracker in (progress.total, progress.current):
+        tracker.ready -= extra
+        tracker.completed -= extra
