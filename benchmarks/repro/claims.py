@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # ----------------------------------------------------------------------------- names
-# Today's names (main at cf7e755). After the issue-17 renames (h/names, /work/wt/RENAMES.md) the
-# right-hand sides marked "→" change; no other file of benchmarks/repro spells a config file or a
-# renamed parameter. Changed names change the runs' fingerprints, so finished runs are run again.
+# The names after the issue-17 renames (RENAMES: toy_dpg.yaml → dpg_toy.yaml; beta → kl_coef /
+# temperature). No other file of benchmarks/repro spells a config file or a renamed parameter.
+# Changed names change the runs' fingerprints, so finished runs are run again.
 NAMES = {
     # shipped configs (configs/ and lit_align/configs/)
-    "config.toy": "toy_dpg.yaml",                     # → dpg_toy.yaml after h/names
+    "config.toy": "dpg_toy.yaml",
     "config.rlkl_amazing": "rlkl_amazing.yaml",
     "config.dpg_amazing": "dpg_amazing.yaml",
     "config.ppo_amazing": "ppo_amazing.yaml",
@@ -48,15 +48,15 @@ NAMES = {
     "class.Distributional": "lit_align.moment_matching.Distributional",
     "class.Regex": "lit_align.scorers.Regex",
     "class.ExactToyMetrics": "benchmarks.repro.toy_exact.ExactToyMetrics",
-    # parameters (left: what the claim means; right: the parameter's name in the method today)
-    "param.rlkl.kl_coef": "beta",            # RLKL: → kl_coef
-    "param.rloo.kl_coef": "beta",            # RLOO: → kl_coef
-    "param.dpo.kl_coef": "beta",             # DPO: → kl_coef
-    "param.pmle.kl_coef": "beta",            # PMLE: → kl_coef
-    "param.distill.kl_coef": "beta",         # PreferenceDistillation: → kl_coef
-    "param.ppo.kl_coef": "kl_coef",          # PPO: unchanged
-    "param.tilt.temperature": "beta",        # RewardTilt: → temperature
-    "param.phf.temperature": "beta",         # PHF RWR/AWR: → temperature
+    # parameters (left: what the claim means; right: the parameter's name in the method)
+    "param.rlkl.kl_coef": "kl_coef",          # RLKL
+    "param.rloo.kl_coef": "kl_coef",          # RLOO
+    "param.dpo.kl_coef": "kl_coef",           # DPO
+    "param.pmle.kl_coef": "kl_coef",          # PMLE
+    "param.distill.kl_coef": "kl_coef",       # PreferenceDistillation
+    "param.ppo.kl_coef": "kl_coef",           # PPO
+    "param.tilt.temperature": "temperature",  # RewardTilt
+    "param.phf.temperature": "temperature",   # PHF RWR/AWR
 }
 
 

@@ -31,18 +31,18 @@ class PointwiseTargetDistance(L.Callback):
     @torch.no_grad()
     def _draw(self, module, model, n: int):
         per = max(1, n // len(self.contexts))
-        samples = module.sample(self.contexts, per, model=model)
+        samples = module.engine.sample(self.contexts, per, model=model)
         b = self.scorer(samples.texts, samples.contexts).double().cpu()
         return samples, b
 
     @torch.no_grad()
     def record(self, trainer: L.Trainer, module) -> None:
         if self.log_z is None:
-            _, b = self._draw(module, module.base_model, self.z_samples)
+            _, b = self._draw(module, module.engine.base, self.z_samples)
             self.log_z = math.log(max(float(b.mean()), 1.0 / (2 * len(b))))  # no hit: half a hit, not −inf
         samples, b = self._draw(module, module.model, self.n)
-        log_pi = module.log_prob_no_grad(module.model, samples).double().cpu()
-        log_a = module.base_log_prob(samples).double().cpu()
+        log_pi = module.engine.log_prob(module.engine.model, samples).double().cpu()
+        log_a = module.engine.base_log_prob(samples).double().cpu()
         log_P = log_a + torch.log(b)
         metrics = {"target/kl_p_pi": float(estimators.kl_target_policy(log_P, log_pi, log_pi, self.log_z)),
                    "target/kl_pi_a": float((log_pi - log_a).mean()), "target/E_b": float(b.mean())}

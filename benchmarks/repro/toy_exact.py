@@ -9,7 +9,7 @@ enumeration of all V^T sequences (no sampling noise):
 - ``exact/kl_pi_a``: KL(π‖a), the distance from the base a,
 - ``exact/entropy``: H(π) in nats, and ``exact/tv_p_pi``: TV(p, π).
 
-The target p is built from the frozen base a of the method (``pl_module.base_model``):
+The target p is built from the frozen base a of the method (``pl_module.engine.base``):
 
 - ``pointwise``: p ∝ a·φ (Khalifa et al. 2021, arXiv:2012.11635);
 - ``tilt``: p ∝ a·exp(φ/β), the optimum of KL-regularised RL with reward φ and coefficient β
@@ -67,6 +67,12 @@ def exact_metrics(log_pi: torch.Tensor, log_p: torch.Tensor, log_a: torch.Tensor
     }
 
 
+def base_model(module):
+    """The method's frozen base a (the engine's since the issue-17 refactor)."""
+    engine = getattr(module, "engine", None)
+    return engine.base if engine is not None else module.base_model
+
+
 class ExactToyMetrics(L.Callback):
     """Logs the exact metrics above to the trainer's loggers (module docstring)."""
 
@@ -83,7 +89,7 @@ class ExactToyMetrics(L.Callback):
 
     def _prepare(self, module) -> None:
         with torch.no_grad():
-            self.log_a = self.space.log_probs(module.base_model).detach().double().cpu()
+            self.log_a = self.space.log_probs(base_model(module)).detach().double().cpu()
         if self.target == "toy_model":
             from lit_align.models.toy import ToyLM
 
