@@ -178,6 +178,23 @@ def check_arguments(argv: list[str]) -> None:
                 raise RenamedError(_message(flag, new, class_path, " (command line)"))
 
 
+def stale_hparams(method: str, hparams: Mapping) -> list[str]:
+    """The saved hyperparameters of a checkpoint that method ``method`` (a class name) no longer
+    takes, each as ``old`` or ``old (now new)``: a checkpoint written before lit_align
+    ``RENAMED_IN`` (a renamed parameter; sampling settings the offline methods dropped)."""
+    try:
+        getattr(importlib.import_module("lit_align.methods"), method)
+    except AttributeError:  # a user's own method class: nothing to say about its parameters
+        return []
+    out = []
+    for key in hparams:
+        if key.startswith("_") or _accepts(method, key):
+            continue
+        new = renamed_parameter(method, key, hparams)
+        out.append(f"{key} (now {new})" if new else key)
+    return out
+
+
 def upgrade_hparams(class_path: str, hparams: Mapping) -> dict:
     """``hparams`` of a checkpoint written before the renames, with the new parameter names."""
     out = dict(hparams)

@@ -130,3 +130,14 @@ def test_loss_type_from_a_later_config_file_is_seen(all_renamed, in_tmp):
     second.write_text(yaml.safe_dump({"model": {"init_args": {"loss_type": "ipo"}}}))
     with pytest.raises(RenamedError, match="renamed tau"):
         check_arguments(["fit", "--config", str(first), "--config", str(second), "--model.init_args.beta=0.1"])
+
+
+def test_checkpoint_from_before_the_renames_is_refused_clearly():
+    """A DPO checkpoint written by lit_align before 0.2 (``tests/data``: 2 steps of dpo_toy at
+    commit cf7e755) saved ``beta`` and the sampling settings offline methods no longer take:
+    resuming it is refused before any model is loaded, naming each stale parameter."""
+    from lit_align.callbacks.resume import CheckpointError, check_checkpoint
+
+    old = Path(__file__).parent / "data" / "dpo_toy_before_0.2.ckpt"
+    with pytest.raises(CheckpointError, match=r"older lit_align: beta \(now kl_coef\), temperature, .* of DPO"):
+        check_checkpoint(old, "DPO", "toy")
