@@ -1,7 +1,7 @@
-"""The NeurIPS 2022 comparison (Korbak et al., "RL vs distribution matching"; methods.md §3)
+"""The NeurIPS 2022 comparison (Korbak et al., "RL vs distribution matching"; arXiv:2206.00761)
 at toy scale, with exact metrics (issue 3 benchmark; not a test).
 
-The base LM is the tabular ``ToyLM`` of methods.md §11 (4 letters, 4 tokens: 256 sequences),
+The base LM is the tabular ``ToyLM`` of docs/toy_space.md (4 letters, 4 tokens: 256 sequences),
 so every quantity is computed by enumeration, not estimated: after every ``--eval-every``
 steps the script enumerates the policy π and reports
 

@@ -29,6 +29,7 @@ from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV
 from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
 from lit_align.methods.engine_module import EngineModule
 from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
+from lit_align.renames import check_arguments, check_config_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -49,6 +50,7 @@ def resolve_config(value: str) -> str:
     for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return str(candidate)
+    check_config_name(value)  # an old shipped name: a UserError naming the new one
     raise UserError(f"--config {value!r} is neither a file nor a shipped config; give a path, or one of the "
                     f"shipped configs: {', '.join(shipped_configs())}")
 
@@ -65,6 +67,7 @@ def resolve_argv(argv: list[str]) -> list[str]:
             arg = "--config=" + resolve_config(arg.split("=", 1)[1])
         out.append(arg)
         i += 1
+    check_arguments(out)  # renamed parameters in the configs or flags: a UserError naming the new ones
     return out
 
 

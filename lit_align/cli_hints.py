@@ -76,7 +76,7 @@ def hint(message: str) -> str:
         if m := _NO_MODULE.search(message):
             return _module_hint(*m.groups())
         if _REQUIRED.search(message):
-            return ("\nhint: give a config with --config: a file, or a shipped config such as toy_dpg "
+            return ("\nhint: give a config with --config: a file, or a shipped config such as dpg_toy "
                     "(lit_align.cli.shipped_configs() lists them)")
     except Exception:  # a hint must never hide the original error
         return ""
@@ -125,7 +125,7 @@ def check_config_file(path: str) -> None:
         raise UserError(f"config {path!r} is not valid YAML{where}: {problem}") from None
     if loaded is None:
         raise UserError(f"config {path!r} is empty; it needs at least model: and data: (start from a shipped "
-                        "config: python -m lit_align fit --config toy_dpg --print_config > my.yaml)")
+                        "config: python -m lit_align fit --config dpg_toy --print_config > my.yaml)")
     if not isinstance(loaded, dict):
         raise UserError(f"config {path!r} must be a YAML mapping (model:, data:, trainer:, ...), "
                         f"not a {type(loaded).__name__}")

@@ -181,7 +181,7 @@ def prepare_deepspeed(config: dict | None, max_grad_norm: float | None) -> None:
     - DeepSpeed clips gradients itself (Lightning's clipping is a no-op under it): the
       method's ``max_grad_norm`` becomes ``gradient_clipping``.
     - ZeRO-3 (see :data:`ZERO3_ONE_BACKWARD`) takes one backward pass per optimizer step; the
-      models are then built outside ``deepspeed.zero.Init`` (:meth:`EngineModule.setup <lit_align.methods.engine_module.EngineModule.setup>`).
+      models are then built outside ``deepspeed.zero.Init`` (:meth:`EngineModule.setup`).
     """
     if config is None:
         return

@@ -1,4 +1,4 @@
-"""Every use of a private Lightning name, in one place (tests/test_lightning_private*.py fail
+"""Every use of a private Lightning name, in one place (tests/test_lightning_private.py fails
 when a Lightning upgrade changes one of them).
 
 Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
@@ -12,13 +12,13 @@ Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
   protected ``_save_checkpoint``): DeepSpeed and sharded FSDP write checkpoint *folders*
   themselves, past any ``CheckpointIO`` plugin, so only this hook sees every write.
 
-Step counting (lit_align.methods.stepping.GuardedSteps):
+Step counting (lit_align.methods.stepping):
 
-- :func:`count_step_without_update`, :func:`count_updates_as_one`: manual optimisation counts
-  ``trainer.global_step`` as optimizer steps taken, and Lightning has no public way to count a
-  training step that applies no update (a skipped bad step, a sampling round) or several updates
-  of one step (PPO's epochs × minibatches) as one, so that ``max_steps`` ends the run after that
-  many rollouts: both adjust the manual-optimisation step counter (tests/test_lightning_private.py).
+Manual optimisation counts ``trainer.global_step`` as optimizer steps taken. Lightning has no
+public way to count a training step that applies no update (a skipped bad step, a sampling
+round) or to count several updates of one step (PPO's epochs × minibatches) as one, so that
+``max_steps`` ends the run after that many rollouts: both adjust the manual-optimisation
+step counter.
 """
 
 from __future__ import annotations
@@ -75,8 +75,6 @@ class DeferredSaveCheckpoint(ModelCheckpoint):
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
 
-
-# ------------------------------------------------------------------ step counting
 
 def optimizer_step_progress(trainer):
     """The counter behind ``trainer.global_step`` under manual optimisation."""

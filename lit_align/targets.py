@@ -1,4 +1,7 @@
-"""Energy-based targets ``P(x|c) = a(x|c) · Π_k potential_k(x, c)`` (design.md, methods.md §1.1).
+"""Energy-based targets ``P(x|c) = a(x|c) · Π_k potential_k(x, c)``.
+
+The EBM of GDC's information projection (Khalifa et al. 2021, arXiv:2012.11635), written as
+in disco (Kruszewski et al. 2023, arXiv:2303.05431).
 
 A target is composed like in disco::
 
@@ -55,7 +58,7 @@ class Pointwise(Potential):
     """b(x) ∈ {0, 1}: ``log b`` is 0 or −inf (the pointwise constraint of GDC).
 
     ``epsilon > 0`` uses ``b + ε`` instead, which keeps every sample's target finite (CDPG
-    uses 1e-4; reverse-KL f-DPG needs it, methods.md §7).
+    uses 1e-4; reverse-KL f-DPG needs it, Go et al. 2023, arXiv:2302.08215).
     """
 
     def __init__(self, scorer: Scorer, epsilon: float = 0.0) -> None:
@@ -111,9 +114,8 @@ class Exponential(Potential):
 
 
 class RewardTilt(Potential):
-    """``exp(r(x)/β)`` with β the ``temperature``: the optimum of KL-regularised RL with KL
-    coefficient β is ``a·exp(r/β)/Z`` (Korbak, Perez & Buckley, "RL with KL penalties is better
-    viewed as Bayesian inference", Findings of EMNLP 2022)."""
+    """``exp(r(x)/β)``, β = ``temperature``: the implicit target of KL-regularised RL,
+    ``a·exp(r/β)/Z`` (Korbak et al. 2022, arXiv:2205.11275)."""
 
     def __init__(self, scorer: Scorer, temperature: float = 1.0) -> None:
         if temperature <= 0:

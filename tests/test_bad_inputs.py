@@ -44,7 +44,7 @@ class Case:
 
 
 # ------------------------------------------------------------------ helpers that build a case's action
-def cli(*args: str, config: str = "toy_dpg") -> Callable[[Path], object]:
+def cli(*args: str, config: str = "dpg_toy") -> Callable[[Path], object]:
     """``fit`` on a shipped config (1 step, no logger) with extra arguments; ``{tmp}`` is the case's folder."""
     from lit_align.cli import main
 
@@ -131,7 +131,7 @@ JSONL = '{"source": "one two"}\n'
 
 CASES = [
     # --- config and command line
-    Case("unknown_config", cli(config="no_such_config"), UserError, r"shipped configs: .*toy_dpg\.yaml"),
+    Case("unknown_config", cli(config="no_such_config"), UserError, r"shipped configs: .*dpg_toy\.yaml"),
     Case("unknown_class_path", cli("--model.class_path=lit_align.methods.DGP"), SystemExit,
          r"has no class 'DGP'.*Valid choices: .*\bDPG\b.*\bPPO\b"),
     Case("unknown_module", cli("--model.class_path=lit_align.nomod.X"), SystemExit, r"no module 'lit_align.nomod'"),
@@ -266,8 +266,7 @@ def test_bad_input(case: Case, in_tmp, monkeypatch, capsys, single_thread):
 
     warn_once.__defaults__[0].clear()  # each case sees its warnings, whatever ran before
     if case.early:
-        monkeypatch.setattr("lit_align.methods.base.load", _no_load)
-        monkeypatch.setattr("lit_align.models.engine.load", _no_load)  # (the on-policy methods' engine)
+        monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     if issubclass(case.error, Warning):
         with pytest.warns(case.error) as record:
             case.run(in_tmp)
@@ -302,13 +301,12 @@ def test_command_line_prints_one_paragraph_and_exits_2(error_file, in_tmp, monke
     from lit_align import cli
 
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    monkeypatch.setattr("lit_align.methods.base.load", _no_load)
     monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     (in_tmp / "d.jsonl").write_text('{"source": "a"}\n{"source": \n')
     extra = (["--ckpt_path", "nope.ckpt"] if error_file == "ckpt" else
              ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl",
               "--data.init_args.reference_column=null"])
-    monkeypatch.setattr("sys.argv", ["lit_align", "fit", "--config", "toy_dpg", "--trainer.logger=false", *extra])
+    monkeypatch.setattr("sys.argv", ["lit_align", "fit", "--config", "dpg_toy", "--trainer.logger=false", *extra])
     with pytest.raises(SystemExit) as info:
         cli.main()
     assert info.value.code == 2

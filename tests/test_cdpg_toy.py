@@ -1,4 +1,4 @@
-"""CDPG on a conditional toy (methods.md §4, §11 "Conditional"), checked by exact enumeration.
+"""CDPG on a conditional toy (arXiv:2112.00791; docs/toy_space.md), checked by exact enumeration.
 
 The toy LM is the tabular ``ToyLM`` (V = 4 letters, T = 4): a context is one letter ``c``
 and the completion the next three, so ``a(x|c) = a(cx)/a(c)`` is exact. The constraint
@@ -126,7 +126,7 @@ def _expected_grad(model, terms_fn) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("baseline", [False, True])
 def test_global_z_update_is_per_context_update_rescaled(baseline):
-    """§4.1: with one global Z the expected update of context c is (Z_c/Z) × the CDPG update,
+    """CDPG (arXiv:2112.00791): with one global Z the expected update of context c is (Z_c/Z) × the CDPG update,
     and the CDPG update is the exact gradient of KL(p_c‖π_c)."""
     base, policy = ToyLM(seed=0), ToyLM(seed=3).double()  # float64: exact comparisons
     targets = exact_targets(base)

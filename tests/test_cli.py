@@ -27,7 +27,7 @@ REQUIRED_TRAIN_METRICS = [
 def toy_fit(steps: int, name: str, *extra: str) -> list[str]:
     """``fit`` on the shipped toy config, small enough for a unit test; logs under ./runs/<name>."""
     return [
-        "fit", "--config", "toy_dpg",
+        "fit", "--config", "dpg_toy",
         f"--trainer.max_steps={steps}",
         "--trainer.log_every_n_steps=1",
         "--trainer.logger.init_args.save_dir=runs",
@@ -91,7 +91,7 @@ def test_fit_logs_metrics_samples_and_config(in_tmp, run_cli):
 # ----------------------------------------------------------------- config handling
 def test_print_config_round_trips(in_tmp, run_cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", "toy_dpg", "--model.init_args.n_samples=7", "--trainer.max_steps=3", "--print_config")
+        run_cli("fit", "--config", "dpg_toy", "--model.init_args.n_samples=7", "--trainer.max_steps=3", "--print_config")
     assert exit_info.value.code in (0, None)
     first = capsys.readouterr().out
     parsed = yaml.safe_load(first)
@@ -102,18 +102,18 @@ def test_print_config_round_trips(in_tmp, run_cli, capsys):
     assert capsys.readouterr().out == first
 
 
-@pytest.mark.parametrize("value", ["toy_dpg", "toy_dpg.yaml", "configs/toy_dpg.yaml"])
+@pytest.mark.parametrize("value", ["dpg_toy", "dpg_toy.yaml", "configs/dpg_toy.yaml"])
 def test_bare_config_name_resolves_from_any_directory(value, in_tmp, run_cli, capsys):
-    assert not (in_tmp / "toy_dpg.yaml").exists()
-    assert Path(resolve_config(value)) == CONFIG_DIR / "toy_dpg.yaml"
+    assert not (in_tmp / "dpg_toy.yaml").exists()
+    assert Path(resolve_config(value)) == CONFIG_DIR / "dpg_toy.yaml"
     with pytest.raises(SystemExit):
         run_cli("fit", f"--config={value}", "--print_config")
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"] == "toy"
 
 
 def test_local_file_shadows_shipped_config(in_tmp):
-    (in_tmp / "toy_dpg.yaml").write_text("seed_everything: 1\n")
-    assert resolve_config("toy_dpg.yaml") == "toy_dpg.yaml"
+    (in_tmp / "dpg_toy.yaml").write_text("seed_everything: 1\n")
+    assert resolve_config("dpg_toy.yaml") == "dpg_toy.yaml"
 
 
 def test_unknown_config_lists_shipped_configs(in_tmp, run_cli):
@@ -124,7 +124,7 @@ def test_unknown_config_lists_shipped_configs(in_tmp, run_cli):
     message = str(info.value)
     assert "no_such_config" in message
     shipped = shipped_configs()
-    assert "toy_dpg.yaml" in shipped
+    assert "dpg_toy.yaml" in shipped
     for name in shipped:
         assert name in message
 

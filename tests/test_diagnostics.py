@@ -1,4 +1,4 @@
-"""Diagnostics (methods.md §3.3, §10): BLEU/self-BLEU against NLTK's values, distinct-n, the
+"""Diagnostics (Korbak et al. 2022, arXiv:2206.00761): BLEU/self-BLEU against NLTK's values, distinct-n, the
 per-sample gradient variance (checked against an independent computation), advantage
 statistics, the callbacks inside a toy run, and the proposal-update rule."""
 

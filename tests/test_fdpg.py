@@ -1,4 +1,4 @@
-"""f-DPG (methods.md §7, §9.4, §11): the loss family, exact gradients by enumeration, the
+"""f-DPG (Go et al. 2023, arXiv:2302.08215; docs/toy_space.md): the loss family, exact gradients by enumeration, the
 reverse-KL pitfall, convergence to the ε-smoothed target, and the DPG integration."""
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import toy_exact as ex  # noqa: E402
 from lit_align.data import ToyDataModule  # noqa: E402
-from lit_align.losses import (  # noqa: E402
-    F_DIVERGENCES,
-    dpg_loss,
-    fdpg_loss,
-    fdpg_pseudo_reward,
-    leave_one_out_baseline,
-)
+from lit_align.f_divergences import F_DIVERGENCES, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline  # noqa: E402
+from lit_align.losses import dpg_loss  # noqa: E402
 from lit_align.methods import DPG  # noqa: E402
 from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Regex  # noqa: E402
@@ -126,7 +121,7 @@ def test_hard_pointwise_target_never_nan_in_dpg(div):
     """A hard pointwise target (b ∈ {0, 1}, most samples violating it) through the DPG module,
     on- and off-policy: rkl/rchi2 smooth it by default (1e-4 / 1e-2), the others keep it hard;
     every advantage, pseudo-reward and logged metric stays finite for every divergence."""
-    from lit_align.losses import FDPG_DEFAULT_EPSILON
+    from lit_align.f_divergences import FDPG_DEFAULT_EPSILON
 
     for off in (False, True):
         module = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", n_samples=64, minibatch_size=64,
@@ -218,7 +213,7 @@ def dpg_kl_and_rkl():
 
 def test_dpg_module_reverse_kl_is_mode_seeking(toy, dpg_kl_and_rkl):
     """Through the DPG LightningModule (tabular autoregressive policy): both reach p_ε; reverse
-    KL ends with higher E[b] and lower entropy than forward KL (methods.md §11 table)."""
+    KL ends with higher E[b] and lower entropy than forward KL (docs/toy_space.md)."""
     (_, space, tgt, lp_kl), (mod_rkl, _, _, lp_rkl) = dpg_kl_and_rkl
     b = Regex(PATTERN)(space.texts)
     assert ex.tv(lp_kl, tgt.log_p) < 0.03 and ex.tv(lp_rkl, tgt.log_p) < 0.06

@@ -37,7 +37,7 @@ def test_the_cli_installs_atomic_io_in_every_run(in_tmp, monkeypatch, single_thr
     from lit_align.cli import main
 
     monkeypatch.setattr("sys.argv", ["lit_align"])
-    cli = main(["fit", "--config", "toy_dpg", "--trainer.max_steps=1", "--model.init_args.n_samples=4", *QUIET])
+    cli = main(["fit", "--config", "dpg_toy", "--trainer.max_steps=1", "--model.init_args.n_samples=4", *QUIET])
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
@@ -49,7 +49,7 @@ def test_a_user_error_before_any_step_saves_nothing(in_tmp, monkeypatch, capsys,
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     monkeypatch.setattr("sys.argv", ["lit_align"])
     scorer = "{class_path: bad_scorers.Failing, init_args: {mode: raise}}"
-    status = cli.command_line(["fit", "--config", "toy_dpg", "--trainer.max_steps=3", *QUIET,
+    status = cli.command_line(["fit", "--config", "dpg_toy", "--trainer.max_steps=3", *QUIET,
                                "--model.init_args.n_samples=4", f"--model.init_args.target=[{{class_path: "
                                f"lit_align.targets.Pointwise, init_args: {{scorer: {scorer}}}}}]"])
     err = capsys.readouterr().err

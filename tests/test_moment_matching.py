@@ -1,4 +1,4 @@
-"""Moment matching for distributional and hybrid constraints (methods.md §1.1, §11).
+"""Moment matching for distributional and hybrid constraints (Khalifa et al. 2021, arXiv:2012.11635; docs/toy_space.md).
 
 Exact dual descent by enumeration of the toy space, SNIS fitting on a sample, the refusals
 (feature never fires, moment out of range), the hybrid weights, and the DPG integration
@@ -79,7 +79,7 @@ def test_newton_and_gd_agree_and_dual_gradient(toy):
 
 def test_snis_fit_on_its_own_sample(toy):
     """On samples of a, SNIS reaches the tolerance on that sample; λ is close to the exact λ
-    (biased, methods.md §1.1 caveat) and closer with more samples on average."""
+    (biased: the SNIS weights degenerate) and closer with more samples on average."""
     space, log_a = toy
     phi = _features(space)[:, :1]
     exact = fit_lambdas(phi, [0.5], log_a, tolerance=1e-12).lambdas

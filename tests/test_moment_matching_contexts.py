@@ -1,4 +1,4 @@
-"""Moment matching for conditional targets (methods.md §1.1, §4.1): one λ for all contexts,
+"""Moment matching for conditional targets (Khalifa et al. 2021, arXiv:2012.11635; per context as in CDPG, arXiv:2112.00791): one λ for all contexts,
 each context's target ``p_c ∝ a(·|c)·exp(λφ)`` normalised by its own ``Z_c(λ)``, matching
 ``E_c E_{p_c}[φ] = μ̄``; checked by exact enumeration and through CDPG's fit start."""
 

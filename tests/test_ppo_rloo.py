@@ -1,6 +1,6 @@
 """PPO (Ziegler baseline) and RLOO: exact values of the pure functions, the unbiasedness of
 the leave-one-out baseline by enumeration, and convergence of the real modules on the toy
-space to the KL-control optimum a·exp(r/β)/Z (methods.md §2, §3.2, §7, §11).
+space to the KL-control optimum a·exp(r/β)/Z (docs/toy_space.md).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_kl_penalized_token_rewards_and_whiten():
     log_old = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -0.2, -9.0]])
     log_a = torch.tensor([[-1.5, -1.0, -0.5], [-0.3, -0.2, -1.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    r, kl_part = kl_penalized_token_rewards(torch.tensor([1.0, 2.0]), log_old, log_a, mask, beta=0.1)
+    r, kl_part = kl_penalized_token_rewards(torch.tensor([1.0, 2.0]), log_old, log_a, mask, kl_coef=0.1)
     expected = torch.tensor([[-0.05, 0.1, 1.0], [-0.02, 2.0, 0.0]], dtype=D64)
     torch.testing.assert_close(r, expected, rtol=0, atol=1e-7)
     torch.testing.assert_close(kl_part.sum(-1), torch.tensor([0.05, -0.02], dtype=D64), rtol=0, atol=1e-7)

@@ -1,11 +1,11 @@
-"""Fixed points and convergence on the exact toy space (methods.md §2, §3.2, §11).
+"""Fixed points and convergence on the exact toy space (docs/toy_space.md).
 
 * Sampled DPG, on- and off-policy (KL-adaptive proposal), trained through the real
   ``lit_align.methods.DPG`` LightningModule with a Lightning Trainer, reaches the pointwise
   target ``p = a·b/Z`` (exact KL(p‖π) by enumeration) and its running Ẑ reaches Z.
 * KL-regularised RL: natural-gradient ascent driven by the *expected* gradient of
   ``lit_align.losses.rl_kl_loss`` reaches the closed form ``a·exp(r/β)/Z`` to 1e-6 in TV; with
-  ``r = log b`` and β = 1 this is the DPG target (KL-control = Bayesian posterior, §2). The
+  ``r = log b`` and β = 1 this is the DPG target (KL-control = Bayesian posterior, arXiv:2205.11275). The
   real ``RLKL`` module trained with a Trainer gets close to the same closed form.
 * RL without the KL term collapses onto argmax r (exact NPG and the ``Reinforce`` module);
   DPG keeps the target's entropy.
@@ -206,7 +206,7 @@ def test_kl_rl_optimum_is_tilted_base(toy_space, beta):
 
 
 def test_kl_rl_objective_identity_at_arbitrary_policy(toy_space):
-    """J_KL(π) = E_π[r] − β KL(π‖a) = −β KL(π‖π*) + β log Z for any π (§2)."""
+    """J_KL(π) = E_π[r] − β KL(π‖a) = −β KL(π‖π*) + β log Z for any π (arXiv:2205.11275)."""
     space, log_a = toy_space
     r = Count("d")(space.texts)
     gen = torch.Generator().manual_seed(0)
@@ -234,7 +234,7 @@ def test_kl_rl_optimum_by_autograd_on_exact_objective(toy_space, beta):
 
 
 def test_kl_rl_with_log_b_reward_equals_dpg_target(toy_space):
-    """r = log b, β = 1: the KL-control optimum a·b/Z is the GDC/DPG target p (§2, §11).
+    """r = log b, β = 1: the KL-control optimum a·b/Z is the GDC/DPG target p (docs/toy_space.md).
 
     ``log 0`` is replaced by ``log ε`` (ε = 1e-12) so that the shaped reward stays finite; the
     ε-target differs from p by ≤ ε/Z in TV. At that optimum the expected DPG gradient also
@@ -309,7 +309,7 @@ def test_reinforce_module_collapses(dpg_on_policy):
     log_pi = ex.model_log_probs(space, module.model)
     h_a, h_pi = ex.entropy(log_a), ex.entropy(log_pi)
     # far below the base's entropy. Not always ~0: vanilla (sampled) PG can freeze on a
-    # suboptimal face, e.g. spread over the equal-reward sequences with three d's (§11)
+    # suboptimal face, e.g. spread over the equal-reward sequences with three d's (docs/toy_space.md)
     assert h_pi < 0.5 and h_pi < 0.15 * h_a, f"H(π) = {h_pi:.3f}, H(a) = {h_a:.3f}"
     # the policy sits on high-reward sequences
     assert float(ex.expectation(log_pi, Count("d")(space.texts))) >= 2.9

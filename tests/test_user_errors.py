@@ -3,7 +3,7 @@ line of its message, through ``lit_align.cli.command_line`` in-process (what ``p
 lit_align`` runs), and a real ctrl-C on a real process.
 
 A case: an id (a row of the catalogue), files to write in a fresh folder, the arguments after
-``fit --config toy_dpg`` (or a whole command), the exit status and a regular expression the
+``fit --config dpg_toy`` (or a whole command), the exit status and a regular expression the
 first ``error:`` line must match. No case may print a traceback.
 """
 
@@ -59,7 +59,7 @@ class Case:
     match: str
     status: int = 2
     files: dict[str, bytes | str] = field(default_factory=dict)
-    command: list[str] | None = None  # replaces ``fit --config toy_dpg``
+    command: list[str] | None = None  # replaces ``fit --config dpg_toy``
     skip: bool = False
     early: bool = True  # refused before any model is loaded (loading fails the test)
     folders: tuple[str, ...] = ()  # empty folders to make
@@ -115,7 +115,7 @@ CASES = [
          r"^error: trainer\.accelerator: gpu with strategy ddp, .* use `--config strategies/ddp_cpu\.yaml`",
          skip=not NO_GPU),
     Case("test_subcommand", [], r"^error: `test`: DPG has no test set .*`python -m lit_align validate",
-         command=["test", "--config", "toy_dpg"]),
+         command=["test", "--config", "dpg_toy"]),
     Case("output_is_file", ["--trainer.default_root_dir=out"], r"^error: trainer\.default_root_dir: 'out' is a file",
          files={"out": "x"}),
     Case("logger_dir_inside_file", ["--trainer.logger=lightning.pytorch.loggers.CSVLogger",
@@ -169,7 +169,7 @@ CASES = [
     Case("ckpt_empty_folder", ["--ckpt_path=ck"], r"^error: CheckpointError: --ckpt_path 'ck' is an empty folder",
          folders=("ck",)),
     Case("ckpt_auto_validate", [], r"^error: CheckpointError: --ckpt_path auto is for fit",
-         command=["validate", "--config", "toy_dpg", "--ckpt_path=auto"]),
+         command=["validate", "--config", "dpg_toy", "--ckpt_path=auto"]),
     Case("seed_not_int", ["--seed_everything=abc"], r"^error: seed_everything: .*abc"),
     Case("callback_typo", ["--trainer.callbacks+=lit_align.callbacks.SampleText"],
          r"^error: .*Did you mean 'SampleTexts'\?"),
@@ -204,14 +204,13 @@ def test_command_line_case(case: Case, in_tmp, monkeypatch, capsys, single_threa
     monkeypatch.setattr("lit_align.models.loading.hub_reachable", lambda *a, **k: False)
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     if case.early:
-        monkeypatch.setattr("lit_align.methods.base.load", _no_load)
-        monkeypatch.setattr("lit_align.models.engine.load", _no_load)  # (the on-policy methods' engine)
+        monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     for name in case.folders:
         (in_tmp / name).mkdir(parents=True)
     for name, content in case.files.items():
         (in_tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (in_tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    command = case.command or ["fit", "--config", "toy_dpg"]
+    command = case.command or ["fit", "--config", "dpg_toy"]
     status = cli.command_line([*command, *QUIET, *case.args])
     err = capsys.readouterr().err
     first = next((ln for ln in err.splitlines() if ln.startswith("error:")), "")
@@ -234,14 +233,14 @@ def test_debug_env_shows_the_traceback(in_tmp, monkeypatch):
     monkeypatch.setenv(cli.DEBUG_ENV, "1")
     monkeypatch.setattr("sys.argv", ["lit_align"])
     with pytest.raises(ValueError, match="n_samples must be an integer"):
-        cli.command_line(["fit", "--config", "toy_dpg", *QUIET, "--model.init_args.n_samples=-4"])
+        cli.command_line(["fit", "--config", "dpg_toy", *QUIET, "--model.init_args.n_samples=-4"])
 
 
 def test_library_use_raises_the_init_error_itself(in_tmp, monkeypatch):
     """``main(args)`` propagates; the error is the class's own, not jsonargparse's union dump."""
     monkeypatch.setattr("sys.argv", ["lit_align"])
     with pytest.raises(ValueError) as info:
-        cli.main(["fit", "--config", "toy_dpg", *QUIET, "--model.init_args.n_samples=-4"])
+        cli.main(["fit", "--config", "dpg_toy", *QUIET, "--model.init_args.n_samples=-4"])
     assert str(info.value) == "n_samples must be an integer ≥ 1, got -4"
 
 
@@ -249,11 +248,11 @@ def test_ctrl_c_saves_last_ckpt_and_resumes(tmp_path):
     """A real process of a shipped config without a checkpoint callback: ctrl-C saves last.ckpt
     of the last completed step and exits 130; ``--ckpt_path last`` resumes from it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    args = [sys.executable, "-m", "lit_align", "fit", "--config", "toy_dpg", "--trainer.enable_progress_bar=false",
+    args = [sys.executable, "-m", "lit_align", "fit", "--config", "dpg_toy", "--trainer.enable_progress_bar=false",
             "--trainer.enable_model_summary=false", "--model.init_args.n_samples=8", "--trainer.log_every_n_steps=1"]
     proc = subprocess.Popen([*args, "--trainer.max_steps=100000"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    events = tmp_path / "runs" / "toy_dpg" / "version_0"
+    events = tmp_path / "runs" / "dpg_toy" / "version_0"
     end = time.monotonic() + 120
     while not list(events.glob("events.out.*")) or list(events.glob("events.out.*"))[0].stat().st_size < 2000:
         assert proc.poll() is None and time.monotonic() < end, proc.stdout.read() if proc.poll() is not None else ""
@@ -279,7 +278,7 @@ def test_a_real_process_prints_one_paragraph_and_exits_2(tmp_path):
     """``python -m lit_align`` end to end: stderr ends with the paragraph and the debug hint."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop(cli.DEBUG_ENV, None)
-    done = subprocess.run([sys.executable, "-m", "lit_align", "fit", "--config", "toy_dpg",
+    done = subprocess.run([sys.executable, "-m", "lit_align", "fit", "--config", "dpg_toy",
                            "--model.init_args.n_samples=-4"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2

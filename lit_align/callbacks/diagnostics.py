@@ -1,4 +1,4 @@
-"""Training diagnostics of the NeurIPS 2022 chapter (methods.md §3.3, §10): gradient variance,
+"""Training diagnostics of Korbak et al. 2022 (arXiv:2206.00761): gradient variance,
 advantage statistics, diversity (distinct-n, self-BLEU).
 
 The diversity measures are pure functions of texts (:func:`distinct_n`, :func:`sentence_bleu`,

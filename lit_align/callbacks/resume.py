@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_align.errors import UserError
 from lit_align.lightning_private import DeferredSaveCheckpoint
+from lit_align.renames import stale_hparams
 
 PARTIAL = ".partial"
 
@@ -185,7 +186,15 @@ def check_checkpoint(path: str | Path, method: str | None = None, model: str | N
     if method is not None and saved is not None and saved != method:
         raise CheckpointError(f"--ckpt_path {str(path)!r} was written by method {saved!r}, but the config's model "
                               f"is {method!r}; resume with the same model class_path")
-    trained = (ckpt.get("hyper_parameters") or {}).get("model")
+    hparams = ckpt.get("hyper_parameters") or {}
+    stale = stale_hparams(saved or method, hparams) if (saved or method) else []
+    if stale:
+        raise CheckpointError(
+            f"--ckpt_path {str(path)!r} was written by an older lit_align: {', '.join(stale)} "
+            f"{'is' if len(stale) == 1 else 'are'} no longer {'a parameter' if len(stale) == 1 else 'parameters'} "
+            f"of {saved or method}, so the run cannot be resumed by this version; start a new run (the weights "
+            f"of a transformers policy can still be taken out: `python -m lit_align export --ckpt_path {path}`)")
+    trained = hparams.get("model")
     if model is not None and isinstance(trained, str) and trained != model:
         raise CheckpointError(f"--ckpt_path {str(path)!r} trained model {trained!r}, but the config's model is "
                               f"{model!r}; resume with model: {trained}, or start a new run without --ckpt_path")

@@ -1,5 +1,5 @@
 """Win rate of the policy against the frozen base/reference policy, judged by a scorer or a
-reward model (Yun et al. 2025 §6.1 evaluation; methods.md §10 "Win rate").
+reward model (Yun et al. 2025, arXiv:2506.01523, §6.1 evaluation).
 
 At each validation batch, ``n`` completions per context are drawn from π and from π0; the
 i-th completion of π is compared with the i-th of π0 by the judge, and the epoch's
@@ -31,6 +31,8 @@ class WinRate(L.Callback):
         n: completions per context from each policy.
         max_contexts: contexts per validation batch used (the first ones).
     """
+
+    needs_reference = True  # methods that could release π0 keep it (read by the offline methods)
 
     def __init__(self, judge: Scorer, n: int = 4, max_contexts: int = 8) -> None:
         if n < 1 or max_contexts < 1:
@@ -71,6 +73,4 @@ class WinRate(L.Callback):
 def reference_model(pl_module):
     """The method's frozen reference/base π0 (its engine's ``base``), or None when released."""
     engine = getattr(pl_module, "engine", None)
-    if engine is not None:
-        return engine.base
-    return pl_module.__dict__.get("_base_model")  # methods still on the former BasePolicyModule
+    return engine.base if engine is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lit_align.losses import F_DIVERGENCES
+from lit_align.f_divergences import F_DIVERGENCES
 from lit_align.methods.rollout_metrics import DIVERGENCES
 from lit_align.targets import EBM, Potential
 

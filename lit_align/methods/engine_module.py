@@ -78,11 +78,17 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
         """Build the engine (policy, base, tokenizer); called by the Trainer before fit/validate."""
         if self.engine is not None:
             return
-        engine = Engine(self.engine_settings, needs_base=self.needs_base, device=lambda: self.device, timer=self.timer)
+        engine = Engine(self.engine_settings, needs_base=self.needs_base, device=lambda: self.device, timer=self.timer,
+                        loaded=self.load_models())
         self.model = engine.model  # registered here: the checkpoint's ``model.*``
         engine.model_source = lambda: self.model  # a strategy may wrap it (FSDP)
         self.engine = engine
         self.on_models_ready()
+
+    def load_models(self) -> tuple[nn.Module, object] | None:
+        """``(model, tokenizer)`` when the method builds them itself (PHF), else None (the engine
+        loads ``model`` by name)."""
+        return None
 
     def on_models_ready(self) -> None:
         """Hook for methods that build more state once the policy exists (e.g. DPG's proposal)."""

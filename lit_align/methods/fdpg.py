@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lit_align.losses import FDPG_DEFAULT_EPSILON, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline
+from lit_align.f_divergences import FDPG_DEFAULT_EPSILON, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline
 from lit_align.models.rollout import Loss, Rollout
 from lit_align.models.samples import Samples
 from lit_align.targets import EBM, Pointwise

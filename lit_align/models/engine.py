@@ -38,15 +38,18 @@ class Engine:
         needs_base: keep the frozen base ``a`` (False: methods that never read it).
         device: the device passes run on (default: the policy's first parameter's).
         timer: phase timer charged with sampling / log-prob / training time.
+        loaded: ``(model, tokenizer)`` built by the method instead of loading ``settings.model``
+            (PHF: from scratch, with control tokens); LoRA and the rest apply to it.
     """
 
     def __init__(self, settings: EngineSettings, needs_base: bool = True,
-                 device: Callable[[], torch.device] | None = None, timer: PhaseTimer | None = None) -> None:
+                 device: Callable[[], torch.device] | None = None, timer: PhaseTimer | None = None,
+                 loaded: tuple[nn.Module, object] | None = None) -> None:
         self.settings = settings
         self.timer = timer or PhaseTimer()
         self._device = device
         self.model_source: Callable[[], nn.Module] | None = None
-        model, self.tokenizer = load(settings.model, settings.tokenizer, seed=settings.model_seed)
+        model, self.tokenizer = loaded or load(settings.model, settings.tokenizer, seed=settings.model_seed)
         if settings.lora is not None:
             model = lora_lib.apply_lora(model, settings.lora)
         disable_dropout(model)  # after LoRA: its adapters' dropout too

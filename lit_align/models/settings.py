@@ -86,7 +86,7 @@ class EngineSettings:
         if self.sampler not in ("native", "vllm"):
             raise ValueError(f"sampler must be 'native' or 'vllm', got {self.sampler!r}")
         if self.sampler == "vllm":
-            from lit_align.models.vllm_sampler import require_vllm
+            from lit_align.models.vllm_check import require_vllm
 
             require_vllm()
         if self.lora is not None:

@@ -1,4 +1,5 @@
-"""Distributional potentials and fitting their λ on samples (methods.md §1.1, §4.1, §9.2).
+"""Distributional potentials and fitting their λ on samples (Khalifa et al. 2021,
+arXiv:2012.11635; per-context targets: Korbak et al. 2022, arXiv:2112.00791).
 
 :class:`Distributional` is ``exp(λ·φ)`` with desired moments μ̄; :func:`fit_target` fits the
 λ of every such potential of a target jointly on samples of a proposal, and
@@ -179,7 +180,7 @@ def fit_target_by_sampling(
     ``[""]`` if None: unconditional, from BOS) share the samples evenly, and the moments
     matched are then the per-context normalised moments averaged over contexts,
     ``E_c E_{p_c}[φ]`` (CDPG's target is normalised per context: Korbak et al., "Controlling
-    conditional language models without catastrophic forgetting", ICML 2022, §2). ``gather``
+    conditional language models without catastrophic forgetting", ICML 2022, arXiv:2112.00791, §2). ``gather``
     and ``rank`` make all ranks fit on the union of their samples; ``sample(contexts, n, model)``
     draws them (default: the engine's sampler; a method passes its own).
 
