@@ -124,11 +124,15 @@ class DPG(FitsMoments, OnPolicyModule):
         if off:
             m["kl_proposal_base"] = estimators.kl_policy_base(log_q, log_a)
         m.update(scorer_moments(rollout, log_pi, log_q if off else None, self.device, proposal=off))
+        return self.finish_metrics(m, rollout)
+
+    def finish_metrics(self, m: dict, rollout: Rollout) -> dict:
+        """``m`` plus the loss, step_skipped, λ-fit metrics and (off-policy) proposal_updated."""
         if rollout.loss_value is not None:
             m["loss"] = rollout.loss_value
         m["step_skipped"] = float(not rollout.stepped)
         m.update(self.take_fit_metrics())
-        if off:
+        if self.hparams.off_policy:
             m["proposal_updated"] = float(self.maybe_update_proposal(m))
         return m
 
