@@ -1,11 +1,10 @@
 """DPG / GDC / GDC++ (KL-adaptive, off-policy) and f-DPG: distribution matching toward an EBM.
 
 Descends the importance-weighted forward-KL gradient ``−E_q[(P/(Ẑq) − π/q) ∇log π]`` toward
-``p ∝ P = a·Π potentials`` (Parshakova et al. 2019; Khalifa, Elsahar & Dymetman, "A
-distributional approach to controlled text generation", ICLR 2021; the π/q baseline of GDC++:
-Korbak et al., "On reinforcement learning and distribution matching for fine-tuning language
-models with no catastrophic forgetting", NeurIPS 2022; Korbak's thesis, arXiv:2404.12150, ch. 3). Off-policy, every ``proposal_update_interval`` steps q ← π when D(p‖π) beat
-D(p‖q) over the window. ``divergence`` other than ``kl`` gives f-DPG (:mod:`.fdpg`).
+``p ∝ P = a·Π potentials`` (Parshakova et al. 2019; Khalifa et al., "A distributional approach to
+controlled text generation", ICLR 2021; GDC++'s π/q baseline: Korbak et al., NeurIPS 2022; Korbak's
+thesis, arXiv:2404.12150, ch. 3). Off-policy, every ``proposal_update_interval`` steps q ← π when
+D(p‖π) beat D(p‖q) over the window. ``divergence`` other than ``kl`` gives f-DPG (:mod:`.fdpg`).
 Distributional targets get λ fitted at fit start (:mod:`.moments`).
 """
 
