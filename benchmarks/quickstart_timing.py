@@ -5,7 +5,8 @@ folder (``--workdir/seed<S>``: its ``runs/`` holds the TensorBoard log and ``las
 TensorBoard log is read. Per seed it prints the wall time of the whole command, the median step
 time (between consecutive logged training steps, validation steps excluded), and E[b]
 (``scorer/positive``, the share of samples with VADER compound ≥ 0.5) first → last, for training
-(samples of each step) and validation (fresh samples at each validation).
+(``train/``: E_π[b], importance-weighted from the proposal's samples when off-policy; ``proposal``:
+b on those samples) and validation (fresh samples of the policy at each validation).
 
 One seed per process is enough: a seed whose ``seed<S>.json`` exists in ``--out`` is not rerun,
 so ``for s in 1 2 3; do python benchmarks/quickstart_timing.py --seeds $s; done`` can be stopped
@@ -64,7 +65,10 @@ def run_seed(seed: int, workdir: Path, config: str, extra: list[str]) -> dict:
         "seed": seed, "command": " ".join(cmd[1:]), "returncode": proc.returncode, "wall_s": wall,
         "step_s": median_step_time(train, {s for s, _, _ in val}), "steps": len(train),
         "train": [(s, v) for s, v, _ in train], "val": [(s, v) for s, v, _ in val],
+        # off-policy, train/ is importance-weighted (E_π[b] from q's samples); this is b on q's samples
+        "proposal": [(s, v) for s, v, _ in scalars.get(f"train/proposal/{METRIC}", [])],
         "cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
@@ -79,13 +83,13 @@ def first_last(points: list, k: int = 3) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| seed | rc | wall | step (median) | steps | train E[b] first 3 → last 3 | val E[b] each validation |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| seed | rc | wall | step (median) | steps | train E[b] first 3 → last 3 | proposal b first 3 → last 3 "
+             "| val E[b] each validation |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         step = f"{r['step_s']:.1f} s" if r["step_s"] else "-"
         val = " → ".join(f"{v:.2f}" for _, v in r["val"]) or "-"
         lines.append(f"| {r['seed']} | {r['returncode']} | {r['wall_s'] / 60:.1f} min | {step} | {r['steps']} | "
-                     f"{first_last(r['train'])} | {val} |")
+                     f"{first_last(r['train'])} | {first_last(r.get('proposal', []))} | {val} |")
     return "\n".join(lines)
 
 
