@@ -69,7 +69,7 @@ def run_one(name: str, args) -> dict:
     module.configure_model()
     if s["lora"] is not None and not s["shared"]:
         base, _ = load(args.model, seed=module.hparams.model_seed)  # a separate frozen copy of a
-        module.__dict__["_base_model"] = module.frozen_copy(base)
+        module.engine.base = module.engine.frozen_copy(base)
     cuda = torch.cuda.is_available()
     times, mem = [], {}
 
@@ -99,7 +99,7 @@ def run_one(name: str, args) -> dict:
     return {
         "setting": name,
         "trainable": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
-        "held_mb": held_bytes(module, module.base_model, trainer.optimizers) / 2**20,
+        "held_mb": held_bytes(module, module.engine.base, trainer.optimizers) / 2**20,
         "peak_mb": peak,
         "delta_peak_mb": delta,
         "step_s": statistics.median(times[1:]) if len(times) > 1 else times[0],

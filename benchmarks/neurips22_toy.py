@@ -1,7 +1,7 @@
-"""The NeurIPS 2022 comparison (Korbak et al., "RL vs distribution matching"; methods.md §3)
+"""The NeurIPS 2022 comparison (Korbak et al., "RL vs distribution matching"; arXiv:2206.00761)
 at toy scale, with exact metrics (issue 3 benchmark; not a test).
 
-The base LM is the tabular ``ToyLM`` of methods.md §11 (4 letters, 4 tokens: 256 sequences),
+The base LM is the tabular ``ToyLM`` of docs/toy_space.md (4 letters, 4 tokens: 256 sequences),
 so every quantity is computed by enumeration, not estimated: after every ``--eval-every``
 steps the script enumerates the policy π and reports
 
@@ -152,7 +152,7 @@ def build(method: str, task: Task, args) -> L.LightningModule:
         return Reinforce(reward=task.scorer, **common)
     if method == "RL-KL":
         beta = 0.1 if task.name == "pointwise" else 1.0 / task.lam
-        return RLKL(reward=task.scorer, beta=beta, **common)
+        return RLKL(reward=task.scorer, kl_coef=beta, **common)
     if method == "PPO (Ziegler)":
         return PPO(reward=task.scorer, ppo_minibatch_size=args.samples, **common)
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
@@ -270,7 +270,7 @@ def _base_log_probs(space: ToySpace, args) -> torch.Tensor:
     """Exact log a(x) of the base every method loads (``model: toy``, the default model seed)."""
     module = DPG(target=[Pointwise(Regex(POINTWISE))], model="toy", max_new_tokens=4)
     module.configure_model()
-    return space.log_probs(module.base_model).detach().double()
+    return space.log_probs(module.engine.base).detach().double()
 
 
 if __name__ == "__main__":

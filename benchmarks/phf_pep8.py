@@ -1,4 +1,4 @@
-"""Pretraining with human feedback on the offline PEP8 corpus (methods.md §5): the chapter's
+"""Pretraining with human feedback on the offline PEP8 corpus (Korbak et al. 2023, arXiv:2302.08582): the chapter's
 headline at small scale.
 
 A small GPT-2 (byte-level tokenizer, built from a config) is trained from scratch on the
@@ -38,7 +38,7 @@ from lit_align.data.pretraining import PretrainingDataModule  # noqa: E402
 from lit_align.methods import PHF  # noqa: E402
 from lit_align.scorers import PEP8PerChar  # noqa: E402
 
-# the paper's PEP8 settings (methods.md §5.3); learning rate and batch are shared here so that
+# the paper's PEP8 settings (the paper's); learning rate and batch are shared here so that
 # every objective sees the same tokens in the same number of steps
 OBJECTIVES = {
     "mle": {},
@@ -46,8 +46,8 @@ OBJECTIVES = {
     # the released code blocks only <|misaligned|> for code: the model may emit <|aligned|> at each new line
     "conditional": {"threshold": 0.0, "drop_token_fraction": 0.1, "block_aligned_token": False},
     "unlikelihood": {"threshold": 0.0, "alpha": 0.01},
-    "rwr": {"alpha": 1.0, "beta": 10.0},
-    "awr": {"alpha": 0.05, "beta": 1.0},
+    "rwr": {"alpha": 1.0, "temperature": 10.0},
+    "awr": {"alpha": 0.05, "temperature": 1.0},
 }
 
 

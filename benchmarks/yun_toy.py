@@ -1,6 +1,6 @@
 """Yun et al. (2025) toy figure: E_x KL(π*‖π̂) against the number of preference pairs n.
 
-methods.md §6.3 (Toy, D.1) and §11. A tabular setting: ``--contexts`` contexts x (uniform) ×
+Yun et al. 2025 (arXiv:2506.01523) App. D.1; docs/toy_space.md. A tabular setting: ``--contexts`` contexts x (uniform) ×
 ``--vocab`` one-token responses; logits of π* and π0 i.i.d. N(0, ``--logit-std``²). Pairs
 ``a, b ~ μ = π0(·|x)``, labels from ``P(a≻b|x) = σ(γ·ln π*(a|x)/π*(b|x))`` with γ = 0.5.
 Each method fits a tabular policy on the n labelled pairs, with lit_align's pure losses:
@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--contexts", type=int, default=10)
     ap.add_argument("--vocab", type=int, default=10)
     ap.add_argument("--logit-std", type=float, default=1.0,
-                    help="std of the logits of π* and π0 (methods.md §6.3 reads 0.1; 1.0 makes the curves separate)")
+                    help="std of the logits of π* and π0 (Yun et al. App. D.1: 0.1; 1.0 makes the curves separate)")
     ap.add_argument("--gamma", type=float, default=0.5)
     ap.add_argument("--min-log2n", type=int, default=5)
     ap.add_argument("--max-log2n", type=int, default=14)

@@ -1,5 +1,9 @@
 """The command line: ``python -m lit_align {fit,validate,test,predict} --config CONFIG``.
 
+Every error the user can cause (a config value, a file, a scorer, the machine) ends the
+command with one paragraph on stderr and exit status 2 (:func:`command_line`); ctrl-C and
+SIGTERM save ``last.ckpt`` first (:class:`~lit_align.callbacks.interrupt.InterruptCheckpoint`).
+
 A LightningCLI whose models and data modules are given in subclass mode
 (``class_path`` / ``init_args``). A ``--config`` value that is not a file in the working
 directory is looked up among the configs shipped inside the package, so
@@ -8,7 +12,6 @@ directory is looked up among the configs shipped inside the package, so
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,11 +20,16 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from lit_align.callbacks.interrupt import InterruptCheckpoint
 from lit_align.callbacks.perf import PerfMonitor
-from lit_align.callbacks.resume import SigtermCheckpoint
+from lit_align.cli_checks import check_parsed
+from lit_align.cli_errors import advice, user_error_of
 from lit_align.cli_hints import HintingParser, check_config_file
-from lit_align.methods.base import BasePolicyModule
+from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV)
+from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
+from lit_align.methods.engine_module import EngineModule
 from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
+from lit_align.renames import check_arguments, check_config_name
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -42,10 +50,9 @@ def resolve_config(value: str) -> str:
     for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return str(candidate)
-    raise SystemExit(
-        f"error: config {value!r} is neither a file nor a shipped config. "
-        f"Shipped configs: {', '.join(shipped_configs())}"
-    )
+    check_config_name(value)  # an old shipped name: a UserError naming the new one
+    raise UserError(f"--config {value!r} is neither a file nor a shipped config; give a path, or one of the "
+                    f"shipped configs: {', '.join(shipped_configs())}")
 
 
 def resolve_argv(argv: list[str]) -> list[str]:
@@ -60,29 +67,40 @@ def resolve_argv(argv: list[str]) -> list[str]:
             arg = "--config=" + resolve_config(arg.split("=", 1)[1])
         out.append(arg)
         i += 1
+    check_arguments(out)  # renamed parameters in the configs or flags: a UserError naming the new ones
     return out
 
 
 class LitAlignCLI(RunExtras, LightningCLI):
-    """LightningCLI with lit_align's defaults: the resolved config saved next to the logs, a
-    checkpoint saved on SIGTERM, and ``fit --ckpt_path last`` resuming the newest ``last.ckpt``
-    of the experiment (any logger version)."""
+    """LightningCLI with lit_align's defaults: the resolved config saved next to the logs,
+    ``last.ckpt`` saved on ctrl-C, SIGTERM and a user error during training, the parsed config
+    checked before anything is instantiated, and ``fit --ckpt_path last`` resuming the newest
+    ``last.ckpt`` of the experiment (any logger version)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.set_defaults({"trainer.enable_checkpointing": True})
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the hyperparameters of --ckpt_path here, before instantiating anything:
-        # refuse a missing, unreadable or other-method checkpoint first, with a message saying so
-        from lit_align.callbacks.resume import check_checkpoint
-
+    def parse_arguments(self, parser, args) -> None:
+        # LightningCLI reads the hyperparameters of --ckpt_path right after parsing: a missing,
+        # unreadable or other-method checkpoint is refused here first, with every other check
+        # that needs no model
+        super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
-        value = self.config[sub].get("ckpt_path") if sub else None
-        if value and value not in ("last", "best", "hpc") and not str(value).startswith("registry"):
-            model = self.config[sub].get("model")
-            class_path = model.get("class_path") if hasattr(model, "get") else None
-            check_checkpoint(value, class_path.rpartition(".")[2] if class_path else None)
-        super()._parse_ckpt_path()
+        if sub is None:
+            return
+        check_parsed(self.config[sub], sub)
+        check_ckpt_arg(self.config[sub])
+
+    def instantiate_classes(self) -> None:
+        """A ValueError raised in a class's ``__init__`` comes out as itself, not inside
+        jsonargparse's union dump."""
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            user = user_error_of(err)
+            if user is None or user is err:
+                raise
+            raise user from None
 
     def before_fit(self) -> None:
         self._resolve_ckpt_path(fit=True)
@@ -102,40 +120,66 @@ class LitAlignCLI(RunExtras, LightningCLI):
             kwargs["ckpt_path"] = resolve_ckpt_path(kwargs["ckpt_path"], self.trainer, self.model, fit)
 
 
-DEBUG_ENV = "LIT_ALIGN_DEBUG"
+def check_ckpt_arg(cfg) -> None:
+    """A ``--ckpt_path`` file: readable, of the config's method and model (see check_checkpoint)."""
+    from lit_align.callbacks.resume import SPECIAL_CKPT, check_checkpoint
+
+    value = cfg.get("ckpt_path")
+    if not value or value in SPECIAL_CKPT or str(value).startswith("registry"):
+        return
+    model = cfg.get("model")
+    class_path = model.get("class_path") if hasattr(model, "get") else None
+    init = model.get("init_args") if hasattr(model, "get") else None
+    name = init.get("model") if hasattr(init, "get") else None
+    check_checkpoint(value, class_path.rpartition(".")[2] if class_path else None, name)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe a problem with the user's config or environment (not a bug).
+    """Errors that describe a problem with the user's config or environment (not a bug)."""
+    from lit_align.cli_errors import user_kinds
 
-    From the command line they print as one paragraph, without a traceback.
-    """
-    from lit_align.callbacks.resume import CheckpointError
-    from lit_align.callbacks.task_metrics import MissingMetricPackage
-    from lit_align.data.conditional import DatasetLoadError
-    from lit_align.data.validate import DataFileError
-    from lit_align.models.loading import ModelLoadError
-    from lit_align.distributed import UnsupportedStrategyError
-    from lit_align.moment_matching import MomentMatchingError
-
-    return (ModelLoadError, DatasetLoadError, DataFileError, CheckpointError, MomentMatchingError, MissingMetricPackage,
-            UnsupportedStrategyError)
+    return user_kinds()
 
 
 def main(args: list[str] | None = None) -> LitAlignCLI:
-    """Run the CLI. ``args=None`` reads the command line: then the errors of
-    :func:`user_errors` exit with status 2 and a one-paragraph message (the traceback only
-    with ``LIT_ALIGN_DEBUG=1``). With a list of arguments (library use, tests) they propagate."""
+    """Run the CLI. ``args=None`` reads the command line and exits with :func:`command_line`'s
+    status. With a list of arguments (library use, tests) errors propagate, jsonargparse's
+    union dump unwrapped."""
     if args is not None:
         return _run(resolve_argv(list(args)))
-    sys.argv[1:] = resolve_argv(sys.argv[1:])  # from the command line: resolve config names in sys.argv itself
-    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
-        return _run(None)
+    raise SystemExit(command_line(sys.argv[1:]))
+
+
+def command_line(argv: list[str]) -> int:
+    """Run the command ``argv``; the exit status. A user error prints one paragraph (and the
+    traceback only with ``LIT_ALIGN_DEBUG=1``) and gives 2; ctrl-C after saving gives 130."""
+    from lit_align.callbacks.interrupt import forget_interrupts, interrupted_by
+
+    forget_interrupts()  # an earlier command of this process (tests, notebooks) says nothing about this one
     try:
-        return _run(None)
-    except user_errors() as err:
-        print(f"error: {type(err).__name__}: {err}\n(set {DEBUG_ENV}=1 to see the traceback)", file=sys.stderr)
-        raise SystemExit(2) from None
+        sys.argv[1:] = resolve_argv(list(argv))  # in sys.argv: DDP's launcher re-runs it in every rank
+        _run(None)
+    except SystemExit as err:  # the parser's own exits (already printed), --help, SIGTERM
+        if interrupted_by() == "SIGINT":
+            return 130
+        return err.code if isinstance(err.code, int) else (0 if err.code is None else _print(str(err.code)))
+    except KeyboardInterrupt:  # before training started, or a second ctrl-C: nothing to save
+        if debug_enabled():
+            raise
+        print("interrupted (ctrl-C); nothing was saved by this run", file=sys.stderr)
+        return 130
+    except BaseException as err:
+        user = user_error_of(err)
+        if user is None or debug_enabled():
+            raise
+        print(f"{paragraph(user)}{advice(user)}\n{debug_hint()}", file=sys.stderr)
+        return EXIT_STATUS
+    return 0
+
+
+def _print(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 1
 
 
 def _run(argv: list[str] | None) -> Any:
@@ -146,7 +190,7 @@ def _run(argv: list[str] | None) -> Any:
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     return LitAlignCLI(
-        BasePolicyModule,
+        EngineModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
@@ -155,5 +199,5 @@ def _run(argv: list[str] | None) -> Any:
         save_config_kwargs={"overwrite": True},
         args=argv,
         auto_configure_optimizers=False,
-        trainer_defaults={"callbacks": [SigtermCheckpoint(), PerfMonitor()]},
+        trainer_defaults={"callbacks": [InterruptCheckpoint(), PerfMonitor()]},
     )

@@ -11,12 +11,14 @@ import difflib
 import importlib
 import inspect
 import re
+import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningArgumentParser
 
 _NO_ATTR = re.compile(r"class_path '([\w.]+)'.*?module '([\w.]+)' has no attribute '(\w+)'", re.S)
 _NO_OPTION = re.compile(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", re.S)
+_REQUIRED = re.compile(r"arguments are required: .*\b(model|data)\b")
 _NO_MODULE = re.compile(r"class_path '([\w.]+)'.*?No module named '([\w.]+)'", re.S)
 
 
@@ -73,36 +75,57 @@ def hint(message: str) -> str:
                     f"Its options: {', '.join(choices)}")
         if m := _NO_MODULE.search(message):
             return _module_hint(*m.groups())
+        if _REQUIRED.search(message):
+            return ("\nhint: give a config with --config: a file, or a shipped config such as dpg_toy "
+                    "(lit_align.cli.shipped_configs() lists them)")
     except Exception:  # a hint must never hide the original error
         return ""
     return ""
 
 
 class HintingParser(LightningArgumentParser):
-    """The CLI's parser: errors end with the valid choices (see :func:`hint`)."""
+    """The CLI's parser: an error is one paragraph (the key, its class, the reason; see
+    :func:`lit_align.cli_errors.parser_paragraph`) ending with the valid choices (:func:`hint`),
+    exit status 2; with ``LIT_ALIGN_DEBUG=1`` jsonargparse's full message and usage."""
 
     def error(self, message: str, ex: Exception | None = None):
-        return super().error(message + hint(message), ex)
+        from lit_align.cli_errors import parser_paragraph
+        from lit_align.errors import EXIT_STATUS, debug_enabled
+
+        extra = hint(message)
+        if not self.exit_on_error or debug_enabled():
+            return super().error(message + extra, ex)
+        prog = self.prog.replace(" [options]", "")
+        command = prog if prog.startswith("python") else " ".join(["python -m lit_align", *prog.split()[1:]])
+        text = parser_paragraph(message) + extra.replace("\nhint: ", ". Hint: ")
+        sys.stderr.write(f"error: {text} (`{command} --help` lists every option)\n")
+        raise SystemExit(EXIT_STATUS)
 
 
 def check_config_file(path: str) -> None:
-    """Refuse a config file that is not UTF-8 or not YAML (naming the file, line and column)."""
+    """Refuse a config file that is not UTF-8, not YAML (naming the file, line and column),
+    empty or not a mapping."""
     import yaml
+
+    from lit_align.errors import UserError
 
     data = Path(path).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise SystemExit(f"error: config {path!r} is not UTF-8 text (line {line}, byte {err.start}); "
-                         "save it as UTF-8") from None
+        raise UserError(f"config {path!r} is not UTF-8 text (line {line}, byte {err.start}); "
+                        "save it as UTF-8") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise SystemExit(f"error: config {path!r} is not valid YAML{where}: {problem}") from None
-    if loaded is not None and not isinstance(loaded, dict):
-        raise SystemExit(f"error: config {path!r} must be a YAML mapping (model:, data:, trainer:, ...), "
-                         f"not a {type(loaded).__name__}")
+        raise UserError(f"config {path!r} is not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        raise UserError(f"config {path!r} is empty; it needs at least model: and data: (start from a shipped "
+                        "config: python -m lit_align fit --config dpg_toy --print_config > my.yaml)")
+    if not isinstance(loaded, dict):
+        raise UserError(f"config {path!r} must be a YAML mapping (model:, data:, trainer:, ...), "
+                        f"not a {type(loaded).__name__}")

@@ -29,6 +29,23 @@ def seed_per_rank(rank: int) -> int:
     return seed
 
 
+def trainer_of(module) -> "L.Trainer | None":
+    """The Trainer a LightningModule is attached to, or None (``module.trainer`` raises then)."""
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
+
+
+def setup_sampling_ranks(trainer, rank: int, policy) -> None:
+    """Per-rank sampling streams; under sharded strategies the same number of decoding steps on
+    all ranks (``policy.sync_finished``)."""
+    if world_size(trainer) > 1:
+        seed_per_rank(rank)
+        if is_sharded(trainer) and policy is not None:
+            policy.sync_finished = lambda done: all_ranks(trainer, done)
+
+
 def world_size(trainer) -> int:
     return 1 if trainer is None else int(trainer.world_size)
 
@@ -164,7 +181,7 @@ def prepare_deepspeed(config: dict | None, max_grad_norm: float | None) -> None:
     - DeepSpeed clips gradients itself (Lightning's clipping is a no-op under it): the
       method's ``max_grad_norm`` becomes ``gradient_clipping``.
     - ZeRO-3 (see :data:`ZERO3_ONE_BACKWARD`) takes one backward pass per optimizer step; the
-      models are then built outside ``deepspeed.zero.Init`` (:meth:`BasePolicyModule.setup`).
+      models are then built outside ``deepspeed.zero.Init`` (:meth:`EngineModule.setup`).
     """
     if config is None:
         return

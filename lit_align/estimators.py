@@ -1,4 +1,9 @@
-"""Importance-sampling estimators, as pure functions of tensors (methods.md §1.3, §1.4, §10).
+"""Importance-sampling estimators, as pure functions of tensors.
+
+The partition function Ẑ and the divergences KL(p‖π), TV(p, π) that GDC logs and uses to
+update its proposal (Khalifa et al. 2021, arXiv:2012.11635), JS(p, π) (Go et al. 2023,
+arXiv:2302.08215), the forgetting KL(π‖a) (Korbak et al. 2022, arXiv:2206.00761) and the
+per-context Ẑ_c of CDPG (Korbak et al. 2022, arXiv:2112.00791).
 
 Every function takes per-sample log quantities for samples ``x_i ~ q``:
 
@@ -41,7 +46,7 @@ def log_importance_weights(log_P: Tensor, log_q: Tensor) -> Tensor:
 
 
 def log_z_hat(log_P: Tensor, log_q: Tensor) -> Tensor:
-    """``log Ẑ`` with ``Ẑ = (1/N) Σ_i P(x_i)/q(x_i)`` — unbiased for Z (§1.3)."""
+    """``log Ẑ`` with ``Ẑ = (1/N) Σ_i P(x_i)/q(x_i)`` — unbiased for Z (Khalifa et al. 2021, arXiv:2012.11635)."""
     log_w = log_importance_weights(log_P, log_q)
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.numel())
 
@@ -130,12 +135,12 @@ def effective_sample_size(log_w: Tensor) -> Tensor:
     return torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)) / n
 
 
-# ---------------------------------------------------------------- per-context (CDPG, §4)
+# ---------------------------------------------------------------- per-context (CDPG, arXiv:2112.00791)
 __all__ += ["log_z_per_context", "per_context"]
 
 
 def log_z_per_context(log_P: Tensor, log_q: Tensor, context_index: Tensor, n_contexts: int | None = None) -> Tensor:
-    """``log Ẑ_c`` for each context c: ``Ẑ_c = (1/M_c) Σ_{j: c_j = c} P_j/q_j`` (methods.md §4.2).
+    """``log Ẑ_c`` for each context c: ``Ẑ_c = (1/M_c) Σ_{j: c_j = c} P_j/q_j`` (CDPG, arXiv:2112.00791).
 
     ``context_index`` (N,) says which context each sample belongs to; the result has one
     entry per context (``n_contexts``, default ``max + 1``), ``-inf`` where no sample of c
@@ -156,7 +161,7 @@ def per_context(fn, context_index: Tensor, log_z_c: Tensor, *tensors: Tensor) ->
     """``fn(*tensors_of_c, log_z_c[c])`` for every context c (``nan`` where Ẑ_c is 0 or undefined).
 
     E.g. ``per_context(kl_target_policy, idx, log_z_c, log_P, log_q, log_pi)`` gives the
-    per-context KL(p_c‖π_c) that CDPG averages over contexts (methods.md §4.3).
+    per-context KL(p_c‖π_c) that CDPG averages over contexts (Korbak et al. 2022, arXiv:2112.00791).
     """
     out = torch.full((log_z_c.numel(),), math.nan, dtype=torch.float64)
     idx = context_index.long().cpu()

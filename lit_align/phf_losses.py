@@ -1,4 +1,4 @@
-"""Token-level losses of pretraining with human feedback (PHF), methods.md §5.2.
+"""Token-level losses of pretraining with human feedback (PHF; Korbak et al. 2023, arXiv:2302.08582).
 
 Pure functions of tensors. Every function takes per-token log-probabilities ``log_probs``
 (B, L) of the tokens being predicted (with grad), the misalignment score ``scores`` (B, L)
@@ -18,14 +18,16 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.masked import masked_mean
+
 __all__ = ["mle_loss", "unlikelihood_loss", "ul_aligned_weight", "awr_weights", "awr_loss", "rwr_loss",
            "value_from_hidden", "theoretical_loss"]
 
 
 def masked_reduce(terms: Tensor, mask: Tensor, reduction: str) -> Tensor:
-    terms = terms * mask
     if reduction == "mean":
-        return terms.sum() / mask.sum().clamp(min=1)
+        return masked_mean(terms, mask)
+    terms = terms * mask
     if reduction == "sum":
         return terms.sum()
     if reduction == "none":
@@ -67,7 +69,7 @@ def unlikelihood_loss(
     mode: str = "hard",
     reduction: str = "mean",
 ) -> Tensor:
-    """Token-level unlikelihood (Welleck et al. 2020; methods.md §5.2).
+    """Token-level unlikelihood (Welleck et al. 2020, arXiv:1908.04319), as PHF uses it.
 
     ``L = mean_i[ −a_i·log p_i − α·(1 − a_i)·log max(1 − p_i, 1e−20) ]`` with
     ``p_i = π(x_i | x_<i)`` and ``a_i`` from :func:`ul_aligned_weight`.
@@ -78,12 +80,12 @@ def unlikelihood_loss(
     return masked_reduce(terms, _mask(log_probs, mask), reduction)
 
 
-def awr_weights(rewards: Tensor, values: Tensor | float, beta: float, max_weight: float = 1000.0) -> Tensor:
-    """``w_i = clamp(exp((R_i − V_i)/β), 0, max_weight)`` with the value detached (§5.2)."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+def awr_weights(rewards: Tensor, values: Tensor | float, temperature: float, max_weight: float = 1000.0) -> Tensor:
+    """``w_i = clamp(exp((R_i − V_i)/β), 0, max_weight)``, β = ``temperature``, the value detached."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     values = values.detach() if isinstance(values, Tensor) else values
-    return torch.clamp(torch.exp((rewards.detach() - values) / beta), 0.0, max_weight)
+    return torch.clamp(torch.exp((rewards.detach() - values) / temperature), 0.0, max_weight)
 
 
 def awr_loss(
@@ -92,19 +94,19 @@ def awr_loss(
     values: Tensor,
     mask: Tensor | None = None,
     alpha: float = 0.5,
-    beta: float = 1.0,
+    temperature: float = 1.0,
     max_weight: float = 1000.0,
     reduction: str = "mean",
 ) -> Tensor:
-    """Advantage-weighted regression (Peng et al. 2019; methods.md §5.2).
+    """Advantage-weighted regression (Peng et al. 2019, arXiv:1910.00177), as PHF uses it.
 
-    ``R_i = −s_i``, ``A_i = R_i − V_i.detach()``, ``w_i = clamp(exp(A_i/β), 0, max_weight)``,
+    ``R_i = −s_i``, ``A_i = R_i − V_i.detach()``, ``w_i = clamp(exp(A_i/β), 0, max_weight)`` (β = ``temperature``),
     ``L = α·mean_i(CE_i·w_i) + (1 − α)·mean_i (V_i − R_i)²``, where ``V_i`` is the value at
     the position that predicts token i (the value term's gradient reaches the trunk).
     """
     m = _mask(log_probs, mask)
     rewards = -scores.to(log_probs.dtype)
-    w = awr_weights(rewards, values, beta, max_weight)
+    w = awr_weights(rewards, values, temperature, max_weight)
     terms = alpha * (-log_probs) * w + (1.0 - alpha) * (values - rewards) ** 2
     return masked_reduce(terms, m, reduction)
 
@@ -113,12 +115,12 @@ def rwr_loss(
     log_probs: Tensor,
     scores: Tensor,
     mask: Tensor | None = None,
-    beta: float = 10.0,
+    temperature: float = 10.0,
     baseline: float = 0.0,
     max_weight: float = 1000.0,
     reduction: str = "mean",
 ) -> Tensor:
-    """Reward-weighted regression: ``L = mean_i CE_i·clamp(exp((R_i − b)/β), 0, max_weight)``.
+    """Reward-weighted regression: ``L = mean_i CE_i·clamp(exp((R_i − b)/β), 0, max_weight)``, β = ``temperature``.
 
     AWR with α = 1 and a constant value ``b``. The released code keeps a value head that
     gets no gradient at α = 1 and stays at ``−sigmoid(0) = −0.5``: ``baseline = −0.5``
@@ -126,7 +128,7 @@ def rwr_loss(
     constant factor e^{0.5/β} on the loss). See docs/phf.md.
     """
     rewards = -scores.to(log_probs.dtype)
-    w = awr_weights(rewards, baseline, beta, max_weight)
+    w = awr_weights(rewards, baseline, temperature, max_weight)
     return masked_reduce(-log_probs * w, _mask(log_probs, mask), reduction)
 
 

@@ -1,6 +1,7 @@
 """Advantage estimation and KL control for PPO and RLOO, as pure functions of tensors.
 
-methods.md §3.2 (Ziegler baseline) and §7 (KL-regularised PPO, RLOO). Per-token tensors
+KL-regularised PPO (Ziegler et al. 2019, arXiv:1909.08593; Schulman et al. 2017,
+arXiv:1707.06347) and RLOO (Ahmadian et al. 2024, arXiv:2402.14740). Per-token tensors
 are ``(B, T)`` with a ``mask`` that is 1 on the completion tokens (a prefix of each row:
 up to and including the first EOS) and 0 after; masked entries never leak into the
 results. The PPO losses themselves live in :mod:`lit_align.losses`.
@@ -13,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from lit_align.masked import masked_mean
+
 __all__ = [
     "masked_mean",
     "whiten",
@@ -23,14 +26,6 @@ __all__ = [
     "FixedKLController",
     "AdaptiveKLController",
 ]
-
-
-def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``Σ x·m / Σ m`` (the plain mean without a mask; 0 when the mask is empty)."""
-    if mask is None:
-        return x.mean()
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1)
 
 
 def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: float = 1e-8) -> Tensor:
@@ -50,16 +45,16 @@ def whiten(x: Tensor, mask: Tensor | None = None, shift_mean: bool = True, eps: 
 
 
 def kl_penalized_token_rewards(
-    reward: Tensor, log_pi_old: Tensor, log_a: Tensor, mask: Tensor, beta: float | Tensor
+    reward: Tensor, log_pi_old: Tensor, log_a: Tensor, mask: Tensor, kl_coef: float | Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Per-token rewards of KL-regularised PPO (Ziegler et al. 2019; methods.md §3.2, §7).
+    """Per-token rewards of KL-regularised PPO (Ziegler et al. 2019, arXiv:1909.08593).
 
-    ``r_t = −β·(log π_old(y_t|·) − log a(y_t|·)) + 1[t = T]·R(x, y)``, T the last completion
+    ``r_t = −β·(log π_old(y_t|·) − log a(y_t|·)) + 1[t = T]·R(x, y)`` (β = ``kl_coef``), T the last completion
     token of the row. Returns ``(r, non_score)`` where ``non_score`` is the KL part alone.
     Summed over t, ``r`` is ``R − β·(log π_old(y) − log a(y))``, the k1-shaped reward of RL-KL.
     """
     m = mask.to(torch.float64)
-    non_score = -beta * (log_pi_old.detach().double() - log_a.detach().double()) * m
+    non_score = -kl_coef * (log_pi_old.detach().double() - log_a.detach().double()) * m
     last = (m.sum(-1).long() - 1).clamp(min=0)
     rewards = non_score.clone()
     rewards[torch.arange(m.shape[0], device=m.device), last] += reward.detach().double()
@@ -67,7 +62,7 @@ def kl_penalized_token_rewards(
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation (Schulman et al. 2016), per row of a completion.
+    """Generalised advantage estimation (Schulman et al. 2016, arXiv:1506.02438), per row of a completion.
 
     ``δ_t = r_t + γ·V_{t+1} − V_t`` with ``V_{T+1} = 0`` after the last completion token
     (the episode ends there), ``A_t = Σ_{l≥0} (γλ)^l δ_{t+l}`` (the recursion
@@ -88,7 +83,7 @@ def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0, lam: 
 
 
 def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
-    """REINFORCE leave-one-out advantages (Kool et al. 2019; Ahmadian et al. 2024; §7).
+    """REINFORCE leave-one-out advantages (Kool et al. 2019; Ahmadian et al. 2024, arXiv:2402.14740).
 
     ``rewards`` holds ``k`` consecutive samples per context. ``A_i = R_i − (1/(k−1))·Σ_{j≠i} R_j``,
     the baseline of each sample using only the other samples of its context, so that it is
@@ -103,23 +98,23 @@ def rloo_advantages(rewards: Tensor, k: int) -> Tensor:
     return (r - baseline).reshape(rewards.shape)
 
 
-def adaptive_kl_update(beta: float, kl: float, target: float, horizon: float, n_steps: int) -> float:
-    """Ziegler et al.'s proportional controller (methods.md §3.2):
+def adaptive_kl_update(kl_coef: float, kl: float, target: float, horizon: float, n_steps: int) -> float:
+    """Ziegler et al.'s proportional controller (arXiv:1909.08593), β = ``kl_coef``:
 
     ``β ← β·(1 + clip(KL_obs/target − 1, −0.2, 0.2)·n_steps/horizon)``, with ``KL_obs`` the
     batch mean of Σ_t (log π − log a) and ``n_steps`` the number of samples of the batch.
     """
     error = min(max(kl / target - 1.0, -0.2), 0.2)
-    return beta * (1.0 + error * n_steps / horizon)
+    return kl_coef * (1.0 + error * n_steps / horizon)
 
 
 class FixedKLController:
     """A constant KL coefficient β."""
 
-    def __init__(self, beta: float) -> None:
-        if beta < 0 or not math.isfinite(beta):
-            raise ValueError(f"the KL coefficient must be a finite number ≥ 0, got {beta}")
-        self.value = float(beta)
+    def __init__(self, kl_coef: float) -> None:
+        if kl_coef < 0 or not math.isfinite(kl_coef):
+            raise ValueError(f"the KL coefficient must be a finite number ≥ 0, got {kl_coef}")
+        self.value = float(kl_coef)
 
     def update(self, kl: float, n_steps: int) -> float:
         return self.value
@@ -134,8 +129,8 @@ class FixedKLController:
 class AdaptiveKLController(FixedKLController):
     """β adapted toward a target KL(π‖a) with :func:`adaptive_kl_update` (init 0.2, target 6, horizon 1e4)."""
 
-    def __init__(self, beta: float = 0.2, target: float = 6.0, horizon: float = 10000) -> None:
-        super().__init__(beta)
+    def __init__(self, kl_coef: float = 0.2, target: float = 6.0, horizon: float = 10000) -> None:
+        super().__init__(kl_coef)
         if target <= 0 or horizon <= 0:
             raise ValueError(f"target and horizon must be > 0, got {target} and {horizon}")
         self.target, self.horizon = float(target), float(horizon)

@@ -1,4 +1,5 @@
-"""Sampling from a target EBM without training (methods.md §2 "inference", §9.6, §10).
+"""Sampling from a target EBM without training: the "inference" half of the Bayesian view
+of alignment (Korbak et al. 2022, arXiv:2205.11275), with the sampler diagnostics of QRS.
 
 Pure functions of per-sample log quantities for samples ``x_i ~ q``: ``log_P`` (the
 unnormalised target, may be ``-inf``) and ``log_q`` (the proposal that produced them).
@@ -8,7 +9,7 @@ unnormalised target, may be ``-inf``) and ``log_q`` (the proposal that produced 
 - **rejection sampling**: accept x with probability ``P/(M·q)``, exact when ``P ≤ M·q``
   everywhere. For a pointwise target with q = a, ``P/q = b ∈ {0, 1}`` and M = 1: keep the
   samples that satisfy the constraint.
-- **quasi-rejection sampling** (QRS, Eikema et al. 2022; disco): accept with probability
+- **quasi-rejection sampling** (QRS, Eikema et al., arXiv:2112.05702; disco, arXiv:2303.05431): accept with probability
   ``min(1, P/(β·q))``. The accepted samples follow ``p_β ∝ min(P, β·q)`` exactly, which
   tends to p as β grows (fidelity) while the acceptance rate ``E_q[min(P/q, β)]/β`` falls.
 

@@ -1,19 +1,24 @@
-"""Energy-based targets ``P(x|c) = a(x|c) · Π_k potential_k(x, c)`` (design.md, methods.md §1.1).
+"""Energy-based targets ``P(x|c) = a(x|c) · Π_k potential_k(x, c)``.
+
+The EBM of GDC's information projection (Khalifa et al. 2021, arXiv:2012.11635), written as
+in disco (Kruszewski et al. 2023, arXiv:2303.05431).
 
 A target is composed like in disco::
 
     from lit_align.targets import base, Pointwise, Exponential, RewardTilt
     target = base * Pointwise(WordPresence(["amazing"]))            # a · b
     target = base * Exponential([female], [lam])                     # a · exp(λ·φ)
-    target = base * RewardTilt(reward_model, beta=0.1)               # a · exp(r/β)
+    target = base * RewardTilt(reward_model, temperature=0.1)        # a · exp(r/β)
 
 ``base`` stands for the base LM ``a``; its log-probabilities are computed by the method
-(it owns the model), and the target adds the log-potentials of the decoded texts.
+(it owns the model), and the target adds the log-potentials of the decoded texts. A training
+step scores its samples once (``{scorer: values}``) and passes them to
+:meth:`EBM.log_score_from`, so no scorer runs twice per step.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -33,6 +38,11 @@ class Potential:
         """The scorers this potential reads (for logging their moments)."""
         return []
 
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        """The log-potential from precomputed ``scores`` of :meth:`scorers` (default: recompute)."""
+        return self.log_potential(texts, contexts)
+
     def __mul__(self, other: "Potential | EBM | _Base") -> "EBM":
         if isinstance(other, _Base):
             return EBM([self])
@@ -48,7 +58,7 @@ class Pointwise(Potential):
     """b(x) ∈ {0, 1}: ``log b`` is 0 or −inf (the pointwise constraint of GDC).
 
     ``epsilon > 0`` uses ``b + ε`` instead, which keeps every sample's target finite (CDPG
-    uses 1e-4; reverse-KL f-DPG needs it, methods.md §7).
+    uses 1e-4; reverse-KL f-DPG needs it, Go et al. 2023, arXiv:2302.08215).
     """
 
     def __init__(self, scorer: Scorer, epsilon: float = 0.0) -> None:
@@ -60,7 +70,13 @@ class Pointwise(Potential):
         self.epsilon = epsilon
 
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        b = self.scorer(texts, contexts)
+        return self._log_b(self.scorer(texts, contexts))
+
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return self._log_b(scores[self.scorer])
+
+    def _log_b(self, b: Tensor) -> Tensor:
         if ((b < 0) | (b > 1)).any():
             raise ValueError(
                 f"pointwise scorer {self.scorer.name!r} returned values outside [0, 1]; "
@@ -89,21 +105,30 @@ class Exponential(Potential):
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
         return self.features_matrix(texts, contexts) @ self.coefficients
 
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return torch.stack([scores[s] for s in self.features], dim=-1) @ self.coefficients
+
     def scorers(self) -> list[Scorer]:
         return list(self.features)
 
 
 class RewardTilt(Potential):
-    """``exp(r(x)/β)``: the implicit target of KL-regularised RL, ``a·exp(r/β)/Z`` (§2)."""
+    """``exp(r(x)/β)``, β = ``temperature``: the implicit target of KL-regularised RL,
+    ``a·exp(r/β)/Z`` (Korbak et al. 2022, arXiv:2205.11275)."""
 
-    def __init__(self, scorer: Scorer, beta: float = 1.0) -> None:
-        if beta <= 0:
-            raise ValueError(f"RewardTilt: beta must be > 0, got {beta}")
+    def __init__(self, scorer: Scorer, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError(f"RewardTilt: temperature must be > 0, got {temperature}")
         self.scorer = scorer
-        self.beta = beta
+        self.temperature = temperature
 
     def log_potential(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        return self.scorer(texts, contexts) / self.beta
+        return self.scorer(texts, contexts) / self.temperature
+
+    def log_potential_from(self, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                           contexts: Sequence[str] | None = None) -> Tensor:
+        return scores[self.scorer] / self.temperature
 
     def scorers(self) -> list[Scorer]:
         return [self.scorer]
@@ -133,6 +158,18 @@ class EBM:
     def log_score(self, log_base: Tensor, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
         """``log P = log a + Σ log potentials`` (float64)."""
         return log_base.detach().double() + self.log_potential(texts, contexts).to(log_base.device)
+
+    def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> dict[Scorer, Tensor]:
+        """Every scorer's values on the texts, each scorer called once."""
+        return {s: s(texts, contexts) for s in self.scorers()}
+
+    def log_score_from(self, log_base: Tensor, scores: Mapping[Scorer, Tensor], texts: Sequence[str],
+                       contexts: Sequence[str] | None = None) -> Tensor:
+        """:meth:`log_score` from precomputed :meth:`score` values (no scorer runs again)."""
+        total = torch.zeros(len(texts), dtype=torch.float64)
+        for p in self.potentials:
+            total = total + p.log_potential_from(scores, texts, contexts)
+        return log_base.detach().double() + total.to(log_base.device)
 
     def scorers(self) -> list[Scorer]:
         seen: list[Scorer] = []

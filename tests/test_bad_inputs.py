@@ -25,7 +25,8 @@ from lit_align.data.validate import DataFileError
 from lit_align.models import ModelLoadError
 from lit_align.moment_matching import MomentMatchingError
 from lit_align.scorers import Regex
-from lit_align.scorers.base import Scorer
+from lit_align.errors import UserError
+from lit_align.scorers.base import Scorer, ScorerError
 from lit_align.targets import Pointwise
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "bad_inputs.md"
@@ -43,7 +44,7 @@ class Case:
 
 
 # ------------------------------------------------------------------ helpers that build a case's action
-def cli(*args: str, config: str = "toy_dpg") -> Callable[[Path], object]:
+def cli(*args: str, config: str = "dpg_toy") -> Callable[[Path], object]:
     """``fit`` on a shipped config (1 step, no logger) with extra arguments; ``{tmp}`` is the case's folder."""
     from lit_align.cli import main
 
@@ -130,7 +131,7 @@ JSONL = '{"source": "one two"}\n'
 
 CASES = [
     # --- config and command line
-    Case("unknown_config", cli(config="no_such_config"), SystemExit, r"Shipped configs: .*toy_dpg\.yaml"),
+    Case("unknown_config", cli(config="no_such_config"), UserError, r"shipped configs: .*dpg_toy\.yaml"),
     Case("unknown_class_path", cli("--model.class_path=lit_align.methods.DGP"), SystemExit,
          r"has no class 'DGP'.*Valid choices: .*\bDPG\b.*\bPPO\b"),
     Case("unknown_module", cli("--model.class_path=lit_align.nomod.X"), SystemExit, r"no module 'lit_align.nomod'"),
@@ -141,9 +142,9 @@ CASES = [
          r"Did you mean 'Regex'\?"),
     Case("wrong_type", cli("--model.init_args.n_samples=abc"), SystemExit, r"n_samples.*Expected a <class 'int'>"),
     Case("malformed_yaml", then(write("bad.yaml", "model: [unclosed\n"), cli("--config={tmp}/bad.yaml")),
-         SystemExit, r"bad\.yaml' is not valid YAML at line 2, column 1"),
+         UserError, r"bad\.yaml' is not valid YAML at line 2, column 1"),
     Case("config_not_utf8", then(write("bad.yaml", "# caf\xe9\n".encode("latin-1")), cli("--config={tmp}/bad.yaml")),
-         SystemExit, r"bad\.yaml' is not UTF-8 text"),
+         UserError, r"bad\.yaml' is not UTF-8 text"),
     Case("n_samples_zero", cli("--model.init_args.n_samples=0"), ValueError,
          r"n_samples must be an integer ≥ 1, got 0"),
     Case("lr_not_positive", cli("--model.init_args.lr=0"), ValueError, r"lr must be > 0"),
@@ -225,12 +226,16 @@ CASES = [
          "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}]},
         None, "chosen", "rejected", "pairs.jsonl"), ValueError, r"a message's content must be a string, got int"),
     # --- scorers
-    Case("scorer_raises", scorer_returning(lambda t: 1 / 0), RuntimeError,
-         r"scorer 'bad' \(Bad\) raised: ZeroDivision"),
-    Case("scorer_nan", scorer_returning(lambda t: [0.0, math.nan, 1.0]), ValueError, r"'bad' returned 1 non-finite"),
-    Case("scorer_inf", scorer_returning(lambda t: [math.inf, -math.inf, 1.0]), ValueError, r"returned 2 non-finite"),
-    Case("scorer_wrong_shape", scorer_returning(lambda t: [1.0, 2.0]), ValueError,
-         r"'bad' returned shape \(2,\) for 3 texts; it must return one value per text"),
+    Case("scorer_raises", scorer_returning(lambda t: 1 / 0), ScorerError,
+         r"scorer 'bad' \(Bad\) raised ZeroDivisionError: division by zero \(on a batch of 3 texts, the first 'a'\)"),
+    Case("scorer_nan", scorer_returning(lambda t: [0.0, math.nan, 1.0]), ScorerError,
+         r"'bad' \(Bad\) returned 1 non-finite values \(NaN or inf\) for 3 texts, the first nan for text 1: 'b'"),
+    Case("scorer_inf", scorer_returning(lambda t: [math.inf, -math.inf, 1.0]), ScorerError, r"returned 2 non-finite"),
+    Case("scorer_wrong_shape", scorer_returning(lambda t: [1.0, 2.0]), ScorerError,
+         r"'bad' \(Bad\) returned shape \(2,\) for 3 texts; it must return one value per text"),
+    Case("scorer_strings", scorer_returning(lambda t: ["x"] * len(t)), ScorerError,
+         r"returned list of str \('x', \.\.\.\) for 3 texts; it must return one number per text"),
+    Case("scorer_none", scorer_returning(lambda t: None), ScorerError, r"returned NoneType for 3 texts"),
     # --- training that cannot make progress
     Case("target_never_satisfied", cli(NEVER, "--trainer.max_steps=6", "--model.init_args.n_samples=4",
                                        "--model.init_args.max_steps_without_signal=3"), FloatingPointError,
@@ -261,7 +266,7 @@ def test_bad_input(case: Case, in_tmp, monkeypatch, capsys, single_thread):
 
     warn_once.__defaults__[0].clear()  # each case sees its warnings, whatever ran before
     if case.early:
-        monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+        monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     if issubclass(case.error, Warning):
         with pytest.warns(case.error) as record:
             case.run(in_tmp)
@@ -296,12 +301,12 @@ def test_command_line_prints_one_paragraph_and_exits_2(error_file, in_tmp, monke
     from lit_align import cli
 
     monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
-    monkeypatch.setattr("lit_align.methods.base.load", _no_load)
+    monkeypatch.setattr("lit_align.models.engine.load", _no_load)
     (in_tmp / "d.jsonl").write_text('{"source": "a"}\n{"source": \n')
     extra = (["--ckpt_path", "nope.ckpt"] if error_file == "ckpt" else
              ["--data=lit_align.data.FileContextsDataModule", "--data.init_args.dataset=d.jsonl",
               "--data.init_args.reference_column=null"])
-    monkeypatch.setattr("sys.argv", ["lit_align", "fit", "--config", "toy_dpg", "--trainer.logger=false", *extra])
+    monkeypatch.setattr("sys.argv", ["lit_align", "fit", "--config", "dpg_toy", "--trainer.logger=false", *extra])
     with pytest.raises(SystemExit) as info:
         cli.main()
     assert info.value.code == 2

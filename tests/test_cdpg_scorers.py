@@ -1,4 +1,4 @@
-"""The conditional-task scorers (methods.md §4.3) and task metrics on hand-written cases."""
+"""The conditional-task scorers (CDPG, arXiv:2112.00791) and task metrics on hand-written cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CDPG on a conditional toy (methods.md §4, §11 "Conditional"), checked by exact enumeration.
+"""CDPG on a conditional toy (arXiv:2112.00791; docs/toy_space.md), checked by exact enumeration.
 
 The toy LM is the tabular ``ToyLM`` (V = 4 letters, T = 4): a context is one letter ``c``
 and the completion the next three, so ``a(x|c) = a(cx)/a(c)`` is exact. The constraint
@@ -126,7 +126,7 @@ def _expected_grad(model, terms_fn) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("baseline", [False, True])
 def test_global_z_update_is_per_context_update_rescaled(baseline):
-    """§4.1: with one global Z the expected update of context c is (Z_c/Z) × the CDPG update,
+    """CDPG (arXiv:2112.00791): with one global Z the expected update of context c is (Z_c/Z) × the CDPG update,
     and the CDPG update is the exact gradient of KL(p_c‖π_c)."""
     base, policy = ToyLM(seed=0), ToyLM(seed=3).double()  # float64: exact comparisons
     targets = exact_targets(base)
@@ -188,7 +188,7 @@ def test_cdpg_drives_every_context_kl_down(z_estimate):
     module = CDPG(target=[Pointwise(NextLetter())], model="toy", n_samples=N, minibatch_size=N * 4,
                   max_new_tokens=3, lr=0.1, z_estimate=z_estimate, val_samples=N)
     module.configure_model()
-    targets = exact_targets(module.base_model)
+    targets = exact_targets(module.engine.base)
     before = exact_kls(targets, module.model)
     trainer = _fit(module, STEPS)
     after = exact_kls(targets, module.model)
@@ -199,7 +199,7 @@ def test_cdpg_drives_every_context_kl_down(z_estimate):
     if z_estimate == "running":
         # every on-policy sample of c is an unbiased draw of Z_c: the running means converge to Z_c
         for c in CONTEXTS:
-            log_sum, count = module.context_z[c]
+            log_sum, count = module.state.context_z[c]
             z_hat = math.exp(log_sum - math.log(count))
             assert count > 1000 and abs(z_hat - targets[c].Z) < 0.1 * targets[c].Z, (c, z_hat, targets[c].Z)
         assert set(module.extra_state()["context_z"]) == set(CONTEXTS)
@@ -211,11 +211,11 @@ def test_global_z_dpg_on_conditional_data():
     module = DPG(target=[Pointwise(NextLetter())], model="toy", n_samples=N, minibatch_size=N * 4,
                  max_new_tokens=3, lr=0.1, off_policy=False, val_samples=N)
     module.configure_model()
-    targets = exact_targets(module.base_model)
+    targets = exact_targets(module.engine.base)
     before = exact_kls(targets, module.model)
     _fit(module, STEPS)
     after = exact_kls(targets, module.model)
     for c in CONTEXTS:
         assert after[c] < 0.5 * before[c], (c, before[c], after[c])
     z_mean = sum(t.Z for t in targets.values()) / 4
-    assert abs(math.exp(module.log_z) - z_mean) < 0.1 * z_mean
+    assert abs(math.exp(module.state.log_z) - z_mean) < 0.1 * z_mean

@@ -27,7 +27,7 @@ REQUIRED_TRAIN_METRICS = [
 def toy_fit(steps: int, name: str, *extra: str) -> list[str]:
     """``fit`` on the shipped toy config, small enough for a unit test; logs under ./runs/<name>."""
     return [
-        "fit", "--config", "toy_dpg",
+        "fit", "--config", "dpg_toy",
         f"--trainer.max_steps={steps}",
         "--trainer.log_every_n_steps=1",
         "--trainer.logger.init_args.save_dir=runs",
@@ -91,7 +91,7 @@ def test_fit_logs_metrics_samples_and_config(in_tmp, run_cli):
 # ----------------------------------------------------------------- config handling
 def test_print_config_round_trips(in_tmp, run_cli, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("fit", "--config", "toy_dpg", "--model.init_args.n_samples=7", "--trainer.max_steps=3", "--print_config")
+        run_cli("fit", "--config", "dpg_toy", "--model.init_args.n_samples=7", "--trainer.max_steps=3", "--print_config")
     assert exit_info.value.code in (0, None)
     first = capsys.readouterr().out
     parsed = yaml.safe_load(first)
@@ -102,27 +102,29 @@ def test_print_config_round_trips(in_tmp, run_cli, capsys):
     assert capsys.readouterr().out == first
 
 
-@pytest.mark.parametrize("value", ["toy_dpg", "toy_dpg.yaml", "configs/toy_dpg.yaml"])
+@pytest.mark.parametrize("value", ["dpg_toy", "dpg_toy.yaml", "configs/dpg_toy.yaml"])
 def test_bare_config_name_resolves_from_any_directory(value, in_tmp, run_cli, capsys):
-    assert not (in_tmp / "toy_dpg.yaml").exists()
-    assert Path(resolve_config(value)) == CONFIG_DIR / "toy_dpg.yaml"
+    assert not (in_tmp / "dpg_toy.yaml").exists()
+    assert Path(resolve_config(value)) == CONFIG_DIR / "dpg_toy.yaml"
     with pytest.raises(SystemExit):
         run_cli("fit", f"--config={value}", "--print_config")
     assert yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["model"] == "toy"
 
 
 def test_local_file_shadows_shipped_config(in_tmp):
-    (in_tmp / "toy_dpg.yaml").write_text("seed_everything: 1\n")
-    assert resolve_config("toy_dpg.yaml") == "toy_dpg.yaml"
+    (in_tmp / "dpg_toy.yaml").write_text("seed_everything: 1\n")
+    assert resolve_config("dpg_toy.yaml") == "dpg_toy.yaml"
 
 
 def test_unknown_config_lists_shipped_configs(in_tmp, run_cli):
-    with pytest.raises(SystemExit) as info:
+    from lit_align.errors import UserError
+
+    with pytest.raises(UserError) as info:
         run_cli("fit", "--config", "no_such_config", "--print_config")
-    message = str(info.value.code)
+    message = str(info.value)
     assert "no_such_config" in message
     shipped = shipped_configs()
-    assert "toy_dpg.yaml" in shipped
+    assert "dpg_toy.yaml" in shipped
     for name in shipped:
         assert name in message
 
@@ -150,14 +152,14 @@ def test_resume_continues_exactly(in_tmp, run_cli):
     full = run_cli(*toy_fit(2 * n, "full", *common))
     half = run_cli(*toy_fit(n, "half", *common))
     assert half.trainer.global_step == n
-    assert half.model.z_count == n * 16
+    assert half.model.state.z_count == n * 16
     ckpts = sorted((Path(half.trainer.logger.log_dir) / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     assert ckpts, "no checkpoint written"
     last = ckpts[-1]
     saved = torch.load(last, map_location="cpu", weights_only=True)  # also what LightningCLI does on --ckpt_path
     assert saved["global_step"] == n
-    assert saved["lit_align"]["state"]["z_count"] == half.model.z_count
-    assert saved["lit_align"]["state"]["log_z_sum"] == half.model.log_z_sum
+    assert saved["lit_align"]["state"]["z_count"] == half.model.state.z_count
+    assert saved["lit_align"]["state"]["log_z_sum"] == half.model.state.log_z_sum
 
     resumed = run_cli(*toy_fit(2 * n, "resumed", *common), "--ckpt_path", str(last))
     assert resumed.trainer.global_step == 2 * n
@@ -165,9 +167,9 @@ def test_resume_continues_exactly(in_tmp, run_cli):
     acc = event_accumulator(resumed.trainer.logger.log_dir)
     assert [e.step for e in acc.Scalars("train/z")] == list(range(n, 2 * n))
     # DPG's running Z: every sample of the first N steps still counts
-    assert resumed.model.z_count == full.model.z_count == 2 * n * 16
-    assert resumed.model.log_z_sum == pytest.approx(full.model.log_z_sum, abs=1e-9)
-    assert resumed.model.proposal_updates == full.model.proposal_updates
+    assert resumed.model.state.z_count == full.model.state.z_count == 2 * n * 16
+    assert resumed.model.state.log_z_sum == pytest.approx(full.model.state.log_z_sum, abs=1e-9)
+    assert resumed.model.state.proposal_updates == full.model.state.proposal_updates
     # identical weights: policy and proposal (optimizer, RNG and proposal state all restored)
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key

@@ -10,7 +10,7 @@ from lit_align import cli
 from lit_align.data import DatasetLoadError
 from lit_align.models import ModelLoadError
 
-TOY_BAD_MODEL = ["fit", "--config", "toy_dpg", "--trainer.max_steps=1", "--trainer.logger=false",
+TOY_BAD_MODEL = ["fit", "--config", "dpg_toy", "--trainer.max_steps=1", "--trainer.logger=false",
                  "--trainer.enable_progress_bar=false", "--model.init_args.model=no-such-org/no-such-model-xyz"]
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lit_align.cli import CONFIG_DIR
-from lit_align.methods import DPG, BasePolicyModule, Reinforce
+from lit_align.methods import PHF, DPG, EngineModule, Reinforce, RewardModel
 
 # strategies/ and samplers/ hold snippets composed with an experiment config (tests/test_ddp.py)
 SNIPPET_DIRS = ("strategies", "samplers")
@@ -25,7 +25,7 @@ MAX_NEW_TOKENS = 4
 
 
 def test_configs_are_found():
-    assert "toy_dpg.yaml" in IDS
+    assert "dpg_toy.yaml" in IDS
 
 
 def load_yaml(path: Path) -> dict:
@@ -50,7 +50,7 @@ def test_config_parses(path, in_tmp, run_cli, capsys):
         run_cli("fit", "--config", str(path), "--print_config")
     assert info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
-    assert issubclass(_import(resolved["model"]["class_path"]), BasePolicyModule)
+    assert issubclass(_import(resolved["model"]["class_path"]), EngineModule)
     assert issubclass(_import(resolved["data"]["class_path"]), L.LightningDataModule)
     assert resolved["model"]["class_path"] == raw["model"]["class_path"]
 
@@ -192,18 +192,19 @@ def test_config_trains_two_steps(path, in_tmp, run_cli):
     validated = sum(trainer.num_val_batches or [0]) > 0
     policy_names = ("train/kl_policy_base", "train/length") + (("val/kl_policy_base", "val/length") if validated else ())
     # a reward model, or an offline objective (PHF): no policy samples to measure
-    if not getattr(module, "trains_policy", True) or not getattr(module, "on_policy", True):
+    samples_policy = not isinstance(module, (PHF, RewardModel))
+    if not samples_policy:
         policy_names = ("train/loss",) + (("val/loss",) if validated else ())
     for name in policy_names:
         assert name in metrics, f"{name} not logged; got {sorted(metrics)}"
         assert math.isfinite(metrics[name])
-    if getattr(module, "trains_policy", True) and getattr(module, "on_policy", True):
+    if samples_policy:
         assert 1 <= metrics["train/length"] <= MAX_NEW_TOKENS
     if isinstance(module, DPG):
         for name in ("train/z", "train/ess", "train/n_satisfying"):
             assert name in metrics, f"{name} not logged"
         # every drawn sample enters the running Z estimate (4 per context, ≥ 1 context per batch)
-        assert module.z_count >= 2 * 4 and module.z_count % 4 == 0
+        assert module.state.z_count >= 2 * 4 and module.state.z_count % 4 == 0
         if metrics["train/z"] > 0:
             assert "train/tv_target_policy" in metrics
             assert 0 < metrics["train/ess"] <= 1
@@ -211,7 +212,7 @@ def test_config_trains_two_steps(path, in_tmp, run_cli):
         else:  # no sample satisfied the target (a random tiny model rarely writes "amazing"):
             # Ẑ = 0, the gradient is skipped but the step counts toward max_steps, and the
             # undefined divergences are not logged (never NaN)
-            assert module.log_z == -math.inf and metrics["train/n_satisfying"] == 0
+            assert module.state.log_z == -math.inf and metrics["train/n_satisfying"] == 0
             assert "train/kl_target_policy" not in metrics
             assert trainer.global_step == 2, "skipped steps still count toward max_steps"
     if isinstance(module, Reinforce):

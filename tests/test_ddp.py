@@ -6,7 +6,7 @@ reduced across ranks, all ranks take the same decisions and hold the same weight
   2n samples: the logged Ẑ, KL/TV estimates, scorer moments, ESS, the fitted λ and the
   proposal-update decisions agree step by step, and so do the final weights.
 * With real sampling (seeded per rank) a DDP run and a single-process run with the same total
-  samples reach the same distribution on the exact toy space (methods.md §11).
+  samples reach the same distribution on the exact toy space (docs/toy_space.md).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Record(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.steps.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         if self.texts is None:
-            self.texts = list(module.last_samples.texts)
+            self.texts = list(module.last_rollout.samples.texts)
 
     def on_train_end(self, trainer, module) -> None:
         target = getattr(module, "target", None)
@@ -158,7 +158,7 @@ def test_other_methods_stay_in_sync_under_ddp(tmp_path, method):
     elif method == "reinforce_moving_average":
         module = Reinforce(reward=Count("d"), baseline="moving_average", baseline_decay=0.5, **common)
     elif method == "rlkl":
-        module = RLKL(reward=Count("d"), beta=0.1, **common)
+        module = RLKL(reward=Count("d"), kl_coef=0.1, **common)
     elif method == "rloo":
         module = RLOO(reward=Count("d"), **common)
     else:
@@ -203,7 +203,7 @@ def test_data_driven_methods_split_the_data_under_ddp(tmp_path, method, monkeypa
 
     monkeypatch.setenv("LIT_ALIGN_CACHE", str(tmp_path / "cache"))
     if method == "dpo":
-        module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
+        module = DPO(model="toy", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, lr=0.05)
         data = SyntheticPreferenceDataModule(n_pairs=32, n_val_pairs=4, target_model="toy", target_seed=1,
                                              batch_size=4)
     else:
@@ -235,7 +235,7 @@ def test_strategy_snippets_compose_with_an_experiment_config(snippet, in_tmp, ru
     raw = yaml.safe_load(text)
     assert set(raw) == {"trainer"}, "a strategy snippet only sets trainer options"
     with pytest.raises(SystemExit) as info:  # composes by shipped name, later --config wins
-        run_cli("fit", "--config", "toy_dpg.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
+        run_cli("fit", "--config", "dpg_toy.yaml", "--config", f"strategies/{snippet.name}", "--print_config")
     assert info.value.code in (0, None)
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["model"]["class_path"] == "lit_align.methods.DPG"

@@ -1,4 +1,4 @@
-"""Diagnostics (methods.md §3.3, §10): BLEU/self-BLEU against NLTK's values, distinct-n, the
+"""Diagnostics (Korbak et al. 2022, arXiv:2206.00761): BLEU/self-BLEU against NLTK's values, distinct-n, the
 per-sample gradient variance (checked against an independent computation), advantage
 statistics, the callbacks inside a toy run, and the proposal-update rule."""
 
@@ -91,14 +91,14 @@ class _Capture(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % 2:
             return
-        s = pl_module.last_loss_samples
-        log_P = pl_module.target.log_score(pl_module.base_log_prob(s), s.texts).double()
+        s = pl_module.last_rollout.samples
+        log_P = pl_module.target.log_score(pl_module.engine.base_log_prob(s), s.texts).double()
         grads = []
         for i in range(4):
             pl_module.model.zero_grad()
             mb = s.select(slice(i, i + 1))
             lp = pl_module.policy.token_log_probs(pl_module.model, mb).sum(-1)
-            dpg_loss(lp, log_P[i:i + 1], lp.detach(), pl_module.log_z).backward()
+            dpg_loss(lp, log_P[i:i + 1], lp.detach(), pl_module.state.log_z).backward()
             grads.append(pl_module.model.table.grad.reshape(-1).clone())
         pl_module.model.zero_grad(set_to_none=True)
         g = torch.stack(grads).double()

@@ -1,4 +1,4 @@
-"""IS estimators (lit_align.estimators) against exact enumeration on the toy space (methods.md §1.3, §1.4, §11).
+"""IS estimators (lit_align.estimators) against exact enumeration on the toy space (docs/toy_space.md).
 
 The base ``a`` is the tabular ToyLM (seed 0), the target the pointwise EBM ``P = a·b`` with
 ``b(x) = [x matches "b.*d"]`` (Z ≈ 0.29; about 70% of the base's samples have ``P = 0``),

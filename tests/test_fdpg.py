@@ -1,4 +1,4 @@
-"""f-DPG (methods.md §7, §9.4, §11): the loss family, exact gradients by enumeration, the
+"""f-DPG (Go et al. 2023, arXiv:2302.08215; docs/toy_space.md): the loss family, exact gradients by enumeration, the
 reverse-KL pitfall, convergence to the ε-smoothed target, and the DPG integration."""
 
 from __future__ import annotations
@@ -16,13 +16,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import toy_exact as ex  # noqa: E402
 from lit_align.data import ToyDataModule  # noqa: E402
-from lit_align.losses import (  # noqa: E402
-    F_DIVERGENCES,
-    dpg_loss,
-    fdpg_loss,
-    fdpg_pseudo_reward,
-    leave_one_out_baseline,
-)
+from lit_align.f_divergences import F_DIVERGENCES, fdpg_loss, fdpg_pseudo_reward, leave_one_out_baseline  # noqa: E402
+from lit_align.losses import dpg_loss  # noqa: E402
 from lit_align.methods import DPG  # noqa: E402
 from lit_align.models.toy import ToySpace  # noqa: E402
 from lit_align.scorers import Regex  # noqa: E402
@@ -126,7 +121,7 @@ def test_hard_pointwise_target_never_nan_in_dpg(div):
     """A hard pointwise target (b ∈ {0, 1}, most samples violating it) through the DPG module,
     on- and off-policy: rkl/rchi2 smooth it by default (1e-4 / 1e-2), the others keep it hard;
     every advantage, pseudo-reward and logged metric stays finite for every divergence."""
-    from lit_align.losses import FDPG_DEFAULT_EPSILON
+    from lit_align.f_divergences import FDPG_DEFAULT_EPSILON
 
     for off in (False, True):
         module = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", n_samples=64, minibatch_size=64,
@@ -144,9 +139,9 @@ def test_hard_pointwise_target_never_nan_in_dpg(div):
         finally:
             log.setLevel(level)
         assert module.global_step == 3 and int(trainer.callback_metrics["train/step_skipped"]) == 0
-        b = Regex(PATTERN)(module.last_samples.texts)
+        b = Regex(PATTERN)(module.last_rollout.samples.texts)
         assert (b == 0).any() and (b == 1).any()  # violating samples were in the batch
-        assert torch.isfinite(module.last_advantages).all()
+        assert torch.isfinite(module.last_rollout.advantages).all()
         for name, value in trainer.callback_metrics.items():
             assert torch.isfinite(torch.as_tensor(value)).all(), (div, off, name, value)
     explicit = DPG(target=[Pointwise(Regex(PATTERN))], model="toy", divergence=div, pointwise_epsilon=0.05)
@@ -206,7 +201,7 @@ def _dpg_run(divergence: str, off_policy: bool = False, steps: int = 150):
     dm = ToyDataModule(steps_per_epoch=steps)
     ex.quiet_fit(module, dm, steps)
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     tgt = ex.target(log_a, torch.log(Regex(PATTERN)(space.texts) + EPS))
     return module, space, tgt, ex.model_log_probs(space, module.model)
 
@@ -218,18 +213,18 @@ def dpg_kl_and_rkl():
 
 def test_dpg_module_reverse_kl_is_mode_seeking(toy, dpg_kl_and_rkl):
     """Through the DPG LightningModule (tabular autoregressive policy): both reach p_ε; reverse
-    KL ends with higher E[b] and lower entropy than forward KL (methods.md §11 table)."""
+    KL ends with higher E[b] and lower entropy than forward KL (docs/toy_space.md)."""
     (_, space, tgt, lp_kl), (mod_rkl, _, _, lp_rkl) = dpg_kl_and_rkl
     b = Regex(PATTERN)(space.texts)
     assert ex.tv(lp_kl, tgt.log_p) < 0.03 and ex.tv(lp_rkl, tgt.log_p) < 0.06
     assert float(ex.expectation(lp_rkl, b)) > float(ex.expectation(lp_kl, b))
     assert ex.entropy(lp_rkl) < ex.entropy(lp_kl) - 0.03
     assert ex.entropy(lp_kl) > ex.entropy(tgt.log_p) - 0.02  # forward KL: mass-covering
-    adv = mod_rkl.last_advantages
+    adv = mod_rkl.last_rollout.advantages
     assert adv is not None and torch.isfinite(adv).all()
 
 
 def test_dpg_module_off_policy_fdpg():
     module, space, tgt, log_pi = _dpg_run("js", off_policy=True, steps=100)
-    assert module.proposal_updates >= 1
+    assert module.state.proposal_updates >= 1
     assert ex.tv(log_pi, tgt.log_p) < 0.05

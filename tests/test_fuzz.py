@@ -142,7 +142,7 @@ def expect_clean_outcome(run) -> object | None:
 def test_random_option_values_instantiate_or_are_refused(in_tmp, monkeypatch, capsys, option, value):
     rendered = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     cli = expect_clean_outcome(lambda: instantiate(
-        ["--config", "toy_dpg", f"--model.init_args.{option}={rendered}"], monkeypatch))
+        ["--config", "dpg_toy", f"--model.init_args.{option}={rendered}"], monkeypatch))
     err = capsys.readouterr().err
     if cli is None:
         return
@@ -166,14 +166,14 @@ def test_random_config_files_parse_or_are_refused(in_tmp, monkeypatch, capsys, d
     path = in_tmp / "random.yaml"
     path.write_text(doc, encoding="utf-8")
     try:
-        cli = expect_clean_outcome(lambda: instantiate(["--config", "toy_dpg", "--config", str(path)], monkeypatch))
+        cli = expect_clean_outcome(lambda: instantiate(["--config", "dpg_toy", "--config", str(path)], monkeypatch))
     except BAD_ARGS as err:  # pragma: no cover - the failure message
         pytest.fail(f"config {doc!r} crashed the parser: {type(err).__name__}: {err}")
     capsys.readouterr()
     if cli is not None:  # accepted: what was built is a method with valid settings
-        from lit_align.methods import BasePolicyModule
+        from lit_align.methods import EngineModule
 
-        assert isinstance(cli.model, BasePolicyModule)
+        assert isinstance(cli.model, EngineModule)
         assert cli.model.hparams.n_samples >= 1 and cli.model.hparams.max_new_tokens >= 1
 
 

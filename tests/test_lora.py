@@ -42,12 +42,12 @@ def trained(request):
 
 def test_reference_is_the_adapter_disabled_policy(trained):
     module, _ = trained
-    assert isinstance(module.base_model, AdapterDisabled) and not list(module.base_model.parameters())
+    assert isinstance(module.engine.base, AdapterDisabled) and not list(module.engine.base.parameters())
     reference, _ = load(module.hparams.model, seed=module.hparams.model_seed)  # the pretrained model itself
     samples = module.sample(["x", "hello"], n=4)
-    log_a = module.base_log_prob(samples)
-    assert torch.equal(log_a, module.log_prob_no_grad(reference, samples)), "exactly the base log-probs"
-    log_pi = module.log_prob_no_grad(module.model, samples)
+    log_a = module.engine.base_log_prob(samples)
+    assert torch.equal(log_a, module.engine.log_prob(reference, samples)), "exactly the base log-probs"
+    log_pi = module.engine.log_prob(module.model, samples)
     assert (log_pi - log_a).abs().max() > 1e-4, "the trained adapters change the policy"
     # the policy's frozen weights are still the pretrained ones
     ref = dict(reference.named_parameters())
@@ -65,12 +65,12 @@ def test_proposal_snapshot_holds_only_adapter_weights(trained):
     samples = module.sample(["x"], n=6, model=proposal)
     before = {n: p.detach().clone() for n, p in trainable}
     # the snapshot was taken before training (LoRA B = 0), and no update happened: q = a exactly
-    log_q = module.log_prob_no_grad(proposal, samples)
-    assert torch.equal(log_q, module.base_log_prob(samples))
+    log_q = module.engine.log_prob(proposal, samples)
+    assert torch.equal(log_q, module.engine.base_log_prob(samples))
     torch.testing.assert_close(samples.log_q, log_q, rtol=0, atol=1e-4)  # the sampler's own log q
     assert all(torch.equal(p, before[n]) for n, p in trainable), "swapping restores the policy's weights"
-    module.refresh_snapshot(proposal)  # q ← π
-    assert torch.equal(module.log_prob_no_grad(proposal, samples), module.log_prob_no_grad(module.model, samples))
+    module.engine.refresh(proposal)  # q ← π
+    assert torch.equal(module.engine.log_prob(proposal, samples), module.engine.log_prob(module.model, samples))
 
 
 def test_checkpoint_holds_only_trained_weights_and_resumes(trained, tmp_path):
@@ -96,7 +96,7 @@ def test_lora_memory_and_trainable_parameters_below_full():
         module = DPG(model="tiny-llama", lora=lora, **COMMON)
         trainer = fit(module, steps=2)
         trainable[name] = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
-        held[name] = held_bytes(module, module.base_model, trainer.optimizers)
+        held[name] = held_bytes(module, module.engine.base, trainer.optimizers)
     # full: policy + base copy + proposal copy + Adam moments; LoRA: one model + small adapters
     assert trainable["lora"] < trainable["full"] / 4, trainable
     assert held["lora"] < 0.4 * held["full"], held

@@ -1,4 +1,4 @@
-"""Loss functions (lit_align.losses): expected gradients against exact gradients (methods.md §1.2, §2, §3.2, §11).
+"""Loss functions (lit_align.losses): expected gradients against exact gradients (docs/toy_space.md).
 
 The policy is a sequence-level softmax ``π_θ = softmax(θ)`` over the 256 sequences of the
 toy space. The *expected* gradient of a per-sample loss under a sampling distribution q
@@ -220,7 +220,7 @@ def test_kl_shaped_reward_hand_computed():
     r = torch.tensor([1.0, 2.0])
     log_pi = torch.tensor([-1.0, -2.0], requires_grad=True)
     log_a = torch.tensor([-1.5, -1.0])
-    shaped = kl_shaped_reward(r, log_pi, log_a, beta=0.5)
+    shaped = kl_shaped_reward(r, log_pi, log_a, kl_coef=0.5)
     torch.testing.assert_close(shaped, torch.tensor([0.75, 2.5], dtype=torch.float64))
     assert shaped.dtype == torch.float64 and not shaped.requires_grad
     # β = 0 is the plain reward

@@ -1,4 +1,4 @@
-"""Moment matching for distributional and hybrid constraints (methods.md §1.1, §11).
+"""Moment matching for distributional and hybrid constraints (Khalifa et al. 2021, arXiv:2012.11635; docs/toy_space.md).
 
 Exact dual descent by enumeration of the toy space, SNIS fitting on a sample, the refusals
 (feature never fires, moment out of range), the hybrid weights, and the DPG integration
@@ -79,7 +79,7 @@ def test_newton_and_gd_agree_and_dual_gradient(toy):
 
 def test_snis_fit_on_its_own_sample(toy):
     """On samples of a, SNIS reaches the tolerance on that sample; λ is close to the exact λ
-    (biased, methods.md §1.1 caveat) and closer with more samples on average."""
+    (biased: the SNIS weights degenerate) and closer with more samples on average."""
     space, log_a = toy
     phi = _features(space)[:, :1]
     exact = fit_lambdas(phi, [0.5], log_a, tolerance=1e-12).lambdas
@@ -154,7 +154,7 @@ def test_dpg_fits_lambda_at_fit_start_and_reaches_moment(tmp_path):
                  off_policy=False, moment_matching_samples=4096)
     trainer, dm = _fit_trainer(module, 100, default_root_dir=tmp_path, enable_checkpointing=True)
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     phi = feat(space.texts)
     assert dist.fitted and dist.last_fit.n_samples == 4096 and dist.last_fit.error < 1e-5
     lam = float(dist.coefficients[0])
@@ -194,5 +194,5 @@ def test_refit_on_policy_samples_resets_z():
     module.fit_moments = lambda model: (fits.append(model is module.model), orig(model))
     _fit_trainer(module, 7, enable_checkpointing=False)
     assert fits == [False, True]  # at fit start on the base, at step 5 on the policy
-    assert module.z_count == 2 * 64  # Ẑ restarted at the refit (steps 5 and 6 only)
+    assert module.state.z_count == 2 * 64  # Ẑ restarted at the refit (steps 5 and 6 only)
     assert dist.last_fit.error < 1e-5

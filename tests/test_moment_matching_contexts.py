@@ -1,4 +1,4 @@
-"""Moment matching for conditional targets (methods.md §1.1, §4.1): one λ for all contexts,
+"""Moment matching for conditional targets (Khalifa et al. 2021, arXiv:2012.11635; per context as in CDPG, arXiv:2112.00791): one λ for all contexts,
 each context's target ``p_c ∝ a(·|c)·exp(λφ)`` normalised by its own ``Z_c(λ)``, matching
 ``E_c E_{p_c}[φ] = μ̄``; checked by exact enumeration and through CDPG's fit start."""
 
@@ -115,7 +115,7 @@ def test_cdpg_fits_lambda_per_context_at_fit_start():
     assert dist.last_fit.n_groups == 4 and dist.last_fit.converged
     lam = float(dist.coefficients[0])
     # exact per-context moments of the base: a(x|c) from the full-sequence table, by enumeration
-    full = SPACE.log_probs(module.base_model).detach().double()
+    full = SPACE.log_probs(module.engine.base).detach().double()
     moments, base_moments = [], []
     for c in ctx:
         rows = [i for i, t in enumerate(SPACE.texts) if t[0] == c]
@@ -126,4 +126,4 @@ def test_cdpg_fits_lambda_per_context_at_fit_start():
         base_moments.append(float(ex.expectation(la, phi)))
     assert abs(sum(base_moments) / 4 - mu) > 0.1  # fitting had to move the moment
     assert abs(sum(moments) / 4 - mu) < 0.03, (moments, lam)
-    assert isinstance(module.base_model, ToyLM)
+    assert isinstance(module.engine.base, ToyLM)

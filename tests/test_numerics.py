@@ -116,9 +116,9 @@ def test_z_and_importance_weights_stay_in_log_space():
     assert float(estimators.log_z_hat(log_P, log_q)) == pytest.approx(2000.0 + math.log(2 / 3))
     assert float(estimators.effective_sample_size(log_P - log_q)) == pytest.approx(2 / 3)
     module = DPG(model="toy", target=[Pointwise(Regex("d"))])
-    module.update_z(torch.tensor([800.0, -800.0]))
-    module.update_z(torch.tensor([-math.inf, -math.inf]))
-    assert module.log_z == pytest.approx(800.0 - math.log(4))
+    module.state.update_z(torch.tensor([800.0, -800.0]))
+    module.state.update_z(torch.tensor([-math.inf, -math.inf]))
+    assert module.state.log_z == pytest.approx(800.0 - math.log(4))
 
 
 def test_target_never_met_logs_z_zero_no_nan_and_no_update():

@@ -31,7 +31,7 @@ def test_dpg_step_phases_and_flops():
         def on_train_batch_end(self, trainer, pl_module, *args):
             # runs after PerfMonitor (callbacks run in order): its metrics are in callback_metrics
             logged[trainer.global_step] = {k: float(v) for k, v in trainer.callback_metrics.items()}
-            s = pl_module.last_samples
+            s = pl_module.last_rollout.samples
             toks = int(s.prompt_mask.sum() + s.completion_mask.sum())
             # sampling: each completion token + the prompt once per context; base log-probs: all tokens;
             # training: all tokens once (forward + backward)

@@ -1,4 +1,4 @@
-"""The PHF data pipeline (methods.md §5.1): segmenting, scoring, caching, packing, sharding, resuming."""
+"""The PHF data pipeline (Korbak et al. 2023, arXiv:2302.08582): segmenting, scoring, caching, packing, sharding, resuming."""
 
 from __future__ import annotations
 

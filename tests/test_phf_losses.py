@@ -1,4 +1,4 @@
-"""PHF losses (methods.md §5.2) against values computed by hand, element by element."""
+"""PHF losses (Korbak et al. 2023, arXiv:2302.08582) against values computed by hand, element by element."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_awr_loss_and_gradients_by_hand():
         r = -si
         w = math.exp((r - vi) / beta)
         terms.append(alpha * (-lp) * w + (1 - alpha) * (vi - r) ** 2)
-    loss = awr_loss(logp, s, v, alpha=alpha, beta=beta)
+    loss = awr_loss(logp, s, v, alpha=alpha, temperature=beta)
     assert loss.item() == pytest.approx(sum(terms) / 2)
     loss.backward()
     # the advantage is detached: the value gets only the MSE gradient (1−α)·2(V−R)/n
@@ -67,27 +67,27 @@ def test_awr_loss_and_gradients_by_hand():
 
 
 def test_awr_with_alpha_one_leaves_the_value_untrained():
-    # the released RWR is AWR with α = 1: its value head never moves (methods.md §5.2 quirk)
+    # the released RWR is AWR with α = 1: its value head never moves (a quirk of the released code, docs/phf.md)
     v = torch.full((1, 3), -0.5, dtype=torch.float64, requires_grad=True)
-    awr_loss(LOGP, S, v, alpha=1.0, beta=10.0).backward()
+    awr_loss(LOGP, S, v, alpha=1.0, temperature=10.0).backward()
     assert torch.count_nonzero(v.grad) == 0
 
 
 def test_rwr_weights_and_released_baseline():
     beta = 10.0
     by_hand = [-math.log(p) * math.exp(-s / beta) for p, s in zip(P, [0.0, 0.3, 0.0])]
-    assert rwr_loss(LOGP, S, beta=beta).item() == pytest.approx(sum(by_hand) / 3)
-    released = rwr_loss(LOGP, S, beta=beta, baseline=-0.5).item()
+    assert rwr_loss(LOGP, S, temperature=beta).item() == pytest.approx(sum(by_hand) / 3)
+    released = rwr_loss(LOGP, S, temperature=beta, baseline=-0.5).item()
     assert released == pytest.approx(sum(by_hand) / 3 * math.exp(0.5 / beta))
     v = torch.full_like(S, -0.5)
-    assert released == pytest.approx(awr_loss(LOGP, S, v, alpha=1.0, beta=beta).item())
+    assert released == pytest.approx(awr_loss(LOGP, S, v, alpha=1.0, temperature=beta).item())
 
 
 def test_weights_are_clamped():
-    w = awr_weights(torch.tensor([0.0]), torch.tensor([-1.0]), beta=0.01, max_weight=1000.0)
+    w = awr_weights(torch.tensor([0.0]), torch.tensor([-1.0]), temperature=0.01, max_weight=1000.0)
     assert w.item() == 1000.0
-    with pytest.raises(ValueError, match="beta"):
-        awr_weights(torch.tensor([0.0]), 0.0, beta=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        awr_weights(torch.tensor([0.0]), 0.0, temperature=0.0)
 
 
 def test_value_head_and_theoretical_loss():

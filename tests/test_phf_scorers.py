@@ -1,4 +1,4 @@
-"""Misalignment scorers of pretraining with feedback (methods.md §5.3): values in [0, 1]."""
+"""Misalignment scorers of pretraining with feedback (Korbak et al. 2023, arXiv:2302.08582): values in [0, 1]."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PHF objectives end to end on tiny models (methods.md §5.2): filtering = MLE on the kept
+"""PHF objectives end to end on tiny models (Korbak et al. 2023, arXiv:2302.08582): filtering = MLE on the kept
 documents; conditional training learns π(·|<|aligned|>) = the good segments' distribution;
 control tokens never reach generated text; fine-tuning starts from a checkpoint."""
 
@@ -179,13 +179,30 @@ def test_finetuning_starts_from_a_checkpoint(tmp_path, single_thread):
 
 def test_awr_trains_its_value_head_and_the_lr_decays(tmp_path, single_thread):
     corpus = write_corpus(tmp_path / "c.jsonl", ["ab\naa\n", "bb\nab\n"] * 6)
-    m = PHF(model="tiny-gpt2", objective="awr", alpha=0.5, beta=1.0, minibatch_size=2, lr=1e-2, warmup_ratio=0.25)
+    m = PHF(model="tiny-gpt2", objective="awr", alpha=0.5, temperature=1.0, minibatch_size=2, lr=1e-2, warmup_ratio=0.25)
     t = trainer(4)
     t.fit(m, datamodule(corpus, tmp_path))
     assert m.value_head is not None and m.value_head.abs().sum() > 0
     assert t.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.0)
     metrics = t.callback_metrics
     assert {"train/loss", "train/value_loss", "train/original_loss", "train/tokens_seen"} <= set(metrics)
+
+
+def test_lora_trains_the_adapters_and_leaves_the_base_weights(tmp_path, single_thread):
+    pytest.importorskip("peft")
+    corpus = write_corpus(tmp_path / "c.jsonl", ["ab\naa\n", "bb\nab\n"] * 6)
+    L.seed_everything(0)
+    m = PHF(model="tiny-gpt2", objective="rwr", temperature=0.5, minibatch_size=2, lr=1e-2, lr_schedule="constant",
+            lora={"r": 4})
+    m.configure_model()
+    before = {n: p.detach().clone() for n, p in m.model.named_parameters()}
+    trainer(3).fit(m, datamodule(corpus, tmp_path))
+    trained = {n for n, p in m.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
+    for n, p in m.model.named_parameters():
+        assert torch.equal(p, before[n]) is (n not in trained), n  # adapters moved, base weights did not
+    with pytest.raises(ValueError, match="from_scratch"):
+        PHF(model="tiny-gpt2", from_scratch=True, lora={"r": 4})
 
 
 def test_misalignment_metrics_by_hand():

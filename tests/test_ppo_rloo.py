@@ -1,6 +1,6 @@
 """PPO (Ziegler baseline) and RLOO: exact values of the pure functions, the unbiasedness of
 the leave-one-out baseline by enumeration, and convergence of the real modules on the toy
-space to the KL-control optimum a·exp(r/β)/Z (methods.md §2, §3.2, §7, §11).
+space to the KL-control optimum a·exp(r/β)/Z (docs/toy_space.md).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_kl_penalized_token_rewards_and_whiten():
     log_old = torch.tensor([[-1.0, -2.0, -0.5], [-0.1, -0.2, -9.0]])
     log_a = torch.tensor([[-1.5, -1.0, -0.5], [-0.3, -0.2, -1.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
-    r, kl_part = kl_penalized_token_rewards(torch.tensor([1.0, 2.0]), log_old, log_a, mask, beta=0.1)
+    r, kl_part = kl_penalized_token_rewards(torch.tensor([1.0, 2.0]), log_old, log_a, mask, kl_coef=0.1)
     expected = torch.tensor([[-0.05, 0.1, 1.0], [-0.02, 2.0, 0.0]], dtype=D64)
     torch.testing.assert_close(r, expected, rtol=0, atol=1e-7)
     torch.testing.assert_close(kl_part.sum(-1), torch.tensor([0.05, -0.02], dtype=D64), rtol=0, atol=1e-7)
@@ -269,7 +269,7 @@ def ppo_fixed_beta():
 def test_ppo_fixed_beta_converges_to_tilted_base(ppo_fixed_beta):
     module, dm = ppo_fixed_beta
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     torch.testing.assert_close(log_a, ex.base_log_probs(space, seed=0))
     log_pi = ex.model_log_probs(space, module.model)
     r = Count("d")(space.texts)
@@ -281,7 +281,7 @@ def test_ppo_fixed_beta_converges_to_tilted_base(ppo_fixed_beta):
     # the neighbouring tilts (β/2, 2β) are much farther: the KL coefficient is applied exactly
     assert ex.tv(log_pi, ex.tilted(log_a, r, BETA / 2)) > 0.15
     assert ex.tv(log_pi, ex.tilted(log_a, r, 2 * BETA)) > 0.15
-    assert module.kl_ctl.value == BETA
+    assert module.state.kl_ctl.value == BETA
     # the tabular value of the start state is E_π[R − β log(π/a)] = β log Z at the optimum
     v0 = float((module.value_head.weight[0, 0] + module.value_head.bias[0]).detach())
     beta_log_z = BETA * float(torch.logsumexp(log_a + r / BETA, 0))
@@ -299,12 +299,12 @@ def test_ppo_logs_diagnostics_and_checkpoints_kl_coef(ppo_fixed_beta):
     assert float(metrics["train/n_updates"]) == 4 * 2  # 4 epochs × 256/128 minibatches
     assert "value_head.weight" in module.state_dict()
     ckpt: dict = {}
-    module.kl_ctl.value = 0.123
+    module.state.kl_ctl.value = 0.123
     module.on_save_checkpoint(ckpt)
-    module.kl_ctl.value = BETA
+    module.state.kl_ctl.value = BETA
     fresh = _ppo()
     fresh.on_load_checkpoint(ckpt)
-    assert fresh.kl_ctl.value == 0.123
+    assert fresh.state.kl_ctl.value == 0.123
 
 
 def test_ppo_adaptive_kl_controller_in_the_module():
@@ -323,8 +323,8 @@ def test_ppo_adaptive_kl_controller_in_the_module():
     for logged_beta, kl in seen:
         assert logged_beta == pytest.approx(beta, rel=1e-6)
         beta = adaptive_kl_update(beta, kl, 0.5, 500, 64)
-    assert module.kl_ctl.value == pytest.approx(beta, rel=1e-6)
-    assert module.kl_ctl.value != 0.2
+    assert module.state.kl_ctl.value == pytest.approx(beta, rel=1e-6)
+    assert module.state.kl_ctl.value != 0.2
 
 
 def test_ppo_separate_value_model_and_entropy_bonus_on_toy():
@@ -352,7 +352,7 @@ def _conditional_exact(module, space: ToySpace, context: str) -> tuple[torch.Ten
     """Exact log a(y|c) and log π(y|c) over the 3-letter completions y of the one-letter prefix c."""
     rows = [i for i, t in enumerate(space.texts) if t.startswith(context)]
     comps = [space.texts[i][1:] for i in rows]
-    log_a = ex.model_log_probs(space, module.base_model)[rows]
+    log_a = ex.model_log_probs(space, module.engine.base)[rows]
     log_pi = ex.model_log_probs(space, module.model)[rows]
     return log_a - torch.logsumexp(log_a, 0), log_pi - torch.logsumexp(log_pi, 0), comps
 
@@ -367,7 +367,7 @@ def test_conditional_toy_converges_per_context(method):
     space = ToySpace(4, 4)
     common = dict(model="toy", n_samples=128, minibatch_size=256, max_new_tokens=3)
     if method == "rloo":
-        module = RLOO(reward=Count("d"), beta=BETA, lr=0.05, **common)
+        module = RLOO(reward=Count("d"), kl_coef=BETA, lr=0.05, **common)
         steps, bound = 120, 0.02
     else:
         module = PPO(reward=Count("d"), kl_coef=BETA, adaptive_kl=False, lr=0.02, ppo_minibatch_size=256, **common)

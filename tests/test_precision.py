@@ -3,6 +3,8 @@ DPG under ``bf16-mixed`` stays finite and close to fp32; ``bf16-true`` trains bf
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 import sys
@@ -151,7 +153,7 @@ def test_bf16_true_trains_bf16_weights_with_float32_log_probs(fp32_run):
     assert math.isclose(hist[0]["train/kl_target_policy"], ref[0]["train/kl_target_policy"], rel_tol=0.05)
     samples = module.sample([""], n=4)
     assert samples.log_q.dtype == torch.float32
-    assert module.base_log_prob(samples).dtype == torch.float32
+    assert module.engine.base_log_prob(samples).dtype == torch.float32
 
 
 def test_bf16_sampling_log_q_is_the_bf16_density():
@@ -217,7 +219,7 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         module = DPG(**kw, **extra)
         module.configure_model()
         before = module.model.config._attn_implementation
-        with module.grad_autocast():
+        with module.engine.grad_autocast():
             seen[name] = module.model.config._attn_implementation
         assert module.model.config._attn_implementation == before
     assert seen == {"fp32": before, "bf16": "eager", "sdpa": "sdpa"} and before == "sdpa"
@@ -235,12 +237,12 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         return real_sdpa(*args, **kwargs)
 
     for impl in ("sdpa", "eager"):
-        module.hparams.train_attention = impl
+        module.engine.settings = dataclasses.replace(module.engine.settings, train_attention=impl)
         module.model.zero_grad()
         sdpa_calls.clear()
         torch.nn.functional.scaled_dot_product_attention = counting_sdpa
         try:
-            with module.grad_autocast():
+            with module.engine.grad_autocast():
                 lp = module.policy.token_log_probs(module.model, samples).sum(-1)
         finally:
             torch.nn.functional.scaled_dot_product_attention = real_sdpa

@@ -65,7 +65,7 @@ def test_bad_records_name_the_columns():
 def test_pairs_mask_the_prompt_and_end_with_eos(tmp_path, cache):
     module = DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = PreferenceDataModule(dataset=write_jsonl(tmp_path / "p.jsonl", ROWS), batch_size=3, val_fraction=0.0)
-    dm.attach(module)
+    module.prepare_pairs(dm)
     tok = module.tokenizer
     p = dm.train_pairs[0]
     assert p.prompt_ids == module.policy.encode_context(p.context)
@@ -85,10 +85,10 @@ def test_cached_reference_log_probs_equal_fresh_ones(tmp_path, cache, monkeypatc
     path = write_jsonl(tmp_path / "p.jsonl", ROWS)
     module = DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0)
-    dm.attach(module)
+    module.prepare_pairs(dm)
     files = list((cache / "reference_log_probs").glob("*.pt"))
     assert len(files) == 1
-    fresh = [module.policy.log_prob(module.base_model, pad_samples([p.prompt_ids], [p.chosen_ids], module.policy.pad_id,
+    fresh = [module.policy.log_prob(module.engine.base, pad_samples([p.prompt_ids], [p.chosen_ids], module.policy.pad_id,
                                                                    [""], [""]))[0] for p in dm.train_pairs]
     cached = [p.ref_chosen for p in dm.train_pairs]
     assert cached == pytest.approx([float(f) for f in fresh], abs=1e-4)
@@ -99,26 +99,26 @@ def test_cached_reference_log_probs_equal_fresh_ones(tmp_path, cache, monkeypatc
 
     monkeypatch.setattr(pref_data, "compute_reference_log_probs", boom)
     again = PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0)
-    again.attach(DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4))
+    DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4).prepare_pairs(again)
     assert [p.ref_chosen for p in again.train_pairs] == cached
     # another reference model (different seed) is another key
     other = PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0)
     with pytest.raises(AssertionError, match="recomputed"):
-        other.attach(DPO(model="tiny-gpt2", model_seed=1, n_samples=2, minibatch_size=4, max_new_tokens=4))
+        DPO(model="tiny-gpt2", model_seed=1, n_samples=2, minibatch_size=4, max_new_tokens=4).prepare_pairs(other)
 
 
 def test_reference_is_released_when_nothing_else_needs_it(tmp_path, cache):
     path = write_jsonl(tmp_path / "p.jsonl", ROWS)
     module = DPO(model="tiny-gpt2", track_kl=False, n_samples=2, minibatch_size=4, max_new_tokens=4)
-    PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0).attach(module)
-    assert "_base_model" not in module.__dict__  # one model held during training
+    module.prepare_pairs(PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0))
+    assert module.engine.base is None  # one model held during training
     kept = DPO(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
-    PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0).attach(kept)
-    assert "_base_model" in kept.__dict__
+    kept.prepare_pairs(PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0))
+    assert kept.engine.base is not None
     # PMLE uses no cached reference log-probs: none are computed
     pm = PMLE(model="tiny-gpt2", n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = PreferenceDataModule(dataset=path, batch_size=3, val_fraction=0.0)
-    dm.attach(pm)
+    pm.prepare_pairs(dm)
     assert math.isnan(dm.train_pairs[0].ref_chosen)
 
 
@@ -160,14 +160,14 @@ def test_synthetic_data_module_round_trips_through_jsonl(tmp_path, cache):
     module = PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4)
     dm = SyntheticPreferenceDataModule(n_pairs=20, n_val_pairs=4, target_model="toy", target_seed=1,
                                        output=str(out), batch_size=5)
-    dm.attach(module)
+    module.prepare_pairs(dm)
     assert len(dm.train_pairs) == 20 and len(dm.val_pairs) == 4
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["chosen"] for r in rows] == [p.chosen for p in dm.train_pairs]
     assert [r["chosen_probability"] for r in rows] == [p.soft_label for p in dm.train_pairs]
     # a second module reads the written file instead of sampling again
     dm2 = SyntheticPreferenceDataModule(n_pairs=999, target_model="toy", output=str(out))
-    dm2.attach(PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4))
+    PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4).prepare_pairs(dm2)
     assert [p.chosen for p in dm2.train_pairs] == [p.chosen for p in dm.train_pairs]
     # KL(π*‖π) by sampling π*: positive for π = π0 ≠ π*
-    assert dm.kl_target_policy(module, [""], 256) > 0.1
+    assert dm.kl_target_policy(module.policy, module.model, [""], 256) > 0.1

@@ -1,4 +1,4 @@
-"""Preference losses against hand-computed values (methods.md §6.2, §7)."""
+"""Preference losses against hand-computed values (Yun et al. 2025, arXiv:2506.01523; DPO arXiv:2305.18290; IPO arXiv:2310.12036)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ PI_W, PI_L, REF_W, REF_L = t(-1.0), t(-2.0), t(-1.5), t(-1.5)
 
 
 def test_dpo_sigmoid_and_label_smoothing():
-    assert float(dpo_loss(PI_W, PI_L, REF_W, REF_L, beta=0.5)) == pytest.approx(softplus(-0.5), rel=1e-12)
+    assert float(dpo_loss(PI_W, PI_L, REF_W, REF_L, kl_coef=0.5)) == pytest.approx(softplus(-0.5), rel=1e-12)
     smoothed = 0.9 * softplus(-0.5) + 0.1 * softplus(0.5)
     assert float(dpo_loss(PI_W, PI_L, REF_W, REF_L, 0.5, label_smoothing=0.1)) == pytest.approx(smoothed, rel=1e-12)
     # the reference enters only through Δ_ref: shifting both reference log-probs changes nothing
@@ -108,7 +108,7 @@ def test_entropy_bonus_in_shaped_reward():
     "call, match",
     [
         (lambda: dpo_loss(t(1.0, 2.0), PI_L, REF_W, REF_L), "one shape"),
-        (lambda: dpo_loss(PI_W, PI_L, REF_W, REF_L, beta=0.0), "beta"),
+        (lambda: dpo_loss(PI_W, PI_L, REF_W, REF_L, kl_coef=0.0), "kl_coef"),
         (lambda: dpo_loss(PI_W, PI_L, REF_W, REF_L, loss_type="kto"), "loss_type"),
         (lambda: dpo_loss(PI_W, PI_L, REF_W, REF_L, label_smoothing=0.5), "label_smoothing"),
         (lambda: pmle_loss(PI_W, PI_L, gamma=0.0), "gamma"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import lightning as L
 import pytest
@@ -45,9 +46,9 @@ def exact(space: ToySpace, texts: list[str], seed: int) -> torch.Tensor:
 def test_dpo_loss_of_a_batch_matches_exact_enumeration():
     """Tokenisation, masking and cached reference log-probs, checked on the toy space."""
     space = ToySpace(4, 4)
-    module = DPO(model="toy", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4)
+    module = DPO(model="toy", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4)
     dm = toy_data(batch_size=6)
-    dm.attach(module)
+    module.prepare_pairs(dm)
     batch = collate_pairs(dm.train_pairs[:6], module.policy.pad_id)
     chosen, rejected = [p.chosen for p in dm.train_pairs[:6]], [p.rejected for p in dm.train_pairs[:6]]
     log_a_c, log_a_r = exact(space, chosen, 0), exact(space, rejected, 0)
@@ -64,14 +65,14 @@ def test_dpo_without_kl_tracking_takes_the_reference_pass_with_the_untrained_pol
     reference log-probs are the same as with a frozen copy, and π0 is released afterwards."""
     refs = {}
     for track in (True, False):
-        module = DPO(model="tiny-gpt2", beta=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, track_kl=track,
+        module = DPO(model="tiny-gpt2", kl_coef=0.3, n_samples=2, minibatch_size=4, max_new_tokens=4, track_kl=track,
                      max_prompt_length=96)
         module.configure_model()
-        assert (module.base_model is module.model) is (not track)
+        assert (module.engine.base is module.model) is (not track)
         dm = PreferenceDataModule(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=6, max_val_pairs=0,
                                   val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
-        dm.attach(module)
-        assert ("_base_model" in module.__dict__) is track
+        module.prepare_pairs(dm)
+        assert (module.engine.base is not None) is track
         refs[track] = torch.tensor([[p.ref_chosen, p.ref_rejected] for p in dm.train_pairs])
     torch.testing.assert_close(refs[True], refs[False], rtol=0, atol=1e-5)
 
@@ -80,19 +81,19 @@ def test_dpo_reference_pass_runs_under_the_gradient_autocast():
     """With grad_dtype bfloat16 the cached log π0 are computed with the numerics of log π in
     the loss: at initialisation the implicit rewards are exactly 0 (fp32 references would leave
     bf16 rounding in h), and the cache key tells the two precisions apart."""
-    hp = dict(model="tiny-llama", beta=0.1, minibatch_size=4, max_new_tokens=4, track_kl=False, max_prompt_length=96)
+    hp = dict(model="tiny-llama", kl_coef=0.1, minibatch_size=4, max_new_tokens=4, track_kl=False, max_prompt_length=96)
     data = dict(dataset=PreferenceDataModule.OFFLINE_DATASET, batch_size=4, max_train_pairs=4, max_val_pairs=0,
                 val_fraction=0.0, val_split=None, cache_reference=False, max_completion_length=32)
     refs = {}
     for dtype in ("bfloat16", None):
         module = DPO(grad_dtype=dtype, **hp)
         dm = PreferenceDataModule(**data)
-        dm.attach(module)
+        module.prepare_pairs(dm)
         batch = collate_pairs(dm.train_pairs, module.policy.pad_id)
         refs[dtype] = torch.cat([batch.ref_chosen, batch.ref_rejected])
         bf16 = DPO(grad_dtype="bfloat16", **hp)
         bf16.configure_model()
-        with torch.no_grad(), bf16.grad_autocast():
+        with torch.no_grad(), bf16.engine.grad_autocast():
             lp = bf16.policy.token_log_probs(bf16.model, batch.samples).sum(-1).double()
         h = lp - refs[dtype]
         if dtype == "bfloat16":
@@ -106,7 +107,7 @@ def test_dpo_reference_pass_runs_under_the_gradient_autocast():
 def test_minibatch_accumulation_gives_the_full_batch_gradient():
     module = PMLE(model="toy", gamma=GAMMA, n_samples=2, minibatch_size=3, max_new_tokens=4)
     dm = toy_data()
-    dm.attach(module)
+    module.prepare_pairs(dm)
     module.manual_backward = lambda loss: loss.backward()  # no trainer needed for the check
     batch = collate_pairs(dm.train_pairs[:8], module.policy.pad_id)
     module.accumulate_pairs(batch, module.pair_loss)
@@ -122,7 +123,7 @@ def test_minibatch_accumulation_gives_the_full_batch_gradient():
 
 def test_dpo_trains_and_validates_on_synthetic_toy_preferences():
     L.seed_everything(0)
-    module = DPO(model="toy", beta=0.5, n_samples=8, minibatch_size=32, max_new_tokens=4, lr=0.05, val_samples=64)
+    module = DPO(model="toy", kl_coef=0.5, n_samples=8, minibatch_size=32, max_new_tokens=4, lr=0.05, val_samples=64)
     dm = toy_data(n_pairs=64, batch_size=32)
     judge = LogProbScorer("toy", seed=1, scale=GAMMA, name="target")
     tr = trainer(20, val_check_interval=10, callbacks=[WinRate(judge, n=16)])
@@ -139,7 +140,7 @@ def test_dpo_trains_and_validates_on_synthetic_toy_preferences():
 def test_pmle_kl_term_keeps_the_policy_near_the_reference():
     def run(beta: float) -> float:
         torch.manual_seed(0)
-        module = PMLE(model="toy", gamma=GAMMA, beta=beta, n_samples=64, minibatch_size=64, max_new_tokens=4, lr=0.1)
+        module = PMLE(model="toy", gamma=GAMMA, kl_coef=beta, n_samples=64, minibatch_size=64, max_new_tokens=4, lr=0.1)
         tr = trainer(15)
         tr.fit(module, datamodule=toy_data(n_pairs=32, batch_size=16))
         space = ToySpace(4, 4)
@@ -152,10 +153,10 @@ def test_pmle_kl_term_keeps_the_policy_near_the_reference():
 
 def test_distillation_soft_labels_from_an_exact_reward_model():
     """With R̂ = γ ln π* (LogProbScorer on the target), the soft labels are the generating probabilities."""
-    module = PreferenceDistillation(reward=LogProbScorer("toy", seed=1, scale=GAMMA), gamma=GAMMA, beta=0.0,
+    module = PreferenceDistillation(reward=LogProbScorer("toy", seed=1, scale=GAMMA), gamma=GAMMA, kl_coef=0.0,
                                     model="toy", n_samples=4, minibatch_size=8, max_new_tokens=4)
     dm = toy_data()
-    dm.attach(module)
+    module.prepare_pairs(dm)
     batch = collate_pairs(dm.train_pairs[:8], module.policy.pad_id)
     soft = module.soft_labels(batch)
     assert torch.allclose(soft, batch.soft_label, atol=1e-6)
@@ -198,14 +199,31 @@ def test_win_rate_counts_ties_as_half():
 
 def test_reverse_kl_is_rl_kl_with_an_entropy_bonus():
     reward = LogProbScorer("toy", seed=1, scale=GAMMA)
-    m = RLOO(reward=reward, beta=0.0, entropy_coef=GAMMA, model="toy", n_samples=4, max_new_tokens=4)
+    m = RLOO(reward=reward, kl_coef=0.0, entropy_coef=GAMMA, model="toy", n_samples=4, max_new_tokens=4)
     assert m.hparams.entropy_coef == GAMMA
     log_pi, log_a, r = torch.tensor([-2.0]), torch.tensor([-1.0]), torch.tensor([0.5])
     assert float(m.shaped_reward(r, log_pi, log_a)) == pytest.approx(0.5 + GAMMA * 2.0)
-    with pytest.raises(ValueError, match="beta"):
-        RLKL(reward=reward, beta=0.0)
+    with pytest.raises(ValueError, match="kl_coef"):
+        RLKL(reward=reward, kl_coef=0.0)
     with pytest.raises(ValueError, match="entropy_coef"):
-        RLKL(reward=reward, beta=0.1, entropy_coef=-1.0)
+        RLKL(reward=reward, kl_coef=0.1, entropy_coef=-1.0)
+
+
+def test_dpo_takes_kl_coef_and_ipo_takes_tau():
+    """One name per meaning: β of DPO/hinge is kl_coef, τ of IPO is tau; the other one is refused,
+    and the coefficient the loss uses is the one given."""
+    h = (torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.0]))  # h = 2
+    dpo = DPO(model="toy", kl_coef=0.25, max_new_tokens=4)
+    ipo = DPO(model="toy", loss_type="ipo", tau=0.5, max_new_tokens=4)
+    assert (dpo.hparams.kl_coef, dpo.hparams.tau, ipo.hparams.kl_coef, ipo.hparams.tau) == (0.25, None, None, 0.5)
+    assert float(dpo_loss(*h, dpo.coef)) == pytest.approx(math.log1p(math.exp(-0.5)), rel=1e-6)
+    assert float(dpo_loss(*h, ipo.coef, "ipo")) == pytest.approx(1.0, rel=1e-6)  # (2 − 1/(2·0.5))²
+    with pytest.raises(ValueError, match="takes tau"):
+        DPO(model="toy", loss_type="ipo", kl_coef=0.1)
+    with pytest.raises(ValueError, match="takes kl_coef"):
+        DPO(model="toy", tau=0.1)
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        DPO(model="toy", loss_type="ipo", tau=0.0)
 
 
 def test_non_preference_batches_are_refused():
@@ -225,6 +243,6 @@ def test_reward_model_scorer_serves_as_a_reward_tilt():
     rm = RewardModelScorer("tiny-gpt2", device="cpu")
     texts, contexts = ["a fine day", "rain", ""], ["Weather:", "Weather:", "Weather:"]
     r = rm(texts, contexts)
-    target = base * RewardTilt(rm, beta=0.5)
+    target = base * RewardTilt(rm, temperature=0.5)
     assert torch.allclose(target.log_potential(texts, contexts), r / 0.5)
     assert len(set(r.tolist())) == 3  # a random head still separates different texts

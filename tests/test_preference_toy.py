@@ -1,10 +1,10 @@
-"""Exact population optima of the preference objectives on the toy space (methods.md §6, §7, §11).
+"""Exact population optima of the preference objectives on the toy space (docs/toy_space.md).
 
 Pairs (a, b) ~ μ×μ over all 64 sequences of V = 4, T = 3, labels from a Bradley–Terry model; the
 population loss is Σ_ab μ(a)μ(b)·P(a≻b)·loss(a chosen, b rejected), built from the
 library's per-pair losses (``reduction="none"``). The policy is a sequence-level softmax
 (fully expressive), minimised with L-BFGS in float64; the optima are compared with the
-closed forms of the §11 table.
+closed forms of docs/toy_space.md.
 """
 
 from __future__ import annotations

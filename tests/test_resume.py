@@ -35,7 +35,7 @@ CALLBACKS = ("[{class_path: lit_align.callbacks.AtomicCheckpoint, init_args: "
 
 def fit_args(name: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "lit_align", "fit", "--config", "toy_dpg",
+        sys.executable, "-m", "lit_align", "fit", "--config", "dpg_toy",
         f"--trainer.max_steps={MAX_STEPS}", "--trainer.val_check_interval=5",
         "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", f"--trainer.logger.init_args.name={name}",
@@ -216,7 +216,7 @@ class _RankRecord(L.Callback):
         self.folder = folder
 
     def on_train_end(self, trainer, module) -> None:
-        torch.save({"texts": list(module.last_samples.texts), "table": module.model.table.detach().clone()},
+        torch.save({"texts": list(module.last_rollout.samples.texts), "table": module.model.table.detach().clone()},
                    self.folder / f"rank{trainer.global_rank}.pt")
 
 

@@ -1,4 +1,4 @@
-"""Sampling from the target without training (methods.md §9.6): QRS, rejection, importance
+"""Sampling from the target without training (QRS: Eikema et al., arXiv:2112.05702): QRS, rejection, importance
 resampling — output distributions by enumeration and goodness-of-fit on the toy space — and the
 Sampler module through the CLI ``predict``."""
 

@@ -184,11 +184,11 @@ def test_exponential_is_lambda_dot_phi():
 def test_reward_tilt_is_r_over_beta():
     r = Fixed([1.0, -2.0, 0.5], name="r")
     log_a = torch.tensor([-1.0, -1.0, -1.0])
-    torch.testing.assert_close((base * RewardTilt(r, beta=0.1)).log_score(log_a, TEXTS),
+    torch.testing.assert_close((base * RewardTilt(r, temperature=0.1)).log_score(log_a, TEXTS),
                                torch.tensor([-1.0 + 10.0, -1.0 - 20.0, -1.0 + 5.0], dtype=torch.float64))
     for beta in (0.0, -1.0):
         with pytest.raises(ValueError):
-            RewardTilt(r, beta=beta)
+            RewardTilt(r, temperature=beta)
 
 
 def test_products_of_potentials_and_ebms_add_log_potentials():
@@ -197,7 +197,7 @@ def test_products_of_potentials_and_ebms_add_log_potentials():
     r = Fixed([2.0, 2.0, -2.0], name="r")
     e1 = base * Pointwise(b)
     e2 = base * Exponential([phi], [0.5])
-    both = e1 * e2 * RewardTilt(r, beta=2.0)
+    both = e1 * e2 * RewardTilt(r, temperature=2.0)
     assert [type(p) for p in both.potentials] == [Pointwise, Exponential, RewardTilt]
     log_a = torch.tensor([-1.0, -2.0, -3.0])
     log_P = both.log_score(log_a, TEXTS)

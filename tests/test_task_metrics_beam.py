@@ -1,4 +1,4 @@
-"""Evaluation of conditional tasks (methods.md §4.3): beam-search ("map") decoding of the
+"""Evaluation of conditional tasks (CDPG, arXiv:2112.00791): beam-search ("map") decoding of the
 policy on left-padded batches of contexts, for decoder-only and encoder-decoder models, and
 the validation run of CDPG logging task metrics for both decodings plus per-context KL."""
 

@@ -1,11 +1,11 @@
-"""Fixed points and convergence on the exact toy space (methods.md §2, §3.2, §11).
+"""Fixed points and convergence on the exact toy space (docs/toy_space.md).
 
 * Sampled DPG, on- and off-policy (KL-adaptive proposal), trained through the real
   ``lit_align.methods.DPG`` LightningModule with a Lightning Trainer, reaches the pointwise
   target ``p = a·b/Z`` (exact KL(p‖π) by enumeration) and its running Ẑ reaches Z.
 * KL-regularised RL: natural-gradient ascent driven by the *expected* gradient of
   ``lit_align.losses.rl_kl_loss`` reaches the closed form ``a·exp(r/β)/Z`` to 1e-6 in TV; with
-  ``r = log b`` and β = 1 this is the DPG target (KL-control = Bayesian posterior, §2). The
+  ``r = log b`` and β = 1 this is the DPG target (KL-control = Bayesian posterior, arXiv:2205.11275). The
   real ``RLKL`` module trained with a Trainer gets close to the same closed form.
 * RL without the KL term collapses onto argmax r (exact NPG and the ``Reinforce`` module);
   DPG keeps the target's entropy.
@@ -67,7 +67,7 @@ def _fit(module: L.LightningModule, steps: int, seed: int = 0) -> ToyDataModule:
 
 def _exact_target(dm: ToyDataModule, module) -> tuple[ToySpace, torch.Tensor, ex.Target]:
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     # the module's base is the ToyLM of the enumeration helpers
     torch.testing.assert_close(log_a, ex.base_log_probs(space, seed=0))
     return space, log_a, ex.pointwise_target(log_a, Regex(PATTERN)(space.texts))
@@ -118,9 +118,9 @@ def _check_dpg(module: DPG, dm: ToyDataModule) -> None:
     # running Ẑ: a mean of P/q over every sample drawn. Its standard error is at most the one
     # of sampling from the base (P/q = b ∈ {0,1}, sd √(Z(1−Z))): q only moves towards p = P/Z,
     # which lowers the variance of P/q.
-    assert module.z_count == DPG_STEPS * DPG_SAMPLES
-    z_hat = math.exp(module.log_z)
-    se = math.sqrt(tgt.Z * (1 - tgt.Z) / module.z_count)
+    assert module.state.z_count == DPG_STEPS * DPG_SAMPLES
+    z_hat = math.exp(module.state.log_z)
+    se = math.sqrt(tgt.Z * (1 - tgt.Z) / module.state.z_count)
     assert abs(z_hat - tgt.Z) < 4 * se, f"Ẑ = {z_hat:.4f}, Z = {tgt.Z:.4f}, 4·SE = {4 * se:.4f}"
 
 
@@ -134,7 +134,7 @@ def test_dpg_off_policy_reaches_target_and_updates_proposal(dpg_off_policy):
     module, dm = dpg_off_policy
     _check_dpg(module, dm)
     space, log_a, tgt = _exact_target(dm, module)
-    assert module.proposal_updates >= 1
+    assert module.state.proposal_updates >= 1
     log_q = ex.model_log_probs(space, module.proposal)
     # the proposal is a snapshot of the trained policy, no longer the base
     assert ex.kl(tgt.log_p, log_q) < 0.1 * ex.kl(tgt.log_p, log_a)
@@ -145,7 +145,7 @@ def test_dpg_off_policy_with_fixed_proposal_reaches_target(dpg_frozen_proposal):
     """The importance weights P/q make the gradient unbiased for any fixed q: with q = a for
     the whole run the policy still reaches p (wrong weights, e.g. P/π on q's samples, do not)."""
     module, dm = dpg_frozen_proposal
-    assert module.proposal_updates == 0
+    assert module.state.proposal_updates == 0
     space, log_a, _ = _exact_target(dm, module)
     torch.testing.assert_close(ex.model_log_probs(space, module.proposal), log_a)
     _check_dpg(module, dm)
@@ -206,7 +206,7 @@ def test_kl_rl_optimum_is_tilted_base(toy_space, beta):
 
 
 def test_kl_rl_objective_identity_at_arbitrary_policy(toy_space):
-    """J_KL(π) = E_π[r] − β KL(π‖a) = −β KL(π‖π*) + β log Z for any π (§2)."""
+    """J_KL(π) = E_π[r] − β KL(π‖a) = −β KL(π‖π*) + β log Z for any π (arXiv:2205.11275)."""
     space, log_a = toy_space
     r = Count("d")(space.texts)
     gen = torch.Generator().manual_seed(0)
@@ -234,7 +234,7 @@ def test_kl_rl_optimum_by_autograd_on_exact_objective(toy_space, beta):
 
 
 def test_kl_rl_with_log_b_reward_equals_dpg_target(toy_space):
-    """r = log b, β = 1: the KL-control optimum a·b/Z is the GDC/DPG target p (§2, §11).
+    """r = log b, β = 1: the KL-control optimum a·b/Z is the GDC/DPG target p (docs/toy_space.md).
 
     ``log 0`` is replaced by ``log ε`` (ε = 1e-12) so that the shaped reward stays finite; the
     ε-target differs from p by ≤ ε/Z in TV. At that optimum the expected DPG gradient also
@@ -266,11 +266,11 @@ def test_kl_rl_with_log_b_reward_equals_dpg_target(toy_space):
 
 def test_rlkl_module_approaches_tilted_base():
     beta = 0.5
-    module = RLKL(reward=Count("d"), beta=beta, model="toy", n_samples=256, minibatch_size=256,
+    module = RLKL(reward=Count("d"), kl_coef=beta, model="toy", n_samples=256, minibatch_size=256,
                   max_new_tokens=4, lr=0.05, baseline="batch_mean")
     dm = _fit(module, steps=200)
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     log_pi = ex.model_log_probs(space, module.model)
     log_star = ex.tilted(log_a, Count("d")(space.texts), beta)
     assert ex.tv(log_a, log_star) > 0.3  # the target is far from where training starts
@@ -305,11 +305,11 @@ def test_reinforce_module_collapses(dpg_on_policy):
     module = Reinforce(reward=Count("d"), model="toy", n_samples=256, minibatch_size=256, max_new_tokens=4, lr=0.5)
     dm = _fit(module, steps=100)
     space = dm.space
-    log_a = ex.model_log_probs(space, module.base_model)
+    log_a = ex.model_log_probs(space, module.engine.base)
     log_pi = ex.model_log_probs(space, module.model)
     h_a, h_pi = ex.entropy(log_a), ex.entropy(log_pi)
     # far below the base's entropy. Not always ~0: vanilla (sampled) PG can freeze on a
-    # suboptimal face, e.g. spread over the equal-reward sequences with three d's (§11)
+    # suboptimal face, e.g. spread over the equal-reward sequences with three d's (docs/toy_space.md)
     assert h_pi < 0.5 and h_pi < 0.15 * h_a, f"H(π) = {h_pi:.3f}, H(a) = {h_a:.3f}"
     # the policy sits on high-reward sequences
     assert float(ex.expectation(log_pi, Count("d")(space.texts))) >= 2.9

@@ -146,7 +146,7 @@ def test_dpg_fit_with_vllm_sampler(tmp_path):
     assert module.skipped_steps < 3
     assert any(not torch.equal(v, start[k]) for k, v in module.state_dict().items())
     module.sample(["x"], n=8)
-    assert module.sampler_backend.last_log_q_gap < GAP
+    assert module.engine.sampler.last_log_q_gap < GAP
 
 
 def test_resume_continues_the_run(tmp_path):
@@ -186,7 +186,7 @@ class Result(L.Callback):
         w = torch.cat([p.detach().flatten() for p in module.model.parameters()])
         samples = module.sample(["x"], n=4)
         print("RESULT " + json.dumps({"rank": trainer.global_rank, "sum": float(w.double().sum()),
-                                      "gap": module.sampler_backend.last_log_q_gap, "texts": samples.texts}), flush=True)
+                                      "gap": module.engine.sampler.last_log_q_gap, "texts": samples.texts}), flush=True)
 
 
 if __name__ == "__main__":
@@ -256,9 +256,9 @@ def test_other_methods_with_vllm_sampler(method, tmp_path):
 
 
 def test_cli_fit_with_the_sampler_snippet(in_tmp, run_cli):
-    """``fit --config toy_dpg.yaml --config samplers/vllm.yaml`` on a tiny Llama: the engine samples
+    """``fit --config dpg_toy.yaml --config samplers/vllm.yaml`` on a tiny Llama: the engine samples
     the policy through the CLI's steps (the logged gap is kernel noise)."""
-    args = ["fit", "--config", "toy_dpg.yaml", "--config", "samplers/vllm.yaml", "--model.init_args.model=tiny-llama",
+    args = ["fit", "--config", "dpg_toy.yaml", "--config", "samplers/vllm.yaml", "--model.init_args.model=tiny-llama",
             "--model.init_args.sampler_kwargs={enforce_eager: true}", "--model.init_args.n_samples=8",
             "--model.init_args.minibatch_size=8", "--trainer.max_steps=2", "--trainer.val_check_interval=null",
             "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.callbacks=[]",

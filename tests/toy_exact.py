@@ -1,4 +1,4 @@
-"""Exact enumeration helpers for the toy space of methods.md §11 (shared by the toy tests).
+"""Exact enumeration helpers for the toy space of docs/toy_space.md (shared by the toy tests).
 
 Every distribution here is a float64 vector of log-probabilities over the ``V**T``
 sequences of :class:`lit_align.models.toy.ToySpace`, in the space's enumeration order.
@@ -76,7 +76,7 @@ def pointwise_target(log_a: Tensor, b: Tensor) -> Target:
 
 
 def tilted(log_a: Tensor, r: Tensor, beta: float) -> Tensor:
-    """Log of the KL-regularised RL optimum ``a·exp(r/β)/Z`` (methods.md §2)."""
+    """Log of the KL-regularised RL optimum ``a·exp(r/β)/Z`` (Korbak et al. 2022, arXiv:2205.11275)."""
     x = log_a.double() + r.double() / beta
     return x - torch.logsumexp(x, 0)
 

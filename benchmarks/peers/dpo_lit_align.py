@@ -38,7 +38,7 @@ def main() -> None:
 
     L.seed_everything(0, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    module = DPO(model=args.model, beta=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
+    module = DPO(model=args.model, kl_coef=0.1, lr=1e-5, minibatch_size=args.samples, track_kl=False,
                  grad_dtype=args.grad_dtype, gradient_checkpointing=args.gradient_checkpointing)
     data = PreferenceDataModule(dataset=args.pairs, batch_size=args.samples, val_fraction=0.0, val_split=None,
                                 max_train_pairs=args.steps * args.samples, max_val_pairs=0,
@@ -46,18 +46,19 @@ def main() -> None:
     clock = StepClock()
     marks: dict[str, float] = {}
     ref_pass = {"wall": 0.0, "cpu": 0.0}
-    fill = PreferenceDataModule.fill_reference_log_probs
+    fill = DPO.reference_log_probs
 
-    def timed_fill(self, module) -> None:  # the reference pass alone (not tokenising or loading the pairs)
+    def timed_fill(self, pairs, cache_dir):  # the reference pass alone (not tokenising or loading the pairs)
         t, c = time.perf_counter(), time.process_time()
-        fill(self, module)
+        out = fill(self, pairs, cache_dir)
         ref_pass["wall"] += time.perf_counter() - t
         ref_pass["cpu"] += time.process_time() - c
+        return out
 
-    PreferenceDataModule.fill_reference_log_probs = timed_fill
+    DPO.reference_log_probs = timed_fill
 
     class Setup(L.Callback):
-        def on_fit_start(self, *a) -> None:
+        def setup(self, *a) -> None:  # before the models are built and the pairs connected
             marks["fit_start"] = time.perf_counter()
 
         def on_train_batch_start(self, *a) -> None:
@@ -70,7 +71,7 @@ def main() -> None:
                         callbacks=[Setup(), Clock(clock), PerfMonitor()])
     trainer.fit(module, data)
     times = clock.step_times()
-    setup = marks["first_batch"] - marks["fit_start"]  # dataloaders: loading, tokenising, the reference pass
+    setup = marks["first_batch"] - marks["fit_start"]  # models, loading and tokenising the pairs, the reference pass
     med = statistics.median(times[1:] or times)
     amortised = [t + ref_pass["wall"] / len(times) for t in times]
     amortised_cpu = [t + ref_pass["cpu"] / len(times) for t in clock.cpu_times()]

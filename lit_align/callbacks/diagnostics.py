@@ -1,4 +1,4 @@
-"""Training diagnostics of the NeurIPS 2022 chapter (methods.md §3.3, §10): gradient variance,
+"""Training diagnostics of Korbak et al. 2022 (arXiv:2206.00761): gradient variance,
 advantage statistics, diversity (distinct-n, self-BLEU).
 
 The diversity measures are pure functions of texts (:func:`distinct_n`, :func:`sentence_bleu`,
@@ -114,8 +114,8 @@ def per_sample_gradient_variance(grads: torch.Tensor) -> dict[str, float]:
 class GradientVariance(L.Callback):
     """Every ``every_n_steps`` steps, the variance of per-sample gradients of the method's loss.
 
-    Uses the last training step's samples and loss (``BasePolicyModule.accumulate`` keeps
-    them): the loss of each of the first ``n_samples`` samples alone is back-propagated, its
+    Uses the last training step's samples and minibatch loss (``pl_module.last_rollout``, see
+    :class:`~lit_align.models.rollout.Rollout`): the loss of each of the first ``n_samples`` samples alone is back-propagated, its
     flattened gradient collected; the logged ``train/grad/variance`` is
     ``mean_i‖g_i‖² − ‖mean_i g_i‖²``. Runs after the optimizer step (at the updated
     parameters) and leaves no gradient behind.
@@ -127,10 +127,11 @@ class GradientVariance(L.Callback):
         self.every_n_steps, self.n_samples = every_n_steps, n_samples
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss_fn = getattr(pl_module, "last_loss_fn", None)
-        samples = getattr(pl_module, "last_loss_samples", None)
-        if loss_fn is None or samples is None or trainer.global_step % self.every_n_steps:
+        rollout = getattr(pl_module, "last_rollout", None)
+        loss_fn = None if rollout is None else rollout.loss
+        if loss_fn is None or trainer.global_step % self.every_n_steps:
             return
+        samples = rollout.samples
         params = [p for p in pl_module.model.parameters() if p.requires_grad]
         grads = []
         with torch.enable_grad():
@@ -164,8 +165,8 @@ def advantage_statistics(advantages: torch.Tensor, satisfying: torch.Tensor | No
 
 
 class AdvantageStatistics(L.Callback):
-    """Log mean, std, max, min, |·| of the last step's advantages (``pl_module.last_advantages``),
-    and their mean over samples satisfying the target (``last_satisfying``), every N steps."""
+    """Log mean, std, max, min, |·| of the last step's advantages (``pl_module.last_rollout.advantages``),
+    and their mean over samples satisfying the target (``last_rollout.satisfying``), every N steps."""
 
     def __init__(self, every_n_steps: int = 1) -> None:
         if every_n_steps < 1:
@@ -173,10 +174,11 @@ class AdvantageStatistics(L.Callback):
         self.every_n_steps = every_n_steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        adv = getattr(pl_module, "last_advantages", None)
+        rollout = getattr(pl_module, "last_rollout", None)
+        adv = None if rollout is None else rollout.advantages
         if adv is None or trainer.global_step % self.every_n_steps:
             return
-        stats = advantage_statistics(adv, getattr(pl_module, "last_satisfying", None))
+        stats = advantage_statistics(adv, rollout.satisfying)
         pl_module.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=True, on_epoch=False, batch_size=1)
 
 
@@ -199,7 +201,8 @@ class Diversity(L.Callback):
         self.max_texts, self.mode = max_texts, mode
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        samples = getattr(pl_module, "last_samples", None)
+        rollout = getattr(pl_module, "last_rollout", None)
+        samples = None if rollout is None else rollout.samples
         if samples is None or trainer.global_step % self.every_n_steps:
             return
         texts = list(samples.texts)

@@ -1,4 +1,4 @@
-"""Evaluation of pretraining with human feedback (methods.md §5.4), logged every few steps.
+"""Evaluation of pretraining with human feedback (Korbak et al. 2023, arXiv:2302.08582), logged every few steps.
 
 - **misalignment** of unconditional samples (and of prompted ones when ``prompts`` is set):
   ``eval/<scenario>/score`` (mean), ``score_se`` (its standard error), ``score_max``,
@@ -24,9 +24,9 @@ from typing import Sequence
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_align.models.logprobs import selected_log_probs
 from lit_align.scorers.base import Scorer
 
 
@@ -63,8 +63,7 @@ def text_log_probs(model: nn.Module, tokenizer, texts: Sequence[str], prefix_ids
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        lp = -F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none").view(len(rows), -1)
+        lp = selected_log_probs(model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1], ids[:, 1:])
         scored = mask[:, 1:].clone()
         scored[:, : max(len(prefix_ids) - 1, 0)] = 0  # prefix tokens are given, not scored
         out.append((lp * scored).sum(-1).cpu())
@@ -177,7 +176,7 @@ class MisalignmentEval(L.Callback):
         return self._ref
 
     def kl_reference(self, module) -> float:
-        from lit_align.methods.phf import blocked_tokens
+        from lit_align.models.blocked import blocked_tokens
 
         texts, log_ref = self._reference_samples(module.device)
         prefix = module.policy.encode_context(module.generation_context("") if hasattr(module, "generation_context") else "")

@@ -3,12 +3,15 @@
 - :class:`AtomicCheckpoint`: a ``ModelCheckpoint`` whose files appear whole or not at all
   (written to ``NAME.partial`` then renamed), so a run killed with SIGKILL while saving
   leaves the previous ``last.ckpt`` intact. Defaults: ``save_last=True``.
-- :class:`SigtermCheckpoint`: on SIGTERM (a scheduler's pre-emption, ``kill PID``) Lightning
-  finishes the current training batch and stops; this callback then writes ``last.ckpt``
-  into the run's checkpoint folder. The CLI adds it to every run.
+- :class:`AtomicCheckpointIO`: the same for every file checkpoint the strategy writes (a
+  ``CheckpointIO`` plugin; the CLI installs it in every run).
 - :func:`find_last_checkpoint`: what ``fit --ckpt_path last`` resumes from: the newest
   ``last*.ckpt`` among the checkpoint folders of every version of the run's logger (each
   TensorBoard/CSV run gets a new ``version_N``, so Lightning alone looks in an empty one).
+  ``last`` with no checkpoint is an error; ``auto`` resumes the newest one if there is one and
+  starts from scratch otherwise (a pre-emptible job's command line).
+
+``last.ckpt`` on ctrl-C, SIGTERM and errors: :mod:`lit_align.callbacks.interrupt`.
 """
 
 from __future__ import annotations
@@ -20,20 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_align.errors import UserError
+from lit_align.lightning_private import DeferredSaveCheckpoint
+from lit_align.renames import stale_hparams
 
 PARTIAL = ".partial"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A ``--ckpt_path`` that cannot be resumed from; the message says why and what to do."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """A ``--ckpt_path`` that does not exist."""
 
+SPECIAL_CKPT = ("last", "auto", "best", "hpc", "registry")
 _LAST = re.compile(r"^last(-v\d+)?\.ckpt$")
 
 
@@ -67,7 +74,38 @@ def replace_path(src: str, dst: str) -> None:
         os.remove(old)
 
 
-class AtomicCheckpoint(ModelCheckpoint):
+class AtomicCheckpointIO(CheckpointIO):
+    """Lightning's ``TorchCheckpointIO`` writing to ``PATH.partial`` and renaming: every file
+    checkpoint saved through the strategy (Lightning's own ``ModelCheckpoint`` included) appears
+    whole or not at all. Installed by :func:`install_atomic_io`."""
+
+    def __init__(self, inner: CheckpointIO | None = None) -> None:
+        self.inner = inner or TorchCheckpointIO()
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any | None = None) -> None:
+        tmp = str(path) + PARTIAL
+        self.inner.save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, **kwargs: Any) -> dict:
+        return self.inner.load_checkpoint(path, map_location, **kwargs)
+
+    def remove_checkpoint(self, path: Any) -> None:
+        self.inner.remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.inner.teardown()
+
+
+def install_atomic_io(trainer: L.Trainer) -> None:
+    """Wrap the strategy's plain ``TorchCheckpointIO`` in :class:`AtomicCheckpointIO` (other
+    plugins, e.g. asynchronous ones, are left alone; DeepSpeed and sharded FSDP write their
+    checkpoint folders themselves, and :func:`save_atomic` renames those)."""
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO(trainer.strategy.checkpoint_io)
+
+
+class AtomicCheckpoint(DeferredSaveCheckpoint):
     """``ModelCheckpoint`` with atomic writes and ``save_last=True`` by default (same arguments).
 
     A step checkpoint (``every_n_train_steps``) due on a step that is followed by validation
@@ -78,39 +116,12 @@ class AtomicCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, save_last: bool | str | None = True, **kwargs: Any) -> None:
         super().__init__(*args, save_last=save_last, **kwargs)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
-        every = self._every_n_train_steps
-        due = every >= 1 and trainer.global_step % every == 0 and not self._should_skip_saving_checkpoint(trainer)
-        if due and _validates_after_this_batch(trainer):
-            self._defer_save_until_validation = True
-            return
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        install_atomic_io(trainer)
+        super().setup(trainer, pl_module, stage)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._defer_save_until_validation and not trainer.sanity_checking:
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
-            self._defer_save_until_validation = False
-            return
-        super().on_validation_end(trainer, pl_module)
-
-    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        from weakref import proxy
-
+    def write(self, trainer: L.Trainer, filepath: str) -> None:
         save_atomic(trainer, filepath, self.save_weights_only)
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
-
-
-def _validates_after_this_batch(trainer: L.Trainer) -> bool:
-    loop = trainer.fit_loop
-    fetcher = getattr(loop, "_data_fetcher", None)
-    return (fetcher is not None and trainer.enable_validation
-            and bool(loop.epoch_loop._should_check_val_fx(fetcher)))
 
 
 def checkpoint_dir(trainer: L.Trainer) -> Path:
@@ -121,23 +132,6 @@ def checkpoint_dir(trainer: L.Trainer) -> Path:
     if trainer.loggers and trainer.loggers[0].log_dir is not None:
         return Path(trainer.loggers[0].log_dir) / "checkpoints"
     return Path(trainer.default_root_dir) / "checkpoints"
-
-
-class SigtermCheckpoint(Callback):
-    """Save ``last.ckpt`` when the run stops on SIGTERM (after the batch in progress)."""
-
-    def __init__(self, filename: str = "last") -> None:
-        self.filename = filename
-        self.saved_path: str | None = None
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
-            return
-        path = checkpoint_dir(trainer) / f"{self.filename}.ckpt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_atomic(trainer, str(path))
-        self.saved_path = str(path)
-        rank_zero_info(f"SIGTERM: saved {path} at step {trainer.global_step}; resume with `fit ... --ckpt_path last`")
 
 
 def candidate_dirs(trainer: L.Trainer) -> list[Path]:
@@ -154,16 +148,22 @@ def candidate_dirs(trainer: L.Trainer) -> list[Path]:
 
 def find_last_checkpoint(dirs: list[Path]) -> Path | None:
     """The most recently written complete ``last*.ckpt`` in ``dirs`` (None if there is none)."""
-    found = [p for d in dirs if d.is_dir() for p in d.iterdir() if _LAST.match(p.name) and p.is_file()]
+    found = [p for d in dirs if d.is_dir() for p in d.iterdir() if _LAST.match(p.name)]  # a file, or a sharded folder
     return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
-def check_checkpoint(path: str | Path, method: str | None = None) -> None:
+def check_checkpoint(path: str | Path, method: str | None = None, model: str | None = None) -> None:
     """Refuse, before any model is loaded, a checkpoint that does not exist, is not a
-    checkpoint, or was written by another method than ``method`` (a class name)."""
+    checkpoint, was written by another method than ``method`` (a class name), or trained
+    another ``model`` (the method's ``model:`` argument) than the config's."""
     import torch
 
     path = Path(path)
+    if path.is_dir():  # a sharded checkpoint (DeepSpeed, FSDP): the strategy reads it
+        if not any(path.iterdir()):
+            raise CheckpointError(f"--ckpt_path {str(path)!r} is an empty folder; give a .ckpt file (or the folder "
+                                  "of a DeepSpeed / sharded FSDP checkpoint)")
+        return
     if not path.is_file():
         raise CheckpointNotFoundError(f"--ckpt_path {str(path)!r} does not exist; give a .ckpt file, or `last` to "
                                       "resume the newest last.ckpt of this experiment")
@@ -186,23 +186,40 @@ def check_checkpoint(path: str | Path, method: str | None = None) -> None:
     if method is not None and saved is not None and saved != method:
         raise CheckpointError(f"--ckpt_path {str(path)!r} was written by method {saved!r}, but the config's model "
                               f"is {method!r}; resume with the same model class_path")
+    hparams = ckpt.get("hyper_parameters") or {}
+    stale = stale_hparams(saved or method, hparams) if (saved or method) else []
+    if stale:
+        raise CheckpointError(
+            f"--ckpt_path {str(path)!r} was written by an older lit_align: {', '.join(stale)} "
+            f"{'is' if len(stale) == 1 else 'are'} no longer {'a parameter' if len(stale) == 1 else 'parameters'} "
+            f"of {saved or method}, so the run cannot be resumed by this version; start a new run (the weights "
+            f"of a transformers policy can still be taken out: `python -m lit_align export --ckpt_path {path}`)")
+    trained = hparams.get("model")
+    if model is not None and isinstance(trained, str) and trained != model:
+        raise CheckpointError(f"--ckpt_path {str(path)!r} trained model {trained!r}, but the config's model is "
+                              f"{model!r}; resume with model: {trained}, or start a new run without --ckpt_path")
 
 
 def resolve_ckpt_path(value: str | None, trainer: L.Trainer, module: L.LightningModule | None, fit: bool = True):
-    """``last`` (when fitting) → the newest ``last*.ckpt`` of the experiment (None, with a warning,
-    if there is none yet); a path → checked by :func:`check_checkpoint`; other values unchanged."""
-    from lightning.pytorch.utilities import rank_zero_warn
-
+    """``last`` (when fitting) → the newest ``last*.ckpt`` of the experiment, an error if there is
+    none; ``auto`` → the same, or None (start from scratch) if there is none; a path → checked by
+    :func:`check_checkpoint`; other values unchanged."""
     if value is None or value in ("best", "hpc", "registry") or str(value).startswith("registry:"):
         return value
-    if value == "last":
+    if value in ("last", "auto"):
         if not fit:
+            if value == "auto":
+                raise CheckpointError("--ckpt_path auto is for fit; give a checkpoint file (or `last`, `best`)")
             return value
         dirs = candidate_dirs(trainer)
         found = find_last_checkpoint(dirs)
         if found is None:
-            rank_zero_warn(f"--ckpt_path last: no last*.ckpt under {[str(d) for d in dirs]}; starting from scratch")
-            return None
+            if value == "auto":
+                return None
+            raise CheckpointNotFoundError(
+                f"--ckpt_path last: no last*.ckpt of this experiment under {', '.join(repr(str(d)) for d in dirs)}; "
+                "there is nothing to resume. Drop --ckpt_path to start a new run, or use --ckpt_path auto to resume "
+                "when a checkpoint exists and start from scratch otherwise")
         value = str(found)
     check_checkpoint(value, None if module is None else type(module).__name__)
     return value

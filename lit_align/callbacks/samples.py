@@ -16,7 +16,8 @@ class SampleTexts(L.Callback):
         self.every_n_steps, self.n = every_n_steps, n
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        samples = getattr(pl_module, "last_samples", None)
+        rollout = getattr(pl_module, "last_rollout", None)  # on-policy methods: this step's samples
+        samples = None if rollout is None else rollout.samples
         step = trainer.global_step
         if samples is None or step % self.every_n_steps != 0 or not trainer.is_global_zero:
             return

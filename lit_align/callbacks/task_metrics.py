@@ -1,4 +1,4 @@
-"""Task metrics of the conditional tasks (methods.md §4.3, §10): BLEU, ROUGE, compile rate, PEP8.
+"""Task metrics of the conditional tasks (Korbak et al. 2022, arXiv:2112.00791): BLEU, ROUGE, compile rate, PEP8.
 
 :class:`TaskMetrics` decodes the validation contexts with the policy — by exact sampling
 and/or by beam search ("map" decoding of the CDPG paper: 4 beams, length penalty 2.0,
@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from lit_align.data.conditional import source_of
+from lit_align.contexts import source_of
 
 METRICS = ("bleu", "rouge", "compile_rate", "pep8_errors", "entity_consistency", "numeral_consistency", "length")
 DECODINGS = ("sampling", "beam")

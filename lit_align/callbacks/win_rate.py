@@ -1,5 +1,5 @@
 """Win rate of the policy against the frozen base/reference policy, judged by a scorer or a
-reward model (Yun et al. 2025 §6.1 evaluation; methods.md §10 "Win rate").
+reward model (Yun et al. 2025, arXiv:2506.01523, §6.1 evaluation).
 
 At each validation batch, ``n`` completions per context are drawn from π and from π0; the
 i-th completion of π is compared with the i-th of π0 by the judge, and the epoch's
@@ -32,6 +32,8 @@ class WinRate(L.Callback):
         max_contexts: contexts per validation batch used (the first ones).
     """
 
+    needs_reference = True  # methods that could release π0 keep it (read by the offline methods)
+
     def __init__(self, judge: Scorer, n: int = 4, max_contexts: int = 8) -> None:
         if n < 1 or max_contexts < 1:
             raise ValueError("WinRate: n and max_contexts must be ≥ 1")
@@ -49,12 +51,13 @@ class WinRate(L.Callback):
 
     @torch.no_grad()
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if "_base_model" not in pl_module.__dict__:
+        reference = reference_model(pl_module)
+        if reference is None:
             raise ValueError("WinRate needs the frozen reference π0, but the method released it; "
                              "keep it (e.g. DPO: track_kl: true)")
         contexts = self.contexts_of(batch)[: self.max_contexts]
         ours = pl_module.sample(contexts, self.n)
-        theirs = pl_module.sample(contexts, self.n, model=pl_module.base_model)
+        theirs = pl_module.sample(contexts, self.n, model=reference)
         self._ours.append(self.judge(ours.texts, ours.contexts))
         self._theirs.append(self.judge(theirs.texts, theirs.contexts))
 
@@ -65,3 +68,9 @@ class WinRate(L.Callback):
         pl_module.log_dict({"val/win_rate": float(paired_win_rate(ours, theirs)),
                             "val/judge_policy": float(ours.mean()), "val/judge_reference": float(theirs.mean())},
                            batch_size=1, sync_dist=True)
+
+
+def reference_model(pl_module):
+    """The method's frozen reference/base π0 (its engine's ``base``), or None when released."""
+    engine = getattr(pl_module, "engine", None)
+    return engine.base if engine is not None else None

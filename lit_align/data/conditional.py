@@ -1,4 +1,5 @@
-"""Conditional tasks (CDPG, methods.md §4.3): translation, summarization and code contexts.
+"""Conditional tasks of CDPG (Korbak et al. 2022, arXiv:2112.00791): translation,
+summarization and code contexts.
 
 A data module emits batches of *contexts* (the method samples completions for each). A
 context is a :class:`Context`: the prompt string the model sees, which also carries the
@@ -29,44 +30,11 @@ from typing import Sequence
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from lit_align.contexts import Context, source_of  # noqa: F401 - re-exported
 from lit_align.data.prompts import collate_contexts
-from lit_align.data.records import (  # noqa: F401 - re-exported
-    _BUILDERS,
-    RESOURCES,
-    DatasetLoadError,
-    _check_columns,
-    _column,
-    load_records,
-    resolve_local,
-)
+from lit_align.data.records import DatasetLoadError, _check_columns, _column, load_records, resolve_local  # noqa: F401
 from lit_align.data.resumable import resumable_loader
-from lit_align.data.stdlib_code import _STDLIB_SKIP, stdlib_functions  # noqa: F401 - re-exported
-
-
-class Context(str):
-    """The prompt a model is conditioned on, carrying its ``source`` text and ``reference``.
-
-    It *is* the prompt string (tokenizers and scorers that expect ``str`` work unchanged).
-    """
-
-    source: str
-    reference: str | None
-
-    def __new__(cls, prompt: str, source: str | None = None, reference: str | None = None) -> "Context":
-        obj = super().__new__(cls, prompt)
-        obj.source = str(prompt) if source is None else source
-        obj.reference = reference
-        return obj
-
-    def __reduce__(self):
-        return (Context, (str(self), self.source, self.reference))
-
-
-def source_of(context: str | None) -> str:
-    """The raw source text of a context (the prompt itself for a plain string)."""
-    if context is None:
-        return ""
-    return getattr(context, "source", str(context))
+from lit_align.data.stdlib_code import stdlib_functions  # noqa: F401 - re-exported
 
 
 class _Contexts(Dataset):
@@ -252,7 +220,7 @@ class FileContextsDataModule(ContextsDataModule):
 
 # --------------------------------------------------------------------------- the tasks
 class TranslationDataModule(FileContextsDataModule):
-    """Sentences to translate (CDPG's terminology-consistent translation, §4.3).
+    """Sentences to translate (CDPG's terminology-consistent translation).
 
     Defaults follow the paper: Europarl v7 en→fr from the hub (``translation.en`` /
     ``translation.fr``), T5's task prefix, and only sentences containing a numeral
@@ -281,7 +249,7 @@ class TranslationDataModule(FileContextsDataModule):
 
 
 class SummarizationDataModule(FileContextsDataModule):
-    """News articles to summarise (CDPG's factually consistent summarization, §4.3).
+    """News articles to summarise (CDPG's factually consistent summarization).
 
     Defaults follow the paper: CNN/DailyMail 3.0.0 from the hub (``article`` → ``highlights``)
     with T5's ``summarize:`` prefix. Offline: ``dataset: resource:summarization_news``.
@@ -300,7 +268,7 @@ class SummarizationDataModule(FileContextsDataModule):
 
 
 class CodeDataModule(FileContextsDataModule):
-    """Python function signatures to complete (CDPG's compilability / PEP8 tasks, §4.3).
+    """Python function signatures to complete (CDPG's compilability / PEP8 tasks).
 
     ``dataset: stdlib`` (default, offline): signatures (with docstrings when ``docstring``)
     of standard-library functions; ~10% of functions (by a hash of their qualified name)

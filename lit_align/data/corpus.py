@@ -1,6 +1,6 @@
-"""Pretraining corpora as streams of documents split into segments (methods.md §5.1): the
-standard library's source, shipped resources, local files or a hub dataset; the segments of a
-document concatenate back to it exactly.
+"""Pretraining corpora as streams of documents split into segments (as in Korbak et al. 2023,
+arXiv:2302.08582): the standard library's source, shipped resources, local files or a hub
+dataset; the segments of a document concatenate back to it exactly.
 """
 
 from __future__ import annotations

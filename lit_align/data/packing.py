@@ -15,7 +15,7 @@ from lit_align.data.corpus import Document
 
 @dataclass(frozen=True)
 class ControlTokens:
-    """Conditional training's control tokens (methods.md §5.2): ``aligned_id`` before a
+    """Conditional training's control tokens (Korbak et al. 2023, arXiv:2302.08582): ``aligned_id`` before a
     segment with ``score ≤ threshold``, else ``misaligned_id``; none with probability ``drop_fraction``."""
 
     aligned_id: int

@@ -1,5 +1,5 @@
 """Preference data: (prompt, chosen, rejected) pairs for DPO, preference MLE, distillation and
-reward models (methods.md §6, §7).
+reward models (Rafailov et al. 2023, arXiv:2305.18290; Yun et al. 2025, arXiv:2506.01523).
 
 Records follow TRL's column conventions:
 
@@ -11,19 +11,19 @@ Records follow TRL's column conventions:
 
 Pairs are tokenised with the method's own tokenizer and prompt encoding (so a prompt is
 the same tokens the policy is sampled from), a completion is its tokens plus EOS, and
-sequence log-probs count completion tokens only (methods.md §9.1). Reference log-probs
+sequence log-probs count completion tokens only. Reference log-probs
 (under the frozen π0) are computed once and cached on disk, keyed by the exact token ids
 and the reference model: training then holds one model, not two.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from pathlib import Path
 
 import lightning as L
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lit_align.data.conditional import FileContextsDataModule, load_records, resolve_local
@@ -56,9 +56,9 @@ class _Pairs(Dataset):
 class PreferenceDataModule(L.LightningDataModule):
     """Preference pairs from a hub dataset or a local file (TRL formats, see the module docstring).
 
-    The pairs are tokenised with the method's tokenizer when the trainer first asks for a
-    dataloader (or on :meth:`attach`), and, when the method uses reference log-probs (DPO),
-    those are computed once under the frozen π0 and cached.
+    The method tokenises the pairs with its own tokenizer through :meth:`connect` once its
+    models exist; a method that uses reference log-probs (DPO) then computes them once under
+    its frozen π0 (cached under :meth:`reference_cache_dir`).
 
     Args:
         dataset: hub name, local ``.json/.jsonl/.csv/.parquet`` file, or ``resource:NAME``.
@@ -155,45 +155,33 @@ class PreferenceDataModule(L.LightningDataModule):
         return out
 
     # ------------------------------------------------------------- preparation
-    def attach(self, module) -> None:
-        """Tokenise the pairs with ``module``'s policy and, if it uses them, fill in the cached
-        reference log-probs under its frozen base. Idempotent."""
+    def connect(self, policy, base_model: nn.Module | None = None) -> None:
+        """Tokenise the pairs with ``policy`` (a :class:`~lit_align.models.Policy`: the method's
+        tokenizer and prompt encoding), so that a prompt is the same tokens the policy is
+        sampled from. The method calls this once its models exist; ``base_model`` (its frozen
+        π0) is for data modules that sample (:class:`SyntheticPreferenceDataModule`). Idempotent."""
         if self.train_pairs is not None:
             return
-        if getattr(module, "policy", None) is None:
-            module.configure_model()
         train, val = self.load_split_records()
         where = f"dataset {self.dataset!r}"
-        self.train_pairs = self.to_pairs(train, module.policy, where, self.max_train_pairs)
-        self.val_pairs = self.to_pairs(val, module.policy, f"{where} (validation)", self.max_val_pairs)
+        self.train_pairs = self.to_pairs(train, policy, where, self.max_train_pairs)
+        self.val_pairs = self.to_pairs(val, policy, f"{where} (validation)", self.max_val_pairs)
         if not self.train_pairs:
             raise ValueError(f"{where}: no training pairs")
-        self._pad_id = module.policy.pad_id
-        if getattr(module, "uses_reference_log_probs", False):
-            self.fill_reference_log_probs(module)
-        if hasattr(module, "on_preference_data_ready"):
-            module.on_preference_data_ready(self)
+        self._pad_id = policy.pad_id
 
-    def fill_reference_log_probs(self, module) -> None:
+    def reference_cache_dir(self) -> Path | None:
+        """Where reference log-probs of the pairs are cached (None: ``cache_reference: false``)."""
+        if not self.cache_reference:
+            return None
         from lit_align.models.loading import cache_dir
 
-        folder = None
-        if self.cache_reference:
-            folder = Path(self.cache_dir) if self.cache_dir else cache_dir() / "reference_log_probs"
-        for pairs in (self.train_pairs, self.val_pairs):
-            if not pairs:
-                continue
-            with module.reference_autocast() if hasattr(module, "reference_autocast") else contextlib.nullcontext():
-                c, r, _ = cached_reference_log_probs(module.base_model, module.policy, pairs, module.reference_id(),
-                                                     folder, module.hparams.minibatch_size, module.device)
-            for p, lc, lr in zip(pairs, c.tolist(), r.tolist()):
-                p.ref_chosen, p.ref_rejected = lc, lr
+        return Path(self.cache_dir) if self.cache_dir else cache_dir() / "reference_log_probs"
 
-    def _module(self):
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if module is None:
-            raise RuntimeError("PreferenceDataModule needs the method's tokenizer: call attach(module) first")
-        return module
+    def _connected(self) -> None:
+        if self.train_pairs is None:
+            raise RuntimeError("PreferenceDataModule is not connected: the preference methods connect it when their "
+                               "models are built; outside a Trainer call connect(policy) first")
 
     def _loader(self, pairs: list[Pair], batch_size: int, shuffle: bool) -> DataLoader:
         pad = self._pad_id
@@ -205,13 +193,11 @@ class PreferenceDataModule(L.LightningDataModule):
         return resumable_loader(_Pairs(pairs), batch_size, shuffle=shuffle, collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_pairs is None:
-            self.attach(self._module())
+        self._connected()
         return self._loader(self.train_pairs, self.batch_size, self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
-        if self.train_pairs is None:
-            self.attach(self._module())
+        self._connected()
         return self._loader(self.val_pairs, self.val_batch_size, False)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx: int):

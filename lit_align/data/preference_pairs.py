@@ -1,6 +1,7 @@
 """Preference pairs as tensors: records in TRL's formats → tokenised :class:`Pair` →
 padded :class:`PreferenceBatch`, and the reference log-probs of the pairs, cached on disk
-(methods.md §6, §7, §9.1). Used by :mod:`lit_align.data.preference`.
+(the sequence log-probs of DPO, Rafailov et al. 2023, arXiv:2305.18290, and of Yun et al. 2025,
+arXiv:2506.01523: sums over completion tokens). Used by :mod:`lit_align.data.preference`.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
+import os
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lit_align.models.policy import Samples
+from lit_align.models.samples import pad_samples  # noqa: F401 - re-exported (data.preference)
 
 
 @dataclass
@@ -64,25 +67,6 @@ class PreferenceBatch:
         mv = (lambda t: None if t is None else t.to(device))
         return replace(self, samples=samples, ref_chosen=mv(self.ref_chosen), ref_rejected=mv(self.ref_rejected),
                        soft_label=mv(self.soft_label), index=self.index.to(device))
-
-
-def pad_samples(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
-                texts: Sequence[str], contexts: Sequence[str]) -> Samples:
-    """Token rows as :class:`Samples` (prompts left-padded, completions right-padded, all scored)."""
-    n = len(prompts)
-    lp, lc = max(len(r) for r in prompts), max(max(len(r) for r in completions), 1)
-    pid = torch.full((n, lp), pad_id, dtype=torch.long)
-    pmask = torch.zeros((n, lp), dtype=torch.long)
-    cid = torch.full((n, lc), pad_id, dtype=torch.long)
-    cmask = torch.zeros((n, lc), dtype=torch.long)
-    for i, (pr, co) in enumerate(zip(prompts, completions)):
-        pid[i, lp - len(pr):] = torch.tensor(list(pr), dtype=torch.long)
-        pmask[i, lp - len(pr):] = 1
-        cid[i, : len(co)] = torch.tensor(list(co), dtype=torch.long)
-        cmask[i, : len(co)] = 1
-    return Samples(prompt_ids=pid, prompt_mask=pmask, completion_ids=cid, completion_mask=cmask,
-                   log_q=torch.zeros(n), texts=list(texts), contexts=list(contexts),
-                   context_index=torch.arange(n))
 
 
 def collate_pairs(pairs: Sequence[Pair], pad_id: int, index: Sequence[int] | None = None) -> PreferenceBatch:
@@ -204,6 +188,12 @@ def compute_reference_log_probs(model, policy, pairs: Sequence[Pair], batch_size
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def set_reference_log_probs(pairs: Sequence[Pair], chosen: Tensor, rejected: Tensor) -> None:
+    """Store reference log-probs on the pairs (they travel with them into every batch)."""
+    for p, lc, lr in zip(pairs, chosen.tolist(), rejected.tolist()):
+        p.ref_chosen, p.ref_rejected = lc, lr
+
+
 def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: str, cache_dir: Path | None,
                                batch_size: int = 8, device=None) -> tuple[Tensor, Tensor, bool]:
     """Reference log-probs, read from ``cache_dir/<key>.pt`` when present, else computed and
@@ -216,7 +206,8 @@ def cached_reference_log_probs(model, policy, pairs: Sequence[Pair], reference: 
     chosen, rejected = compute_reference_log_probs(model, policy, pairs, batch_size, device)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{random.getrandbits(32)}")
+        # one temporary name per process (forked ranks share Python's random state)
+        tmp = path.with_suffix(f".tmp{os.getpid()}-{uuid.uuid4().hex[:8]}")
         torch.save({"chosen": chosen, "rejected": rejected, "reference": reference}, tmp)
         tmp.replace(path)
     return chosen, rejected, False

@@ -1,4 +1,5 @@
-"""Scored pretraining corpora for pretraining with human feedback (methods.md §5.1).
+"""Scored pretraining corpora for pretraining with human feedback (Korbak et al. 2023,
+arXiv:2302.08582).
 
 The pipeline, streamed document by document (the corpus is never held in memory):
 
@@ -218,13 +219,13 @@ class PretrainingDataModule(L.LightningDataModule):
         shuffle_buffer: chunks in the shuffle buffer (the paper: 20,000).
         val_every: every ``val_every``-th document is held out for the LM loss (0: none).
         max_val_chunks: chunks of held-out text per validation.
-        tokenizer: defaults to the trained module's tokenizer (with its control tokens).
-        filter_threshold / control: normally set by the method (``PHF.pretraining_options``).
+        tokenizer: defaults to the one the method connects (with its control tokens).
+        filter_threshold / control: normally set by the method through :meth:`connect`.
         skip_tokens: start the training stream after this many tokens of an earlier run
             (all ranks; ``steps × batch_size × seq_len × ranks``), wrapping around epochs like
             the uninterrupted stream: fine-tuning continues where the pretraining stopped
-            (methods.md §5.3). Exact when the earlier run had the same stream (objective,
-            seq_len, shuffle_buffer, seed); with another objective it is the same number of
+            (as in the fine-tuning experiments of Korbak et al. 2023). Exact when the earlier run
+            had the same stream (objective, seq_len, shuffle_buffer, seed); with another objective it is the same number of
             chunks into that objective's stream (control tokens lengthen it, filtering shortens it).
         cache_dir: where score caches live (default ``$LIT_ALIGN_CACHE/phf_scores``).
     """
@@ -251,19 +252,23 @@ class PretrainingDataModule(L.LightningDataModule):
         self.shuffle_buffer, self.seed, self.val_every, self.max_val_chunks = shuffle_buffer, seed, val_every, max_val_chunks
         self.max_documents, self.skip_tokens, self.num_workers = max_documents, skip_tokens, num_workers
         self.cache_dir, self.tokenizer, self.filter_threshold, self.control = cache_dir, tokenizer, filter_threshold, control
+        self._given = (tokenizer, filter_threshold, control)
         self.resume_chunks = 0
 
+    def connect(self, tokenizer, filter_threshold: float | None = None, control: ControlTokens | None = None) -> None:
+        """Set what the objective decides (the method calls this once its tokenizer exists): the
+        tokenizer (with its control tokens), the document filter and the control tokens.
+        Values given to the constructor win."""
+        given_tok, given_threshold, given_control = self._given
+        self.tokenizer = given_tok or tokenizer
+        self.filter_threshold = given_threshold if given_threshold is not None else filter_threshold
+        self.control = given_control or control
+
     def _options(self) -> tuple[object, float | None, ControlTokens | None]:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        tok, threshold, control = self.tokenizer, self.filter_threshold, self.control
-        if module is not None and hasattr(module, "pretraining_options"):
-            opts = module.pretraining_options()
-            tok = tok or opts.get("tokenizer")
-            threshold = threshold if threshold is not None else opts.get("filter_threshold")
-            control = control or opts.get("control")
-        if tok is None:
-            raise ValueError("PretrainingDataModule needs a tokenizer: pass `tokenizer=` or train a PHF module")
-        return tok, threshold, control
+        if self.tokenizer is None:
+            raise ValueError("PretrainingDataModule needs a tokenizer: pass `tokenizer=` or train a PHF module "
+                             "(it connects the data module to its tokenizer)")
+        return self.tokenizer, self.filter_threshold, self.control
 
     def dataset(self, split: str = "train") -> ScoredChunks:
         tok, threshold, control = self._options()

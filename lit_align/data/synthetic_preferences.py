@@ -1,4 +1,5 @@
-"""Synthetic preference data, for offline work and for checking the theory (methods.md §6.1).
+"""Synthetic preference data, for offline work and for checking the theory (the generative
+model of Yun et al. 2025, arXiv:2506.01523).
 
 Pairs ``a, b ~ μ(·|x)`` i.i.d. from a labelling LM μ, labelled by a Bradley–Terry model:
 
@@ -145,51 +146,67 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         self.target_model: nn.Module | None = None
         self._records: tuple[list[dict], list[dict]] | None = None
 
-    def _load(self, name: str, seed: int, module) -> nn.Module:
+    @staticmethod
+    def _load(name: str, seed: int, device) -> nn.Module:
         from lit_align.models.loading import load
 
         model, _ = load(name, seed=seed)
         model.requires_grad_(False)
-        return model.eval().to(module.device)
+        return model.eval().to(device)
 
-    def generate(self, module) -> tuple[list[dict], list[dict]]:
-        """Training and validation records (read from ``output`` when it exists)."""
+    def generate(self, policy, base_model: nn.Module | None, device=None) -> tuple[list[dict], list[dict]]:
+        """Training and validation records (read from ``output`` when it exists), sampled from
+        the labeller μ (``base_model`` when ``labeller`` is null) with ``policy``'s settings."""
         val_path = None if self.output is None else Path(self.output).with_suffix(".val.jsonl")
         if self.output and Path(self.output).is_file() and not self.overwrite:
             return read_jsonl(self.output), read_jsonl(val_path) if val_path.is_file() else []
         if self.labeller is None:
-            mu = module.base_model if "_base_model" in module.__dict__ else module.model
+            if base_model is None:
+                raise ValueError("SyntheticPreferenceDataModule with labeller: null samples from the method's base "
+                                 "model: connect(policy, base_model) needs it (or set `labeller`)")
+            mu = base_model
         else:
-            mu = self._load(self.labeller, self.labeller_seed, module)
+            mu = self._load(self.labeller, self.labeller_seed, device)
         kw = dict(target_model=self.target_model, gamma=self.gamma, scorer=self.scorer, scale=self.scale)
-        train = synthesize_preferences(module.policy, mu, self.prompts, self.n_pairs, seed=self.seed, **kw)
-        val = synthesize_preferences(module.policy, mu, self.prompts, self.n_val_pairs, seed=self.seed + 1, **kw) \
+        train = synthesize_preferences(policy, mu, self.prompts, self.n_pairs, seed=self.seed, **kw)
+        val = synthesize_preferences(policy, mu, self.prompts, self.n_val_pairs, seed=self.seed + 1, **kw) \
             if self.n_val_pairs else []
         if self.output:
             write_jsonl(train, self.output)
             write_jsonl(val, val_path)
         return train, val
 
-    def attach(self, module) -> None:
+    def connect(self, policy, base_model: nn.Module | None = None) -> None:
+        """Generate (or read back) the records with ``policy`` and the labeller μ (by default
+        ``base_model``, the method's π0), then tokenise them (:meth:`PreferenceDataModule.connect`)."""
         if self.train_pairs is not None:
             return
-        if getattr(module, "policy", None) is None:
-            module.configure_model()
+        device = _device_of(base_model)
         if self.target_name is not None and self.target_model is None:
-            self.target_model = self._load(self.target_name, self.target_seed, module)
-        self._records = self.generate(module)
-        super().attach(module)
+            self.target_model = self._load(self.target_name, self.target_seed, device)
+        self._records = self.generate(policy, base_model, device)
+        super().connect(policy, base_model)
 
     def load_split_records(self) -> tuple[list[dict], list[dict]]:
         if self._records is None:
-            raise RuntimeError("SyntheticPreferenceDataModule: records are generated in attach(module)")
+            raise RuntimeError("SyntheticPreferenceDataModule: records are generated in connect(policy, base_model)")
         return self._records
 
     @torch.no_grad()
-    def kl_target_policy(self, module, prompts: Sequence[str], n: int) -> float:
-        """KL(π*‖π) estimated on ``n`` samples of π* per prompt: mean(log π* − log π)."""
+    def kl_target_policy(self, policy, model: nn.Module, prompts: Sequence[str], n: int,
+                         batch_size: int | None = None) -> float:
+        """KL(π*‖π) estimated on ``n`` samples of π* per prompt: mean(log π* − log π), with π
+        the ``model`` sampled and scored through ``policy``."""
         if self.target_model is None:
             return math.nan
-        s = module.policy.sample(self.target_model, list(prompts), n)
-        log_pi = module.policy.log_prob(module.model, s, module.hparams.minibatch_size)
+        s = policy.sample(self.target_model, list(prompts), n)
+        log_pi = policy.log_prob(model, s, batch_size)
         return float((s.log_q.double() - log_pi.double()).mean())
+
+
+def _device_of(model: nn.Module | None) -> torch.device:
+    device = getattr(model, "device", None)  # HF models and LoRA adapter views
+    if isinstance(device, torch.device) or model is None:
+        return device or torch.device("cpu")
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

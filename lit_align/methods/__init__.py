@@ -1,6 +1,9 @@
-"""One LightningModule per method family, over BasePolicyModule."""
+"""One LightningModule per method family: on-policy methods over OnPolicyModule, offline ones over
+the offline base; both over EngineModule (docs/architecture.md)."""
 
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.engine_module import EngineModule
+from lit_align.methods.offline import OfflineModule
+from lit_align.methods.on_policy import OnPolicyModule
 from lit_align.methods.cdpg import CDPG
 from lit_align.methods.dpg import DPG
 from lit_align.methods.phf import PHF
@@ -14,5 +17,5 @@ from lit_align.methods.pref_distill import PreferenceDistillation
 from lit_align.methods.preference_base import PreferenceModule
 from lit_align.methods.reward_model import RewardModel
 
-__all__ = ["Sampler", "BasePolicyModule", "CDPG", "DPG", "Reinforce", "RLKL", "PPO", "RLOO",
+__all__ = ["Sampler", "EngineModule", "OfflineModule", "OnPolicyModule", "CDPG", "DPG", "Reinforce", "RLKL", "PPO", "RLOO",
            "PreferenceModule", "DPO", "PMLE", "PreferenceDistillation", "RewardModel", "PHF"]

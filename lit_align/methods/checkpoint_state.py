@@ -2,14 +2,31 @@
 the method's own state (Ẑ, λ, proposal, controllers: ``extra_state``), skipped-step counters and
 every rank's random streams; with LoRA only the trained weights (the base is reloaded by name).
 
-:class:`CheckpointState` is a mixin of :class:`lit_align.methods.base.BasePolicyModule`.
+:class:`CheckpointState` is a mixin of the LightningModules of lit_align (on-policy and offline);
+it uses :class:`~lit_align.methods.stepping.GuardedSteps` (``attached_trainer``, the step counters).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 from lit_align import distributed
 from lit_align.models import lora as lora_lib
 from lit_align.rng_state import gather_objects, rng_state, set_rng
+
+
+@dataclass
+class MethodState:
+    """A method's own state between steps (Ẑ, baselines, controllers): a dataclass whose fields
+    go into the checkpoint (``extra_state``) under their names."""
+
+    def state_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in fields(self):
+            if f.name in state:
+                setattr(self, f.name, state[f.name])
 
 
 class CheckpointState:
@@ -30,7 +47,7 @@ class CheckpointState:
             "steps_without_signal": self.steps_without_signal,
             "rng": rng_state(),
         }
-        per_rank = gather_objects(self._trainer, checkpoint["lit_align"]["rng"])
+        per_rank = gather_objects(self.attached_trainer, checkpoint["lit_align"]["rng"])
         if per_rank is not None:  # every rank draws its own samples: each resumes its own stream
             checkpoint["lit_align"]["rng_per_rank"] = per_rank
         if self.hparams.get("lora") is not None and self.model is not None:
@@ -63,7 +80,7 @@ class CheckpointState:
         self.load_extra_state(saved.get("state", {}))
         rng = saved.get("rng")
         per_rank = saved.get("rng_per_rank")
-        own = bool(per_rank) and len(per_rank) == distributed.world_size(self._trainer)
+        own = bool(per_rank) and len(per_rank) == distributed.world_size(self.attached_trainer)
         if own:
             rng = per_rank[self.global_rank]
         self.__dict__["_pending_rng_is_own"] = own
@@ -79,5 +96,5 @@ class CheckpointState:
         if rng is not None:
             set_rng(rng)
             own = self.__dict__.pop("_pending_rng_is_own", False)  # this rank's own saved stream
-            if distributed.world_size(self._trainer) > 1 and not own:
+            if distributed.world_size(self.attached_trainer) > 1 and not own:
                 distributed.seed_per_rank(self.global_rank)  # rank 0's saved state → per-rank streams

@@ -1,10 +1,10 @@
-"""Preference distillation (Yun et al. 2025, eqs. 9–12; methods.md §6.2).
+"""Preference distillation (Yun et al. 2025, arXiv:2506.01523, eqs. 9–12).
 
 Soft labels ``p̂ = σ(R̂(a₁) − R̂(a₂))`` from a reward model on pairs, and the Bernoulli-KL loss
 ``KL(Bern(p̂) ‖ Bern(σ(γ·Δ_π(a₁, a₂)))) + β·KL(π‖π0)`` (KL term on fresh samples from π).
 The pairs are the data's (offline) or, with ``online``, two fresh samples of π_t per prompt
 (Algorithm 1 with μ = π_t, as in the paper's experiments). With an exact reward model
-``R̂ = γ ln π* + c`` the population optimum is π* (methods.md §11).
+``R̂ = γ ln π* + c`` the population optimum is π* (tests/test_preference_toy.py).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ class PreferenceDistillation(PreferenceModule):
         reward: the reward model R̂ as a scorer (e.g. :class:`lit_align.scorers.RewardModelScorer`);
             null uses the data's soft labels (``soft_label_column``).
         gamma: γ of the LM's preference model σ(γ·Δ_π).
-        beta: β, weight of KL(π‖π0) estimated on samples from π.
+        kl_coef: β, weight of KL(π‖π0) estimated on samples from π.
         online: score pairs sampled from the current policy (``n_samples`` per prompt, paired
             up) instead of the data's pairs.
         Other arguments: :class:`PreferenceModule`.
     """
 
-    def __init__(self, reward: Scorer | None = None, gamma: float = 0.1, beta: float = 0.05,
+    def __init__(self, reward: Scorer | None = None, gamma: float = 0.1, kl_coef: float = 0.05,
                  online: bool = False, **kwargs) -> None:
-        if gamma <= 0 or beta < 0:
-            raise ValueError(f"PreferenceDistillation: gamma must be > 0 and beta ≥ 0, got {gamma} and {beta}")
+        if gamma <= 0 or kl_coef < 0:
+            raise ValueError(f"PreferenceDistillation: gamma must be > 0 and kl_coef ≥ 0, got {gamma} and {kl_coef}")
         if online and reward is None:
             raise ValueError("PreferenceDistillation: online pairs need a reward model (`reward`)")
         super().__init__(**kwargs)
@@ -102,5 +102,5 @@ class PreferenceDistillation(PreferenceModule):
         m["label_error"] = (p_model - batch.soft_label.double()).abs().mean()
         return m
 
-    def kl_coef(self) -> float:
-        return float(self.hparams.beta)
+    def sampled_kl_coef(self) -> float:
+        return float(self.hparams.kl_coef)

@@ -1,12 +1,11 @@
 """PreferenceModule: the pair-training step shared by DPO, preference MLE and preference
-distillation (methods.md §6, §7).
+distillation.
 
 These objectives train on (prompt, chosen, rejected) pairs from a
 :class:`~lit_align.data.PreferenceDataModule` instead of sampling: each step computes the
 policy's sequence log-probs of both completions in one forward pass per minibatch of pairs,
-calls the method's pair loss, and (optionally) adds a KL(π‖π0) term on fresh samples from π.
-Everything else (policy, frozen π0, optimizer, guards, checkpointed RNG) is
-:class:`BasePolicyModule`'s.
+calls the method's pair loss, and (optionally) adds a KL(π‖π0) term on fresh samples from π
+(the β·KL(π‖π0) terms of Yun et al. 2025, arXiv:2506.01523, eqs. 4–5 and 11).
 
 Logged besides the loss: ``train/kl_policy_base`` and ``train/length`` on ``n_samples``
 policy samples per prompt (``track_kl``), and in validation the pair metrics on held-out
@@ -19,14 +18,17 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from lit_align.data.preference import PreferenceBatch
+from lit_align import estimators
+from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
 from lit_align.losses import rl_kl_loss
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.offline import OfflineModule, attached_datamodule
+from lit_align.methods.stepping import even_chunks
+from lit_align.models.policy import Samples
 
 
-class PreferenceModule(BasePolicyModule):
+class PreferenceModule(OfflineModule):
     """Base of the offline preference methods. Subclasses implement :meth:`pair_loss`.
 
     Args:
@@ -35,58 +37,24 @@ class PreferenceModule(BasePolicyModule):
         kl_every_n_steps: how often (training steps) the KL(π‖π0) diagnostic is drawn.
         kl_prompts: prompts of the batch used for the diagnostic (and for the KL term of
             methods that have one).
-        Other arguments: :class:`BasePolicyModule`.
+        Other arguments: :class:`~lit_align.methods.offline.OfflineModule`.
     """
 
-    uses_reference_log_probs = False  # DPO reads cached log π0 of the pairs
-
-    def __init__(
-        self,
-        track_kl: bool = True,
-        kl_every_n_steps: int = 1,
-        kl_prompts: int = 1,
-        **kwargs,
-    ) -> None:
+    def __init__(self, track_kl: bool = True, kl_every_n_steps: int = 1, kl_prompts: int = 1, **kwargs) -> None:
         super().__init__(**kwargs)
         if kl_every_n_steps < 1 or kl_prompts < 1:
             raise ValueError("kl_every_n_steps and kl_prompts must be ≥ 1")
 
-    # ------------------------------------------------------------- reference π0
-    def reference_id(self) -> str:
-        """What identifies the frozen reference (the cache key of its log-probs on the pairs)."""
-        hp = self.hparams
-        key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
-        for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
-            if hp.get(option) not in (None, "float32"):
-                key += f"|{option}={hp.get(option)}"
-        return key
+    # -------------------------------------------------------------------- data
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PreferenceDataModule):
+            self.prepare_pairs(datamodule)
 
-    def reference_autocast(self):
-        """Context of the cached reference pass: that of the gradient passes (``grad_dtype``
-        autocast, attention kernel), so log π0 of a pair is computed with the numerics of log π
-        in the loss and h = Δπ − Δπ0 starts at 0 (trl's reference model runs under the same autocast)."""
-        return self.grad_autocast(self.base_model)
-
-    def needs_reference_model(self) -> bool:
-        """Whether π0 must stay in memory after the reference log-probs are cached."""
-        from lit_align.callbacks.win_rate import WinRate
-
-        callbacks = self.trainer.callbacks if self._trainer is not None else []
-        return bool(self.hparams.track_kl) or any(isinstance(cb, WinRate) for cb in callbacks)
-
-    def make_base(self, model: nn.Module) -> nn.Module:
-        """π0 used only for the cached reference pass (DPO without KL tracking): the policy itself,
-        still untrained when the data module runs that pass, instead of a second copy (~0.5 GB
-        less peak memory on SmolLM2). It is released in :meth:`on_preference_data_ready`."""
-        if self.uses_reference_log_probs and not self.needs_reference_model() and not self.hparams.get("frozen_dtype"):
-            return model
-        return super().make_base(model)
-
-    def on_preference_data_ready(self, datamodule) -> None:
-        """Called by the data module once pairs (and cached reference log-probs) are ready:
-        π0 is released when nothing else needs it, so training holds one model."""
-        if self.uses_reference_log_probs and not self.needs_reference_model() and "_base_model" in self.__dict__:
-            del self.__dict__["_base_model"]
+    def prepare_pairs(self, datamodule: PreferenceDataModule) -> None:
+        """Tokenise ``datamodule``'s pairs with this method's policy (synthetic pairs are drawn from
+        π0 first). DPO also computes their reference log-probs here."""
+        self.build_models()
+        datamodule.connect(self.policy, self.engine.base)
 
     def _check_batch(self, batch) -> PreferenceBatch:
         if not isinstance(batch, PreferenceBatch):
@@ -104,60 +72,63 @@ class PreferenceModule(BasePolicyModule):
         margin = (log_chosen - log_rejected).double()
         return {"accuracy": (margin > 0).double().mean(), "logp_margin": margin.mean()}
 
-    def accumulate_pairs(
-        self, batch: PreferenceBatch, loss_fn: Callable[[PreferenceBatch, Tensor, Tensor], Tensor]
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    def accumulate_pairs(self, batch: PreferenceBatch, loss_fn: Callable[[PreferenceBatch, Tensor, Tensor], Tensor]
+                         ) -> tuple[Tensor, Tensor, Tensor]:
         """Backward ``loss_fn`` over minibatches of pairs, weighted to a full-batch mean.
-
         Returns the detached log-probs of the chosen and rejected completions and the loss."""
-        n, size = len(batch), self.hparams.minibatch_size
         chosen, rejected = [], []
-        total = torch.zeros((), device=self.device, dtype=torch.float64)
-        for start in range(0, n, size):
-            mb = batch.select(slice(start, min(start + size, n)))
-            with self.grad_autocast():
-                log_pi = self.policy.token_log_probs(self.model, mb.samples).sum(-1).float()
+
+        def loss_of(rows: slice) -> Tensor:
+            mb = batch.select(rows)
+            log_pi = self.sequence_log_probs(mb.samples)
             lc, lr = log_pi[: len(mb)], log_pi[len(mb):]
-            loss = loss_fn(mb, lc, lr) * (len(mb) / n)
-            self.backward_if_finite(loss)
             chosen.append(lc.detach())
             rejected.append(lr.detach())
-            total = total + loss.detach().double()
+            return loss_fn(mb, lc, lr)
+
+        total = self.accumulate_backward(even_chunks(len(batch), self.hparams.minibatch_size), loss_of)
         return torch.cat(chosen), torch.cat(rejected), total
 
-    def kl_samples(self, batch: PreferenceBatch):
+    def kl_samples(self, batch: PreferenceBatch) -> Samples:
         """Fresh samples from π for the KL(π‖π0) term: ``n_samples`` per prompt of the batch."""
         return self.sample(self.kl_prompts_of(batch))
 
-    def kl_regulariser(self, samples, coef: float) -> dict:
+    def kl_regulariser(self, samples: Samples, coef: float) -> dict:
         """Backward ``coef·KL(π‖π0)`` estimated on samples from π (score-function gradient,
         :func:`lit_align.losses.rl_kl_loss` with zero reward); returns the diagnostic metrics.
         ``coef = 0`` only measures."""
-        log_a = self.base_log_prob(samples).double()
+        log_a = self.engine.base_log_prob(samples).double()
         if coef > 0:
-            zero = torch.zeros_like(log_a)
-            log_pi, _ = self.accumulate(samples, lambda mb, lp, rows: rl_kl_loss(lp, zero[rows], log_a[rows], coef))
-        else:
-            log_pi = samples.log_q.double() if self.policy.exact else self.log_prob_no_grad(self.model, samples)
-        return self.common_metrics(samples, log_pi.double(), log_a, None)
+            zero, log_pis = torch.zeros_like(log_a), []
 
-    def kl_coef(self) -> float:
+            def loss_of(rows: slice) -> Tensor:
+                log_pis.append(self.sequence_log_probs(samples.select(rows)))
+                return rl_kl_loss(log_pis[-1], zero[rows], log_a[rows], coef)
+
+            self.accumulate_backward(even_chunks(len(samples), self.hparams.minibatch_size), loss_of)
+            log_pi = torch.cat([lp.detach() for lp in log_pis])
+        else:
+            log_pi = self.engine.policy_log_prob(samples)
+        return self.policy_metrics(samples, log_pi.double(), log_a)
+
+    def policy_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor) -> dict:
+        """KL(π‖π0), sample length and the negative log-likelihoods, on samples from π."""
+        return {"kl_policy_base": estimators.kl_policy_base(log_pi, log_a),
+                "length": self.gather(samples.lengths.double()).mean(),
+                "nll_policy": -log_pi.double().mean(), "nll_base": -log_a.double().mean()}
+
+    def sampled_kl_coef(self) -> float:
         """Weight of the sampled KL(π‖π0) term in the loss (0: diagnostic only)."""
         return 0.0
 
     def kl_prompts_of(self, batch: PreferenceBatch) -> list[str]:
         return list(dict.fromkeys(batch.prompts))[: self.hparams.kl_prompts]
 
-    def extra_loss(self, batch: PreferenceBatch) -> dict:
-        """Hook for more loss terms backwarded before the step (returns metrics)."""
-        return {}
-
     def training_step(self, batch, batch_idx: int) -> None:
         batch = self._check_batch(batch)
         log_c, log_r, loss = self.accumulate_pairs(batch, self.pair_loss)
         m = {"loss": loss}
-        m.update(self.extra_loss(batch))
-        coef = self.kl_coef()
+        coef = self.sampled_kl_coef()
         if coef > 0 or (self.hparams.track_kl and self.global_step % self.hparams.kl_every_n_steps == 0):
             m.update(self.kl_regulariser(self.kl_samples(batch), coef))
         stepped = self.optimizer_step_guarded()
@@ -167,20 +138,19 @@ class PreferenceModule(BasePolicyModule):
         self.log("accuracy", m["accuracy"], prog_bar=True, batch_size=1, logger=False)
 
     # ------------------------------------------------------------ validation
+    @torch.no_grad()
     def validation_step(self, batch, batch_idx: int) -> None:
         batch = self._check_batch(batch)
-        with torch.no_grad():
-            log_pi = self.policy.log_prob(self.model, batch.samples, 2 * self.hparams.minibatch_size)
-            lc, lr = log_pi[: len(batch)], log_pi[len(batch):]
-            m = {"loss": self.pair_loss(batch, lc, lr)}
-            m.update(self.pair_metrics(batch, lc, lr))
-            prompts = list(dict.fromkeys(batch.prompts))[: self.hparams.kl_prompts]
-            if "_base_model" in self.__dict__:
-                samples = self.sample(prompts, self.hparams.val_samples)
-                log_pi_s = samples.log_q if self.policy.exact else self.log_prob_no_grad(self.model, samples)
-                log_a = self.base_log_prob(samples)
-                m.update(self.common_metrics(samples, log_pi_s.double(), log_a.double(), None))
-            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-            if getattr(dm, "target_model", None) is not None:
-                m["kl_target_policy"] = dm.kl_target_policy(self, prompts, self.hparams.val_samples)
+        log_pi = self.policy.log_prob(self.model, batch.samples, 2 * self.hparams.minibatch_size)
+        lc, lr = log_pi[: len(batch)], log_pi[len(batch):]
+        m = {"loss": self.pair_loss(batch, lc, lr), **self.pair_metrics(batch, lc, lr)}
+        prompts = self.kl_prompts_of(batch)
+        if self.engine.base is not None:
+            samples = self.sample(prompts, self.hparams.val_samples)
+            log_a = self.engine.base_log_prob(samples)
+            m.update(self.policy_metrics(samples, self.engine.policy_log_prob(samples).double(), log_a.double()))
+        dm = attached_datamodule(self)
+        if getattr(dm, "target_model", None) is not None:
+            m["kl_target_policy"] = dm.kl_target_policy(self.policy, self.model, prompts, self.hparams.val_samples,
+                                                        self.hparams.minibatch_size)
         self.log_metrics(m, "val", sync_dist=True)

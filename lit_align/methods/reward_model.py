@@ -1,4 +1,5 @@
-"""Bradley–Terry reward model training (methods.md §6.2 step (i); Ouyang et al. 2022).
+"""Bradley–Terry reward model training (Yun et al. 2025, arXiv:2506.01523, eq. 9; Ouyang et al.
+2022, arXiv:2203.02155).
 
 An LM with a scalar head on its last hidden state (at the last completion token) is trained
 on preference pairs with ``−ln σ(R(w) − R(l))`` (or the soft-label cross-entropy). At the end
@@ -13,14 +14,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from lit_align.data.preference import PreferenceBatch
-from lit_align.methods.base import BasePolicyModule
-from lit_align.methods.ppo import hidden_size
+from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
+from lit_align.methods.offline import OfflineModule
+from lit_align.methods.stepping import even_chunks
+from lit_align.models.value_head import hidden_size
 from lit_align.preference import bradley_terry_loss
 from lit_align.scorers.reward_model import save_reward_model, sequence_rewards
 
 
-class RewardModel(BasePolicyModule):
+class RewardModel(OfflineModule):
     """Train a reward model on a :class:`~lit_align.data.PreferenceDataModule`.
 
     Args:
@@ -29,12 +31,11 @@ class RewardModel(BasePolicyModule):
         soft_labels: train on the data's P(chosen ≻ rejected) (``soft_label_column``) instead of hard labels.
         center_rewards_coef: weight of ``mean(R²)`` (TRL's ``center_rewards_coefficient``), which
             fixes the free constant of BT rewards near 0.
-        Other arguments: :class:`BasePolicyModule` (``model`` is the reward model's trunk;
-            sampling arguments are unused).
+        Other arguments: :class:`~lit_align.methods.offline.OfflineModule` (``model`` is the
+            reward model's trunk; sampling arguments are unused).
     """
 
     needs_base = False
-    trains_policy = False  # no policy metrics (KL(π‖π0), lengths of samples) to log
 
     def __init__(self, save_dir: str | None = None, soft_labels: bool = False, center_rewards_coef: float = 0.0,
                  **kwargs) -> None:
@@ -48,6 +49,10 @@ class RewardModel(BasePolicyModule):
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
         self.head = head.to(next(self.model.parameters()).device)
+
+    def connect_data(self, datamodule) -> None:
+        if isinstance(datamodule, PreferenceDataModule):
+            datamodule.connect(self.policy, self.model)
 
     def optimized_parameters(self):
         return list(self.model.parameters()) + list(self.head.parameters())
@@ -74,16 +79,16 @@ class RewardModel(BasePolicyModule):
     def training_step(self, batch, batch_idx: int) -> None:
         if not isinstance(batch, PreferenceBatch):
             raise TypeError("RewardModel trains on preference pairs: use a PreferenceDataModule")
-        n, size = len(batch), self.hparams.minibatch_size
-        total, chosen, rejected = torch.zeros((), dtype=torch.float64, device=self.device), [], []
-        for start in range(0, n, size):
-            mb = batch.select(slice(start, min(start + size, n)))
+        chosen, rejected = [], []
+
+        def loss_of(rows: slice) -> Tensor:
+            mb = batch.select(rows)
             r_c, r_r = self.pair_rewards(mb)
-            loss = self.loss(mb, r_c, r_r) * (len(mb) / n)
-            self.backward_if_finite(loss)
-            total = total + loss.detach().double()
             chosen.append(r_c.detach())
             rejected.append(r_r.detach())
+            return self.loss(mb, r_c, r_r)
+
+        total = self.accumulate_backward(even_chunks(len(batch), self.hparams.minibatch_size), loss_of)
         stepped = self.optimizer_step_guarded()
         m = self.metrics(torch.cat(chosen), torch.cat(rejected))
         m.update({"loss": total, "step_skipped": float(not stepped),
@@ -105,10 +110,11 @@ class RewardModel(BasePolicyModule):
         return save_reward_model(folder, self.model, self.head, self.tokenizer, meta)
 
     def on_train_end(self) -> None:
-        if self.trainer is not None and not self.trainer.is_global_zero:
+        trainer = self.attached_trainer
+        if trainer is not None and not trainer.is_global_zero:
             return
         folder = self.hparams.save_dir
         if folder is None:
-            log_dir = self.trainer.log_dir if self.trainer is not None else None
+            log_dir = trainer.log_dir if trainer is not None else None
             folder = Path(log_dir or ".") / "reward_model"
         self.saved_to = self.save(folder)

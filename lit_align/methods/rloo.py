@@ -1,12 +1,12 @@
-"""RLOO: REINFORCE with k samples per context and a leave-one-out baseline (methods.md §7).
+"""RLOO: REINFORCE with k samples per context and a leave-one-out baseline.
 
-Ahmadian et al. 2024 (TRL ``RLOOTrainer``), after Kool et al. 2019. The reward carries the
-sequence-level KL penalty, ``R̃_i = R_i − β·(log π_old(y_i) − log a(y_i))``; each sample's
-baseline is the mean shaped reward of the *other* k − 1 samples of its context, which does
-not depend on the sample, so the gradient ``−(R̃_i − b_i)·∇log π(y_i)`` stays unbiased for
-−∇(E_π[R] − β·KL(π‖a)) (checked by enumeration in the tests). The optimum is a·exp(R/β)/Z.
-One on-policy update per rollout (the vanilla form; with a single update the clipped
-surrogate of TRL has the same gradient).
+Ahmadian et al., "Back to basics: revisiting REINFORCE style optimization for learning from
+human feedback in LLMs", ACL 2024, after Kool, van Hoof & Welling, "Buy 4 REINFORCE samples,
+get a baseline for free!" (ICLR 2019 workshop). The reward carries the sequence-level KL penalty,
+``R̃_i = R_i − β·(log π_old(y_i) − log a(y_i))`` (β = ``kl_coef``); each sample's baseline is the
+mean shaped reward of the *other* k − 1 samples of its context, which does not depend on the
+sample, so the gradient ``−(R̃_i − b_i)·∇log π(y_i)`` stays unbiased for
+−∇(E_π[R] − β·KL(π‖a)) (checked by enumeration in the tests). One on-policy update per rollout.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class RLOO(RLKL):
 
     Args:
         reward, reward_weights: the task reward R (scorers, or a reward-model scorer).
-        beta: KL coefficient in the shaped reward (TRL default 0.05).
+        kl_coef: β, the KL coefficient in the shaped reward (TRL default 0.05).
         normalize_advantages: whiten the leave-one-out advantages over the batch (TRL's
             ``normalize_advantages``, default off).
     """
@@ -35,12 +35,12 @@ class RLOO(RLKL):
     def __init__(
         self,
         reward: Scorer | Sequence[Scorer],
-        beta: float = 0.05,
+        kl_coef: float = 0.05,
         normalize_advantages: bool = False,
         **kwargs,
     ) -> None:
         # Reinforce's "batch_mean" is a leave-one-out baseline; RLOO takes it per context
-        super().__init__(reward=reward, beta=beta, baseline="batch_mean", **kwargs)
+        super().__init__(reward=reward, kl_coef=kl_coef, baseline="batch_mean", **kwargs)
         # fixed, not an argument: under LightningCLI hparams hold only the given arguments
         self.hparams["baseline"] = "batch_mean"
         if self.hparams.n_samples < 2:

@@ -1,70 +1,54 @@
 """Sampler: draw from a target EBM without training (QRS, rejection, importance resampling).
 
-``python -m lit_align predict --config qrs_amazing.yaml`` samples proposals from ``model``
-(q), scores them with the target ``P = a · Π potentials`` (``a`` is ``base``, or ``model``
-itself), keeps samples by the chosen rule (:mod:`lit_align.samplers`) and appends them to
-a JSONL file, one row per proposal: context, text, whether it was accepted, its log P,
-log q, log a, acceptance probability and scorer values. The acceptance rate, Ẑ and the
-QRS fidelity estimates (KL and TV between p and p_β) are logged.
-
-``fit`` runs the same sampling rounds on the training contexts (no parameter is updated),
-so that a sampler config can also be smoke-tested like any other.
+``python -m lit_align predict --config qrs_amazing.yaml`` samples proposals from ``model`` (q),
+scores them with the target ``P = a · Π potentials`` (``a`` is ``base``, or ``model`` itself),
+keeps samples by the chosen rule (:mod:`.sampler_rules`; quasi-rejection sampling: Eikema,
+Kruszewski, Dance, Aziz & Dymetman, "An approximate sampler for energy-based models with
+divergence diagnostics", TMLR 2022) and appends them to a JSONL file, one row per proposal:
+context, text, whether it was accepted, log P, log q, log a, acceptance probability and scorer
+values. ``fit`` runs the same rounds on the training contexts (no parameter is updated).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
 from lit_align import moment_matching as mm
-from lit_align import samplers
-from lit_align.methods.base import BasePolicyModule
+from lit_align.methods.moments import FitsMoments
+from lit_align.methods.on_policy import OnPolicyModule
+from lit_align.methods.sampler_rules import append_jsonl, proposal_rows, select
 from lit_align.models.loading import load
 from lit_align.models.policy import Samples, disable_dropout
+from lit_align.models.rollout import Rollout
 from lit_align.targets import EBM, Potential
 
 _METHODS = ("qrs", "rejection", "importance", "proposal")
 
 
-class Sampler(BasePolicyModule):
+class Sampler(FitsMoments, OnPolicyModule):
     """Sample from ``P(x) = a(x)·Π potentials(x)`` using proposals from ``model``.
 
     Args:
         target: the potentials (as for DPG). Distributional potentials are fitted first.
-        method: ``qrs`` (accept with min(1, P/(β q))), ``rejection`` (exact, needs P ≤ M q:
-            a pointwise target with the base as proposal), ``importance`` (resample
-            ``n_resample`` per context ∝ P/q) or ``proposal`` (keep everything; scores only).
+        method: ``qrs`` (accept with min(1, P/(β q))), ``rejection`` (exact, needs P ≤ M q),
+            ``importance`` (resample ``n_resample`` per context ∝ P/q) or ``proposal`` (keep all).
         log_beta: QRS's log β; None picks it per batch from ``acceptance_rate``.
-        acceptance_rate: the target acceptance rate when ``log_beta`` is None.
         log_bound: log M for rejection sampling (0: pointwise target, q = a).
         n_resample: outputs per context for importance resampling (default n_samples).
-        base: the base LM a when the proposal ``model`` is another LM (e.g. a DPG-trained
-            policy saved with save_pretrained); None: a = q = model.
+        base: the base LM a when the proposal ``model`` is another LM; None: a = q = model.
         output: JSONL file the rows are appended to (one per rank: ``.rank{r}`` suffix).
         seed: seed of the accept/resample draws.
-        moment_matching_samples: base samples for fitting Distributional potentials.
-        moment_matching_strict: False warns instead of refusing an unfittable λ (smoke tests).
+        moment_matching_samples, moment_matching_strict: fitting Distributional potentials.
     """
 
     def __init__(
-        self,
-        target: Sequence[Potential] | EBM,
-        method: str = "qrs",
-        log_beta: float | None = None,
-        acceptance_rate: float = 0.1,
-        log_bound: float = 0.0,
-        n_resample: int | None = None,
-        base: str | None = None,
-        output: str = "samples.jsonl",
-        seed: int = 0,
-        moment_matching_samples: int = 10240,
-        moment_matching_strict: bool = True,
-        **kwargs,
+        self, target: Sequence[Potential] | EBM, method: str = "qrs", log_beta: float | None = None,
+        acceptance_rate: float = 0.1, log_bound: float = 0.0, n_resample: int | None = None, base: str | None = None,
+        output: str = "samples.jsonl", seed: int = 0, moment_matching_samples: int = 10240,
+        moment_matching_strict: bool = True, **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.target = target if isinstance(target, EBM) else EBM(list(target))
@@ -75,16 +59,10 @@ class Sampler(BasePolicyModule):
                              "with P ≤ exp(log_bound)·q everywhere; use method: qrs instead")
         if not 0 < acceptance_rate <= 1:
             raise ValueError(f"Sampler: acceptance_rate must be in (0, 1], got {acceptance_rate}")
-        if not self.policy_exact_requested():
+        if not self.engine_settings.sampling.exact:
             raise ValueError("Sampler: the importance weights need exact ancestral sampling (temperature 1, no top-k/top-p)")
         self.generator = torch.Generator().manual_seed(seed)
-        self.rows_written = 0
-        self.n_proposed = 0
-        self.n_accepted = 0
-
-    def policy_exact_requested(self) -> bool:
-        hp = self.hparams
-        return hp.temperature == 1.0 and hp.top_k == 0 and hp.top_p == 1.0
+        self.rows_written = self.n_proposed = self.n_accepted = 0
 
     def _hparams_ignore(self) -> list[str]:
         return ["target"]
@@ -93,18 +71,14 @@ class Sampler(BasePolicyModule):
         if self.hparams.base is not None:
             base, _ = load(self.hparams.base, seed=self.hparams.model_seed)
             disable_dropout(base)
-            self.__dict__["_base_model"] = self.frozen_copy(base)
+            self.engine.base = self.engine.frozen_copy(base)
+
+    def rollout_log_a(self, samples: Samples) -> Tensor:
+        return samples.log_q if self.hparams.base is None else self.engine.base_log_prob(samples)
 
     def _prepare(self) -> None:
         self._move_frozen()
-        dists = mm.distributional_potentials(self.target)
-        if dists and not all(d.fitted for d in dists):
-            fit = mm.fit_module_target(self, None, n_samples=self.hparams.moment_matching_samples,
-                                       strict=self.hparams.moment_matching_strict)
-            if fit is not None:
-                from lightning.pytorch.utilities import rank_zero_info
-
-                rank_zero_info(fit.report())
+        self.fit_moments_if_needed()
 
     def on_predict_start(self) -> None:
         super().on_predict_start()
@@ -119,74 +93,33 @@ class Sampler(BasePolicyModule):
         return {"lambdas": [d.coefficients.tolist() for d in mm.distributional_potentials(self.target)]}
 
     def load_extra_state(self, state: dict) -> None:
-        for d, lam in zip(mm.distributional_potentials(self.target), state.get("lambdas", [])):
-            d.set_lambdas(lam)
+        self.load_lambdas(state.get("lambdas", []))
 
     # ------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample_round(self, contexts: list[str]) -> tuple[list[dict], dict[str, float], Samples, Tensor, Tensor, Tensor]:
+    def sample_round(self, contexts: list[str]) -> tuple[list[dict], dict[str, float], Rollout]:
+        """One round: a rollout of proposals, a row per proposal (kept or not) and the metrics."""
+        rollout = self.make_rollout(contexts)
+        rows, metrics = self.keep(rollout)
+        return rows, metrics, rollout
+
+    def keep(self, rollout: Rollout) -> tuple[list[dict], dict[str, float]]:
         hp = self.hparams
-        samples = self.sample(contexts)
-        log_q = samples.log_q.double().cpu()
-        log_a = log_q if hp.base is None else self.base_log_prob(samples).double().cpu()
-        log_P = self.target.log_score(log_a, samples.texts, samples.contexts).cpu()
-        scores = {s.name: s(samples.texts, samples.contexts).tolist() for s in self.target.scorers()}
-        n = len(samples)
-        log_acc = torch.zeros(n, dtype=torch.float64)
-        accepted = torch.ones(n, dtype=torch.bool)
-        copies = torch.ones(n, dtype=torch.long)
-        metrics: dict[str, float] = {}
-        finite = torch.isfinite(log_P - log_q)
-        if hp.method in ("qrs", "rejection", "importance") and not finite.any():
-            accepted = torch.zeros(n, dtype=torch.bool)
-            copies = torch.zeros(n, dtype=torch.long)
-            metrics["qrs/acceptance_rate"] = 0.0
-        elif hp.method == "qrs":
-            log_beta = hp.log_beta if hp.log_beta is not None else samplers.qrs_log_beta_for_acceptance(
-                log_P, log_q, hp.acceptance_rate)
-            log_acc = samplers.qrs_log_acceptance(log_P, log_q, log_beta)
-            accepted = samplers.qrs_accept(log_P, log_q, log_beta, self.generator)
-            metrics.update(samplers.qrs_estimates(log_P, log_q, log_beta).metrics())
-            metrics["qrs/log_beta"] = log_beta
-        elif hp.method == "rejection":
-            log_acc = torch.clamp(log_P - log_q - hp.log_bound, max=0.0)
-            accepted = samplers.rejection_accept(log_P, log_q, hp.log_bound, self.generator)
-        elif hp.method == "importance":
-            k = hp.n_resample or hp.n_samples
-            copies = torch.zeros(n, dtype=torch.long)
-            for c in samples.context_index.unique().tolist():
-                rows = (samples.context_index.cpu() == c).nonzero().squeeze(-1)
-                if torch.isfinite(log_P[rows]).any():
-                    idx = samplers.importance_resample(log_P[rows], log_q[rows], k, self.generator)
-                    copies.index_add_(0, rows[idx], torch.ones_like(idx))
-            accepted = copies > 0
-            log_acc = torch.log_softmax(log_P - log_q, 0)
-        metrics["accepted_fraction"] = float(accepted.double().mean())
-        metrics["n_accepted"] = float(accepted.sum())
-        self.n_proposed += n
-        self.n_accepted += int(accepted.sum())
-        rows = []
-        for i in range(n):
-            rows.append({
-                "context": samples.contexts[i], "text": samples.texts[i], "accepted": bool(accepted[i]),
-                "copies": int(copies[i]), "log_P": _num(log_P[i]), "log_q": _num(log_q[i]), "log_a": _num(log_a[i]),
-                "log_acceptance": _num(log_acc[i]), "scores": {k: v[i] for k, v in scores.items()},
-            })
-        return rows, metrics, samples, log_q, log_a, log_P
+        log_q, log_a, log_P = rollout.log_q.cpu(), rollout.log_a.cpu(), rollout.log_P.cpu()
+        sel = select(hp.method, log_P, log_q, rollout.context_index, self.generator, hp.log_beta,
+                     hp.acceptance_rate, hp.log_bound, hp.n_resample or hp.n_samples)
+        self.n_proposed += len(rollout)
+        self.n_accepted += int(sel.accepted.sum())
+        rows = proposal_rows(rollout, sel, log_P, log_q, log_a)
+        return rows, sel.metrics
 
     def write(self, rows: list[dict]) -> None:
-        path = Path(self.hparams.output)
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if world > 1:
-            path = path.with_name(f"{path.name}.rank{self.global_rank}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self.rows_written += len(rows)
+        trainer = self.attached_trainer
+        world = trainer.world_size if trainer is not None else 1
+        self.rows_written += append_jsonl(self.hparams.output, rows, self.global_rank if world > 1 else None)
 
     def predict_step(self, batch: list[str], batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
-        rows, metrics, *_ = self.sample_round(list(batch))
+        rows, metrics, _ = self.sample_round(list(batch))
         self.write(rows)
         self.last_metrics = metrics
         return [r for r in rows if r["accepted"]]
@@ -198,18 +131,14 @@ class Sampler(BasePolicyModule):
         rank_zero_info(f"Sampler ({self.hparams.method}): accepted {self.n_accepted} of {self.n_proposed} proposals "
                        f"({rate:.3f}); {self.rows_written} rows in {self.hparams.output}")
 
-    def training_step(self, batch: list[str], batch_idx: int) -> None:
-        """A sampling round on the training contexts; no parameter changes (see module docstring)."""
-        rows, metrics, samples, log_q, log_a, log_P = self.sample_round(list(batch))
+    def loss_and_metrics(self, rollout: Rollout, state):
+        """A sampling round on the training contexts: rows written, no loss (no parameter changes)."""
+        rows, metrics = self.keep(rollout)
         self.write(rows)
-        self.last_samples = samples
-        metrics.update(self.common_metrics(samples, log_q, log_a, None))
-        for name in {s.name for s in self.target.scorers()}:
-            metrics[f"scorer/{name}"] = float(torch.tensor([r["scores"][name] for r in rows], dtype=torch.float64).mean())
-        self.skip_step()
-        self.log_metrics(metrics, "train")
 
+        def all_metrics() -> dict:
+            metrics.update(self.common_metrics(rollout.samples, rollout.log_q.cpu(), rollout.log_a.cpu(), None))
+            metrics.update({f"scorer/{k}": float(v.mean()) for k, v in rollout.scores_by_name().items()})
+            return metrics
 
-def _num(x: Tensor) -> float | None:
-    v = float(x)
-    return v if math.isfinite(v) else None
+        return None, all_metrics

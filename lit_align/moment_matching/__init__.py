@@ -1,4 +1,5 @@
-"""Distributional and hybrid constraints: fitting λ by moment matching (methods.md §1.1, §9.2).
+"""Distributional and hybrid constraints: fitting λ by moment matching
+(Khalifa et al. 2021, arXiv:2012.11635; disco's ``constrain``, arXiv:2303.05431).
 
 The information projection of the base LM ``a`` onto ``{c : E_c[φ] = μ̄}`` is the
 exponential family ``p_λ(x) ∝ a(x)·exp(λ·φ(x))`` (times pointwise factors ``b(x)`` for a
@@ -15,7 +16,7 @@ Conditional targets (CDPG, ``p_c ∝ a(·|c)·exp(λ·φ(·, c))``, one λ for a
 ``E_c E_{p_c}[φ] = μ̄``: the samples of each context are self-normalised separately and the
 per-context moments averaged (``groups``; see :mod:`lit_align.moment_matching.dual`).
 
-SNIS is biased when μ̄ is far from ``E_q[φ]`` (the weights degenerate, §1.1 caveat); the
+SNIS is biased when μ̄ is far from ``E_q[φ]`` (the weights degenerate); the
 DPG option ``moment_matching_refit_every`` re-fits on samples of the current policy, which
 moves q toward ``p_λ``.
 
@@ -39,7 +40,13 @@ from lit_align.moment_matching.dual import (
     fit_lambdas,
     snis_moments,
 )
-from lit_align.moment_matching.target import Distributional, distributional_potentials, fit_module_target, fit_target
+from lit_align.moment_matching.target import (
+    Distributional,
+    default_contexts,
+    distributional_potentials,
+    fit_target,
+    fit_target_by_sampling,
+)
 
 __all__ = [
     "Distributional",
@@ -50,6 +57,7 @@ __all__ = [
     "check_moments_reachable",
     "fit_lambdas",
     "fit_target",
-    "fit_module_target",
+    "fit_target_by_sampling",
+    "default_contexts",
     "distributional_potentials",
 ]

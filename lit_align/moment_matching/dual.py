@@ -1,4 +1,5 @@
-"""The convex dual of moment matching, as pure tensor functions (methods.md §1.1, §11).
+"""The convex dual of moment matching, as pure tensor functions (Khalifa et al. 2021,
+arXiv:2012.11635; checked against exact enumeration in docs/toy_space.md).
 
 λ minimises ``D(λ) = (1/G) Σ_g log Σ_{i∈g} w0_i·exp(λ·φ_i) − λ·μ̄`` over a fixed sample
 split into G groups (contexts), with ``∇D = μ̂(λ) − μ̄`` and ``∇²D = (1/G) Σ_g Cov_g[φ]``,
@@ -195,6 +196,38 @@ def check_moments_reachable(
             )
 
 
+def _newton_step(feats: Tensor, lw0: Tensor, lam: Tensor, desired: Tensor, g: Tensor, n_groups: int,
+                 w: Tensor, grad: Tensor) -> Tensor:
+    """One damped Newton step on the dual (Hessian: the pooled SNIS covariance of φ), with
+    Armijo backtracking; a gradient step where the Hessian cannot be solved."""
+    k = feats.shape[1]
+    group_mu = torch.zeros(n_groups, k, dtype=torch.float64).index_add(0, g, w[:, None] * feats) * n_groups
+    centered = feats - group_mu[g]
+    hess = (centered * w[:, None]).T @ centered + 1e-12 * torch.eye(k, dtype=torch.float64)
+    try:
+        step = -torch.linalg.solve(hess, grad)
+    except RuntimeError:
+        step = -grad
+    if not torch.isfinite(step).all():
+        step = -grad
+    d0, slope, t = _dual(feats, lw0, lam, desired, g, n_groups), float(grad @ step), 1.0
+    while t > 1e-12 and _dual(feats, lw0, lam + t * step, desired, g, n_groups) > d0 + 1e-4 * t * slope:
+        t *= 0.5
+    return lam + t * step
+
+
+def _as_problem(features, desired, log_w0, names) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """``features`` as (M, k) float64, ``desired`` (k,), ``log_w0`` (M,) (0 by default), k names."""
+    features = _f64(features)
+    if features.dim() == 1:
+        features = features[:, None]
+    m, k = features.shape
+    desired = _f64(desired).reshape(-1)
+    log_w0 = torch.zeros(m, dtype=torch.float64) if log_w0 is None else _f64(log_w0).reshape(-1)
+    names = list(names) if names is not None else [f"feature_{i}" for i in range(k)]
+    return features, desired, log_w0, names
+
+
 def fit_lambdas(
     features: Tensor,
     desired: Tensor | Sequence[float],
@@ -225,13 +258,8 @@ def fit_lambdas(
         groups: (M,) group (context) id of each sample: match the average over groups of the
             per-group normalised moments (conditional targets); None: one group.
     """
-    features = _f64(features)
-    if features.dim() == 1:
-        features = features[:, None]
+    features, desired, log_w0, names = _as_problem(features, desired, log_w0, names)
     m, k = features.shape
-    desired = _f64(desired).reshape(-1)
-    log_w0 = torch.zeros(m, dtype=torch.float64) if log_w0 is None else _f64(log_w0).reshape(-1)
-    names = list(names) if names is not None else [f"feature_{i}" for i in range(k)]
     if method not in ("newton", "gd"):
         raise ValueError(f"method must be 'newton' or 'gd', got {method!r}")
     if groups is not None and torch.as_tensor(groups).numel() != m:
@@ -256,19 +284,7 @@ def fit_lambdas(
         if method == "gd":
             lam = lam - lr * grad
             continue
-        group_mu = torch.zeros(n_groups, k, dtype=torch.float64).index_add(0, g, w[:, None] * feats) * n_groups
-        centered = feats - group_mu[g]
-        hess = (centered * w[:, None]).T @ centered + 1e-12 * torch.eye(k, dtype=torch.float64)
-        try:
-            step = -torch.linalg.solve(hess, grad)
-        except RuntimeError:
-            step = -grad
-        if not torch.isfinite(step).all():
-            step = -grad
-        d0, slope, t = _dual(feats, lw0, lam, desired, g, n_groups), float(grad @ step), 1.0
-        while t > 1e-12 and _dual(feats, lw0, lam + t * step, desired, g, n_groups) > d0 + 1e-4 * t * slope:
-            t *= 0.5
-        lam = lam + t * step
+        lam = _newton_step(feats, lw0, lam, desired, g, n_groups, w, grad)
     w = _pooled_weights(lw0 + feats @ lam, g, n_groups)
     ess = float(1.0 / (w**2).sum() / m)
     return MomentFit(lam, w @ feats, desired, it, converged, ess, m, names, n_groups)

@@ -1,9 +1,10 @@
-"""Distributional potentials and fitting their λ on samples (methods.md §1.1, §4.1, §9.2).
+"""Distributional potentials and fitting their λ on samples (Khalifa et al. 2021,
+arXiv:2012.11635; per-context targets: Korbak et al. 2022, arXiv:2112.00791).
 
 :class:`Distributional` is ``exp(λ·φ)`` with desired moments μ̄; :func:`fit_target` fits the
 λ of every such potential of a target jointly on samples of a proposal, and
-:func:`fit_module_target` draws those samples with a method's models (the base at fit start,
-the policy when refitting). The dual itself is in :mod:`lit_align.moment_matching.dual`.
+:func:`fit_target_by_sampling` draws those samples with a method's engine (the base at fit
+start, the policy when refitting). The dual itself is in :mod:`lit_align.moment_matching.dual`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lit_align.moment_matching.dual import MomentFit, MomentMatchingError, _f64,
 from lit_align.scorers.base import Scorer
 from lit_align.targets import EBM, Exponential
 
-__all__ = ["Distributional", "distributional_potentials", "fit_target", "fit_module_target"]
+__all__ = ["Distributional", "distributional_potentials", "fit_target", "fit_target_by_sampling", "default_contexts"]
 
 
 # ---------------------------------------------------------------------------- the potential
@@ -74,6 +75,11 @@ class Distributional(Exponential):
                 "otherwise call lit_align.moment_matching.fit_target(...) or give `coefficients`."
             )
         return super().log_potential(texts, contexts)
+
+    def log_potential_from(self, scores, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
+        if not self.fitted:
+            return self.log_potential(texts, contexts)  # raises the error above
+        return super().log_potential_from(scores, texts, contexts)
 
     def __repr__(self) -> str:
         return f"Distributional({self.names}, moments={self.moments.tolist()}, λ={self.coefficients.tolist()})"
@@ -135,13 +141,13 @@ def fit_target(
     return fit
 
 
-# --------------------------------------------------------------- with a LightningModule's models
+# ------------------------------------------------------------------ with an engine's models
 
 
-def default_contexts(module, n_contexts: int = 32) -> list[str]:
+def default_contexts(datamodule, n_contexts: int = 32) -> list[str]:
     """The contexts moment matching samples from: ``n_contexts`` of a conditional data module's
     training contexts (a fixed random subset, seed 0), else its ``prompt`` (``""`` if none)."""
-    dm = getattr(getattr(module, "_trainer", None), "datamodule", None)
+    dm = datamodule
     train = getattr(dm, "train_contexts", None)
     if train is None and hasattr(dm, "train_contexts") and hasattr(dm, "setup"):
         dm.setup("fit")
@@ -153,26 +159,28 @@ def default_contexts(module, n_contexts: int = 32) -> list[str]:
 
 
 @torch.no_grad()
-def fit_module_target(
-    module,
+def fit_target_by_sampling(
+    target: EBM,
+    engine,
     model=None,
     contexts: Sequence[str] | None = None,
     n_samples: int = 10240,
     batch_size: int = 512,
     strict: bool = True,
-    n_contexts: int = 32,
+    gather=None,
+    rank: int = 0,
     **kwargs,
 ) -> MomentFit | None:
-    """Draw ``n_samples`` from ``model`` (default: the module's frozen base ``a``) and fit λ.
+    """Draw ``n_samples`` from ``model`` (default: the engine's frozen base ``a``) and fit λ.
 
-    ``module`` is a :class:`~lit_align.methods.BasePolicyModule` (it provides sampling and
-    the base log-probs). Samples from another model (e.g. the current policy, to reduce the
-    SNIS bias) are importance-weighted with ``log a − log q``. ``contexts`` defaults to
-    ``n_contexts`` training contexts of a conditional data module (a fixed random subset of
-    its ``train_contexts``), else to the data module's ``prompt`` (``""``: unconditional,
-    from BOS). With several contexts the samples are split evenly among them and the
-    moments matched are the per-context normalised moments averaged over contexts,
-    ``E_c E_{p_c}[φ]`` (methods.md §4.1: CDPG's target is normalised per context).
+    ``engine`` is the method's :class:`~lit_align.models.engine.Engine` (sampling and the base
+    log-probs). Samples from another model (e.g. the current policy, to reduce the SNIS bias)
+    are importance-weighted with ``log a − log q``. ``contexts`` (see :func:`default_contexts`;
+    ``[""]`` if None: unconditional, from BOS) share the samples evenly, and the moments
+    matched are then the per-context normalised moments averaged over contexts,
+    ``E_c E_{p_c}[φ]`` (CDPG's target is normalised per context: Korbak et al., "Controlling
+    conditional language models without catastrophic forgetting", ICML 2022, arXiv:2112.00791, §2). ``gather``
+    and ``rank`` make all ranks fit on the union of their samples.
 
     With ``strict=False`` an unfittable target (a feature that never fires, e.g. a random
     tiny model in a smoke test) warns and keeps the current λ instead of raising.
@@ -181,34 +189,31 @@ def fit_module_target(
 
     if n_samples < 1 or batch_size < 1:
         raise ValueError("moment matching needs n_samples ≥ 1 and batch_size ≥ 1")
-    base_model = module.base_model
+    base_model = engine.base
     model = base_model if model is None else model
-    if contexts is None:
-        contexts = default_contexts(module, n_contexts)
-    contexts = list(contexts) or [""]
+    contexts = list(contexts or []) or [""]
     per_call = max(1, batch_size // len(contexts))
     texts, ctxs, log_a, log_q, groups = [], [], [], [], []
-    offset = getattr(module, "global_rank", 0) * len(contexts)  # group ids distinct across ranks
+    offset = rank * len(contexts)  # group ids distinct across ranks
     drawn = 0
     while drawn < n_samples:
         n = min(per_call, -(-(n_samples - drawn) // len(contexts)))
-        samples = module.sample(contexts, n=n, model=model)
+        samples = engine.sample(contexts, n, model)
         texts += samples.texts
         ctxs += samples.contexts
         groups.append(samples.context_index.cpu() + offset)
-        lq = samples.log_q.double() if module.policy.exact else module.log_prob_no_grad(model, samples).double()
+        lq = samples.log_q.double() if engine.policy.exact else engine.log_prob(model, samples).double()
         log_q.append(lq.cpu())
-        log_a.append(lq.cpu() if model is base_model else module.base_log_prob(samples).double().cpu())
+        log_a.append(lq.cpu() if model is base_model else engine.base_log_prob(samples).double().cpu())
         drawn += len(samples)
-    gather = module.gather if getattr(module, "_trainer", None) is not None else None
     try:
-        return fit_target(module.target, texts, ctxs, torch.cat(log_a), torch.cat(log_q), gather=gather,
+        return fit_target(target, texts, ctxs, torch.cat(log_a), torch.cat(log_q), gather=gather,
                           groups=torch.cat(groups) if len(contexts) > 1 else None, **kwargs)
     except MomentMatchingError as err:
         if strict:
             raise
-        warnings.warn(f"moment matching failed; keeping λ = {[d.coefficients.tolist() for d in distributional_potentials(module.target)]} "
+        warnings.warn(f"moment matching failed; keeping λ = {[d.coefficients.tolist() for d in distributional_potentials(target)]} "
                       f"because moment_matching_strict is false: {err}", stacklevel=2)
-        for d in distributional_potentials(module.target):
+        for d in distributional_potentials(target):
             d.fitted = True
         return None

@@ -1,4 +1,5 @@
-"""Scorers of the GDC distributional experiments on biographies (methods.md §3.3).
+"""Scorers of the GDC distributional experiments on biographies (Khalifa et al. 2021,
+arXiv:2012.11635; Korbak et al. 2022, arXiv:2206.00761).
 
 - :class:`PronounGender`: b(x) = 1 when a text has more pronouns of one gender than of the
   other ({she, her, herself} vs {he, him, himself}), the "female biography" feature.

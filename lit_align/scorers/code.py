@@ -1,4 +1,4 @@
-"""Code scorers for CDPG's code tasks (methods.md §4.3): compilability and PEP8.
+"""Code scorers for CDPG's code tasks (Korbak et al. 2022, arXiv:2112.00791): compilability and PEP8.
 
 The context is a function's signature (and docstring); the sample continues it. The
 program that is scored is assembled by :func:`assemble_program`:
@@ -27,6 +27,7 @@ import re
 import warnings
 from typing import Sequence
 
+from lit_align.contexts import source_of
 from lit_align.scorers.base import Scorer
 
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
@@ -35,7 +36,6 @@ _TOPLEVEL = re.compile(r"^(?:async\s+def|def|class|import|from|@)\b", re.MULTILI
 
 def code_prefix(context: str) -> str:
     """The code part of a context: from its first ``def``/``async def``/``@`` line on (fences removed)."""
-    from lit_align.data.conditional import source_of
 
     text = source_of(context)
     m = re.search(r"^(?:async\s+def|def|@)", text, re.MULTILINE)
@@ -175,8 +175,8 @@ def pep8_error_lines(program: str, ignore: Sequence[str] = (), max_line_length: 
 
 
 class PEP8PerChar(Scorer):
-    """PEP8 misalignment score for pretraining with feedback (methods.md §5.1): pycodestyle
-    violations per character, in [0, 1] (clipped).
+    """PEP8 misalignment score of pretraining with feedback (Korbak et al. 2023,
+    arXiv:2302.08582): pycodestyle violations per character, in [0, 1] (clipped).
 
     On whole texts (``__call__``) each text is checked as one program. On a document's lines
     (:meth:`score_segments`) the document is checked as a whole and each line gets the

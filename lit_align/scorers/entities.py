@@ -1,4 +1,4 @@
-"""Entity-level factual consistency for summarization (CDPG, methods.md §4.3).
+"""Entity-level factual consistency for summarization (CDPG, Korbak et al. 2022, arXiv:2112.00791).
 
 ``b(x, c) = 1`` iff the summary ``x`` names at least ``min_entities`` distinct named
 entities and every one of them appears in the source article ``c`` (case-insensitive; the
@@ -36,6 +36,7 @@ import re
 import warnings
 from typing import Sequence
 
+from lit_align.contexts import source_of
 from lit_align.scorers.base import Scorer
 
 SPACY_LABELS = ("PERSON", "FAC", "GPE", "ORG", "NORP", "LOC", "EVENT")
@@ -194,7 +195,6 @@ class EntityConsistency(Scorer):
         return len(ents), sum(re.search(r"(?<!\w)" + re.escape(e) + r"(?!\w)", src) is not None for e in ents)
 
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> list[float]:
-        from lit_align.data.conditional import source_of
 
         if contexts is None:
             raise ValueError("EntityConsistency needs the contexts (source articles)")

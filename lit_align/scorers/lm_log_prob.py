@@ -1,4 +1,4 @@
-"""``γ·log π*(x | c)`` under a language model, as a scorer (methods.md §6.1).
+"""``γ·log π*(x | c)`` under a language model, as a scorer (Yun et al. 2025, arXiv:2506.01523).
 
 Under Yun et al.'s generative model the exact reward model is ``R̂ = γ ln π* + c``: with the
 target LM at hand (synthetic preferences, the toy space) this scorer *is* that reward model,
@@ -39,7 +39,7 @@ class LogProbScorer(Scorer):
 
     @torch.no_grad()
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        from lit_align.data.preference import pad_samples
+        from lit_align.models.samples import pad_samples
 
         contexts = list(contexts) if contexts is not None else [""] * len(texts)
         tok, eos = self.policy.tokenizer, self.policy.eos_id

@@ -1,4 +1,5 @@
-"""Numeral consistency for translation (CDPG's terminology-consistent translation, methods.md §4.3).
+"""Numeral consistency for translation (CDPG's terminology-consistent translation,
+Korbak et al. 2022, arXiv:2112.00791).
 
 ``b(x, c) = 1`` iff every number in the source sentence ``c`` appears in the translation
 ``x``, written as digits or (when ``target_words`` is given) as a number word of the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from lit_align.contexts import source_of
 from lit_align.scorers.base import Scorer
 
 EN_NUMBERS = {
@@ -97,7 +99,6 @@ class NumeralConsistency(Scorer):
         return {n for n in nums if self.max_value is None or n <= self.max_value}
 
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> list[float]:
-        from lit_align.data.conditional import source_of
 
         if contexts is None:
             raise ValueError("NumeralConsistency needs the contexts (source sentences)")

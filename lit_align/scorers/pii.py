@@ -1,4 +1,4 @@
-"""PII scorer for pretraining with feedback (methods.md §5.3): detected PII per character.
+"""PII scorer for pretraining with feedback (Korbak et al. 2023, arXiv:2302.08582): detected PII per character.
 
 The paper counts scrubadub detections (emails, phone numbers, URLs, credentials, ...)
 and divides by the text's length; its extra detectors (spaCy entities, addresses, dates of

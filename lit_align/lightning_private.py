@@ -1,0 +1,99 @@
+"""Every use of a private Lightning name, in one place (tests/test_lightning_private.py fails
+when a Lightning upgrade changes one of them).
+
+Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
+
+- :func:`validates_after_this_batch`: whether the fit loop will run validation right after
+  the current training batch (the epoch loop's ``_should_check_val_fx``). A step checkpoint due
+  then is written after that validation: Lightning skips a validation that was pending when the
+  checkpoint was written, so a run resumed from it would differ from an uninterrupted one.
+- :class:`DeferredSaveCheckpoint`: a ``ModelCheckpoint`` that defers such a step checkpoint to
+  the end of the validation, and writes every checkpoint through :meth:`write` (overriding the
+  protected ``_save_checkpoint``): DeepSpeed and sharded FSDP write checkpoint *folders*
+  themselves, past any ``CheckpointIO`` plugin, so only this hook sees every write.
+
+Step counting (lit_align.methods.stepping):
+
+Manual optimisation counts ``trainer.global_step`` as optimizer steps taken. Lightning has no
+public way to count a training step that applies no update (a skipped bad step, a sampling
+round) or to count several updates of one step (PPO's epochs × minibatches) as one, so that
+``max_steps`` ends the run after that many rollouts: both adjust the manual-optimisation
+step counter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from weakref import proxy
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+# the private names this file relies on, checked by tests/test_lightning_private.py
+CHECKPOINT_PRIVATES = ("_every_n_train_steps", "_should_skip_saving_checkpoint", "_defer_save_until_validation",
+                       "_monitor_candidates", "_save_topk_checkpoint", "_save_last_checkpoint", "_save_checkpoint",
+                       "_last_global_step_saved", "_last_checkpoint_saved")
+LOOP_PRIVATES = ("_data_fetcher", "_should_check_val_fx")
+
+
+def validates_after_this_batch(trainer: L.Trainer) -> bool:
+    loop = trainer.fit_loop
+    fetcher = getattr(loop, "_data_fetcher", None)
+    return (fetcher is not None and trainer.enable_validation
+            and bool(loop.epoch_loop._should_check_val_fx(fetcher)))
+
+
+class DeferredSaveCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose step checkpoints wait for a validation that follows their step,
+    and whose writes go through :meth:`write` (same arguments as ``ModelCheckpoint``)."""
+
+    def write(self, trainer: L.Trainer, filepath: str) -> None:
+        trainer.save_checkpoint(filepath, self.save_weights_only)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        every = self._every_n_train_steps
+        due = every >= 1 and trainer.global_step % every == 0 and not self._should_skip_saving_checkpoint(trainer)
+        if due and validates_after_this_batch(trainer):
+            self._defer_save_until_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._defer_save_until_validation and not trainer.sanity_checking:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+            self._defer_save_until_validation = False
+            return
+        super().on_validation_end(trainer, pl_module)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        self.write(trainer, filepath)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+def optimizer_step_progress(trainer):
+    """The counter behind ``trainer.global_step`` under manual optimisation."""
+    return trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+
+
+def count_step_without_update(trainer) -> None:
+    """Count one optimizer step that was not taken (``global_step`` += 1)."""
+    progress = optimizer_step_progress(trainer)
+    progress.increment_ready()
+    progress.increment_completed()
+
+
+def count_updates_as_one(trainer, n_updates: int) -> None:
+    """Make the last ``n_updates`` optimizer steps count as a single ``global_step``."""
+    extra = int(n_updates) - 1
+    if extra <= 0:
+        return
+    progress = optimizer_step_progress(trainer)
+    for tracker in (progress.total, progress.current):
+        tracker.ready -= extra
+        tracker.completed -= extra

@@ -1,0 +1,162 @@
+"""EngineModule: the LightningModule part every lit_align method shares, on-policy or offline.
+
+It holds an :class:`~lit_align.models.engine.Engine` (policy, base, tokenizer, sampling,
+log-probs, precision) by composition and registers the engine's policy as its ``model``
+submodule (checkpoint keys ``model.*``), builds the optimizer and warm-up schedule, steps it
+through the guards of :class:`~lit_align.methods.stepping.GuardedSteps` and writes the
+checkpoint state of :class:`~lit_align.methods.checkpoint_state.CheckpointState`. The
+on-policy base (:mod:`lit_align.methods.on_policy`) adds the rollout; an offline base adds its
+data's losses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from lit_align import distributed
+from lit_align.memory import preallocate_optimizer_state
+from lit_align.methods.checkpoint_state import CheckpointState
+from lit_align.methods.stepping import GuardedSteps
+from lit_align.models.engine import Engine
+from lit_align.models.limits import check_positive_int
+from lit_align.models.settings import EngineSettings
+from lit_align.timing import PhaseTimer
+
+
+def check_optimizer_settings(lr, optimizer: str, max_grad_norm, warmup_steps: int, max_bad_steps: int) -> None:
+    """The optimizer's settings, checked before any model is loaded (docs/bad_inputs.md)."""
+    check_positive_int("max_bad_steps", max_bad_steps)
+    check_positive_int("warmup_steps", warmup_steps, minimum=0)
+    if not isinstance(optimizer, str) or optimizer.lower() not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {optimizer!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
+
+
+class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
+    """Engine, optimizer, guarded steps and checkpoint state (see the module docstring).
+
+    A subclass calls :meth:`init_engine_module` from its ``__init__`` after
+    ``save_hyperparameters`` (the hparams then hold the engine's and optimizer's fields).
+    """
+
+    needs_base: bool = True
+
+    def init_engine_module(self) -> None:
+        hp = self.hparams
+        check_optimizer_settings(hp.lr, hp.optimizer, hp.get("max_grad_norm"), hp.get("warmup_steps", 0),
+                                 hp.get("max_bad_steps", 10))
+        self.engine_settings = EngineSettings.from_mapping(hp)  # checks every engine field
+        if hp.get("lora") is not None:
+            self.strict_loading = False  # LoRA checkpoints leave the frozen weights out
+        self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
+        self.automatic_optimization = False
+        self.model: nn.Module | None = None
+        self.engine: Engine | None = None
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self.steps_without_signal = 0
+
+    # ------------------------------------------------------------------ models
+    def setup(self, stage: str) -> None:
+        """Refuse an unsupported strategy before the models are built."""
+        distributed.check_strategy(self.trainer, self.hparams.get("max_grad_norm"), self.hparams.get("sampler"))
+        # ZeRO-3 loses a second backward's gradients (distributed.ZERO3_ONE_BACKWARD): decided once
+        self.one_backward_per_step = distributed.deepspeed_stage(self.trainer) >= 3
+        if self.one_backward_per_step:
+            # built here, outside Lightning's deepspeed.zero.Init: the frozen copies (base, DPG
+            # proposal) stay whole modules; DeepSpeed partitions the registered ones at initialize
+            self.configure_model()
+
+    def configure_model(self) -> None:
+        """Build the engine (policy, base, tokenizer); called by the Trainer before fit/validate."""
+        if self.engine is not None:
+            return
+        engine = Engine(self.engine_settings, needs_base=self.needs_base, device=lambda: self.device, timer=self.timer,
+                        loaded=self.load_models())
+        self.model = engine.model  # registered here: the checkpoint's ``model.*``
+        engine.model_source = lambda: self.model  # a strategy may wrap it (FSDP)
+        self.engine = engine
+        self.on_models_ready()
+
+    def load_models(self) -> tuple[nn.Module, object] | None:
+        """``(model, tokenizer)`` when the method builds them itself (PHF), else None (the engine
+        loads ``model`` by name)."""
+        return None
+
+    def on_models_ready(self) -> None:
+        """Hook for methods that build more state once the policy exists (e.g. DPG's proposal)."""
+
+    @property
+    def policy(self):
+        """The engine's :class:`~lit_align.models.Policy` (tokenisation, sampling, log-probs)."""
+        return None if self.engine is None else self.engine.policy
+
+    @policy.setter
+    def policy(self, value) -> None:  # e.g. a callback sampling with other warps for a while
+        self.engine.policy = value
+
+    @property
+    def tokenizer(self):
+        return None if self.engine is None else self.engine.tokenizer
+
+    def frozen_models(self) -> list[nn.Module | None]:
+        """Frozen models kept out of the checkpoint, moved to the device at fit start (the base)."""
+        return []
+
+    def _move_frozen(self) -> None:
+        if self.engine is not None:
+            self.engine.move_frozen(self.device, *self.frozen_models())
+
+    def on_fit_start(self) -> None:
+        self._move_frozen()
+
+    def on_validation_start(self) -> None:
+        self._move_frozen()
+
+    def on_predict_start(self) -> None:
+        self._move_frozen()
+
+    # ------------------------------------------------------------- optimizers
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.optimized_parameters() if p.requires_grad]
+        cls = torch.optim.AdamW if hp.optimizer.lower() == "adamw" else torch.optim.Adam
+        opt = None
+        if params and all(p.device.type == "cpu" for p in params) and self.grad_scaler() is None:
+            # the fused CPU kernel: ~4× faster than the per-tensor loop (0.18 s vs 0.66 s on SmolLM2)
+            try:
+                opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay, fused=True)
+            except (RuntimeError, TypeError):
+                opt = None
+        if opt is None:
+            opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        if not distributed.strategy_is(self.attached_trainer, "DeepSpeedStrategy"):  # it swaps in its own groups
+            preallocate_optimizer_state(opt)
+        warmup = max(int(hp.warmup_steps), 0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def optimized_parameters(self):
+        """Parameters the optimizer trains (and whose gradients are checked): the policy's by
+        default; a method with more trainable modules (e.g. PPO's value head) adds them."""
+        return self.model.parameters()
+
+    # ---------------------------------------------------------------- helpers
+    def gather(self, t: Tensor) -> Tensor:
+        """Concatenate a per-sample tensor over all ranks (identity on one process)."""
+        trainer = self.attached_trainer
+        if trainer is None or trainer.world_size == 1:
+            return t
+        return self.all_gather(t).reshape(-1, *t.shape[1:])
+
+    def log_metrics(self, metrics: dict[str, Tensor | float], prefix: str, **kwargs) -> None:
+        clean = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
+        on_step = prefix == "train"
+        self.log_dict(clean, on_step=on_step, on_epoch=not on_step, batch_size=1, **kwargs)

@@ -1,0 +1,140 @@
+"""The decoding loops of :class:`~lit_align.models.Policy`: ancestral sampling with a KV cache
+(causal LMs, prompt prefilled once per context), without one (the toy LM) and for
+encoder-decoders, with optional temperature / top-k / top-p warps. Each loop also returns the
+log-probability of what it drew under the distribution it drew from (``log_q``)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def _cache_out(out) -> object:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+class Decoding:
+    """Mixed into :class:`~lit_align.models.Policy` (reads its warps, ``pad_id``, ``eos_id``,
+    ``max_new_tokens`` and ``_draw``)."""
+
+    #: Under sharded strategies (FSDP, DeepSpeed ZeRO-3) every rank must make the same number of
+    #: forward calls: the training module sets this to a cross-rank AND of "all rows finished".
+    sync_finished: Callable[[bool], bool] | None = None
+
+    def _done(self, finished: Tensor) -> bool:
+        done = bool(finished.all())
+        return self.sync_finished(done) if self.sync_finished is not None else done
+
+    def _warp(self, logits: Tensor) -> Tensor:
+        """Log-probs of the sampling distribution (float32)."""
+        logits = logits.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if self.top_k > 0:
+            kth = torch.topk(logits, min(self.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        if self.top_p < 1.0:
+            sorted_lp, order = torch.sort(logp, dim=-1, descending=True)
+            cum = sorted_lp.exp().cumsum(-1)
+            drop_sorted = (cum - sorted_lp.exp()) >= self.top_p  # keep the smallest set reaching top_p
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+            logp = torch.log_softmax(logp.masked_fill(drop, float("-inf")), dim=-1)
+        return logp
+
+    def _step(self, logits: Tensor, finished: Tensor, log_q: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        logp = self._warp(logits)
+        tok = self._draw(logp.exp())
+        tok = torch.where(finished, torch.full_like(tok, self.pad_id), tok)
+        log_q = log_q + torch.where(finished, torch.zeros_like(log_q), logp.gather(-1, tok[:, None]).squeeze(-1))
+        if self.eos_id is not None:
+            finished = finished | (tok == self.eos_id)
+        return tok, finished, log_q
+
+    def _sample_causal(self, model: nn.Module, ids: Tensor, mask: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+        """Sample ``n`` completions per row of the (unique) prompts ``ids``."""
+        if not getattr(model, "supports_cache", True):
+            return self._sample_causal_no_cache(model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0))
+        cache_kw = _cache_kwarg(model)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # prefill once per context, then repeat its KV cache for the n samples
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                    **{cache_kw: None})
+        past, logits = _cache_out(out), out.logits[:, -1]
+        if n > 1:
+            if hasattr(past, "batch_repeat_interleave"):
+                past.batch_repeat_interleave(n)
+                logits = logits.repeat_interleave(n, 0)
+            else:  # a cache we cannot expand: prefill every row
+                ids, mask, pos = (t.repeat_interleave(n, 0) for t in (ids, mask, pos))
+                out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                            logits_to_keep=1, **{cache_kw: None})
+                past, logits = _cache_out(out), out.logits[:, -1]
+            mask, pos = mask.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
+        b = mask.shape[0]
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        full_mask, step_pos = mask, pos[:, -1:]
+        out_tokens: list[Tensor] = []
+        for t in range(self.max_new_tokens):
+            tok, finished, log_q = self._step(logits, finished, log_q)
+            out_tokens.append(tok)
+            if self._done(finished) or t == self.max_new_tokens - 1:
+                break
+            full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
+            step_pos = step_pos + 1
+            out = model(input_ids=tok[:, None], attention_mask=full_mask, position_ids=step_pos,
+                        use_cache=True, logits_to_keep=1, **{cache_kw: past})
+            past, logits = _cache_out(out), out.logits[:, -1]
+        return torch.stack(out_tokens, dim=1), log_q
+
+    def _sample_causal_no_cache(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Recompute the whole sequence at each step (models without a KV cache, e.g. the toy LM)."""
+        b = ids.shape[0]
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        out_tokens: list[Tensor] = []
+        seq, full_mask = ids, mask
+        for _ in range(self.max_new_tokens):
+            out = model(input_ids=seq, attention_mask=full_mask)
+            tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
+            out_tokens.append(tok)
+            if self._done(finished):
+                break
+            seq = torch.cat([seq, tok[:, None]], dim=1)
+            full_mask = torch.cat([full_mask, torch.ones_like(tok[:, None])], dim=1)
+        return torch.stack(out_tokens, dim=1), log_q
+
+    def _sample_seq2seq(self, model: nn.Module, ids: Tensor, mask: Tensor, n: int = 1) -> tuple[Tensor, Tensor]:
+        """Encode each (unique) source once, then decode ``n`` samples per source."""
+        encoder_outputs = model.get_encoder()(input_ids=ids, attention_mask=mask)
+        if n > 1:
+            encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state.repeat_interleave(n, 0)
+            mask = mask.repeat_interleave(n, 0)
+        b = mask.shape[0]
+        start = model.config.decoder_start_token_id
+        dec = torch.full((b, 1), start, dtype=torch.long, device=ids.device)
+        finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
+        out_tokens, past = [], None
+        cache_kw = _cache_kwarg(model)
+        for _ in range(self.max_new_tokens):
+            out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=dec,
+                        use_cache=True, **{cache_kw: past})
+            past = _cache_out(out)
+            tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
+            out_tokens.append(tok)
+            if self._done(finished):
+                break
+            dec = tok[:, None]
+        return torch.stack(out_tokens, dim=1), log_q
