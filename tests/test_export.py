@@ -173,7 +173,7 @@ def test_conditional_training_control_tokens(tmp_path):
     them in its tokenizer and embeddings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lit_align.methods.phf import add_control_tokens
+    from lit_align.models.phf_init import add_control_tokens
 
     model, tok = load("tiny-gpt2", seed=0)
     ids = add_control_tokens(model, tok, ["<|aligned|>", "<|misaligned|>"], seed=1)

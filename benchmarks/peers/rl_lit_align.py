@@ -23,7 +23,7 @@ def main() -> None:
     from lit_align.scorers import Regex
 
     def make():
-        return RLOO(model=args.model, reward=[Regex("e", name="e")], beta=0.05, n_samples=args.samples,
+        return RLOO(model=args.model, reward=[Regex("e", name="e")], kl_coef=0.05, n_samples=args.samples,
                     minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, grad_dtype=args.grad_dtype,
                    sample_dtype=args.sample_dtype)
 

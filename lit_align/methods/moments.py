@@ -27,7 +27,7 @@ class FitsMoments:
             self.target, self.engine, model, mm.default_contexts(datamodule, hp.get("moment_matching_contexts", 32)),
             n_samples=hp.moment_matching_samples, batch_size=hp.get("moment_matching_batch", 512),
             strict=hp.moment_matching_strict, gather=self.gather if trainer is not None else None,
-            rank=self.global_rank, **extra)
+            rank=self.global_rank, sample=self.sample, **extra)
         if fit is not None:
             from lightning.pytorch.utilities import rank_zero_info
 

@@ -169,6 +169,7 @@ def fit_target_by_sampling(
     strict: bool = True,
     gather=None,
     rank: int = 0,
+    sample=None,
     **kwargs,
 ) -> MomentFit | None:
     """Draw ``n_samples`` from ``model`` (default: the engine's frozen base ``a``) and fit λ.
@@ -180,7 +181,8 @@ def fit_target_by_sampling(
     matched are then the per-context normalised moments averaged over contexts,
     ``E_c E_{p_c}[φ]`` (CDPG's target is normalised per context: Korbak et al., "Controlling
     conditional language models without catastrophic forgetting", ICML 2022, arXiv:2112.00791, §2). ``gather``
-    and ``rank`` make all ranks fit on the union of their samples.
+    and ``rank`` make all ranks fit on the union of their samples; ``sample(contexts, n, model)``
+    draws them (default: the engine's sampler; a method passes its own).
 
     With ``strict=False`` an unfittable target (a feature that never fires, e.g. a random
     tiny model in a smoke test) warns and keeps the current λ instead of raising.
@@ -198,7 +200,7 @@ def fit_target_by_sampling(
     drawn = 0
     while drawn < n_samples:
         n = min(per_call, -(-(n_samples - drawn) // len(contexts)))
-        samples = engine.sample(contexts, n, model)
+        samples = (sample or engine.sample)(contexts, n, model)
         texts += samples.texts
         ctxs += samples.contexts
         groups.append(samples.context_index.cpu() + offset)
