@@ -20,8 +20,10 @@ import torch
 from lit_align import estimators
 from lit_align.scorers.base import Scorer
 
+from benchmarks.repro.toy_exact import PeriodicRecorder
 
-class PointwiseTargetDistance(L.Callback):
+
+class PointwiseTargetDistance(PeriodicRecorder):
     def __init__(self, scorer: Scorer, every_n_steps: int = 10, n_samples: int = 256, z_samples: int = 2048,
                  contexts: Sequence[str] = ("",)) -> None:
         self.scorer, self.every, self.n, self.z_samples = scorer, every_n_steps, n_samples, z_samples
@@ -49,10 +51,3 @@ class PointwiseTargetDistance(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_step == 0:
-            self.record(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every == 0:
-            self.record(trainer, pl_module)

@@ -73,7 +73,24 @@ def base_model(module):
     return engine.base if engine is not None else module.base_model
 
 
-class ExactToyMetrics(L.Callback):
+class PeriodicRecorder(L.Callback):
+    """Calls ``record(trainer, module)`` before training and every ``self.every`` steps."""
+
+    every: int = 1
+
+    def record(self, trainer, module) -> None:
+        raise NotImplementedError
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.global_step == 0:
+            self.record(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            self.record(trainer, pl_module)
+
+
+class ExactToyMetrics(PeriodicRecorder):
     """Logs the exact metrics above to the trainer's loggers (module docstring)."""
 
     def __init__(self, pattern: str = ".*", target: str = "pointwise", beta: float = 1.0, moment: float = 0.5,
@@ -108,13 +125,6 @@ class ExactToyMetrics(L.Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_step == 0:
-            self.record(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step % self.every == 0:
-            self.record(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step % self.every != 0:

@@ -87,13 +87,7 @@ class CDPG(DPG):
         log_pi, log_a, log_q = (g(t.double()) for t in (rollout.log_pi, rollout.log_a, rollout.log_q))
         m.update(self.common_metrics(rollout.samples, log_pi, log_a, log_q if off else None))
         m.update(scorer_moments(rollout, log_pi, log_q if off else None, self.device, proposal=False))
-        if rollout.loss_value is not None:
-            m["loss"] = rollout.loss_value
-        m["step_skipped"] = float(not rollout.stepped)
-        m.update(self.take_fit_metrics())
-        if off:
-            m["proposal_updated"] = float(self.maybe_update_proposal(m))
-        return m
+        return self.finish_metrics(m, rollout)
 
     def validation_metrics(self, rollout: Rollout) -> dict:
         """On fresh policy samples: Ẑ_c from each validation context's samples, per-context KL averaged."""

@@ -1,11 +1,10 @@
 """DPG / GDC / GDC++ (KL-adaptive, off-policy) and f-DPG: distribution matching toward an EBM.
 
 Descends the importance-weighted forward-KL gradient ``−E_q[(P/(Ẑq) − π/q) ∇log π]`` toward
-``p ∝ P = a·Π potentials`` (Parshakova et al. 2019; Khalifa, Elsahar & Dymetman, "A
-distributional approach to controlled text generation", ICLR 2021; the π/q baseline of GDC++:
-Korbak et al., "On reinforcement learning and distribution matching for fine-tuning language
-models with no catastrophic forgetting", NeurIPS 2022; Korbak's thesis, arXiv:2404.12150, ch. 3). Off-policy, every ``proposal_update_interval`` steps q ← π when D(p‖π) beat
-D(p‖q) over the window. ``divergence`` other than ``kl`` gives f-DPG (:mod:`.fdpg`).
+``p ∝ P = a·Π potentials`` (Parshakova et al. 2019; Khalifa et al., "A distributional approach to
+controlled text generation", ICLR 2021; GDC++'s π/q baseline: Korbak et al., NeurIPS 2022; Korbak's
+thesis, arXiv:2404.12150, ch. 3). Off-policy, every ``proposal_update_interval`` steps q ← π when
+D(p‖π) beat D(p‖q) over the window. ``divergence`` other than ``kl`` gives f-DPG (:mod:`.fdpg`).
 Distributional targets get λ fitted at fit start (:mod:`.moments`).
 """
 
@@ -124,11 +123,15 @@ class DPG(FitsMoments, OnPolicyModule):
         if off:
             m["kl_proposal_base"] = estimators.kl_policy_base(log_q, log_a)
         m.update(scorer_moments(rollout, log_pi, log_q if off else None, self.device, proposal=off))
+        return self.finish_metrics(m, rollout)
+
+    def finish_metrics(self, m: dict, rollout: Rollout) -> dict:
+        """``m`` plus the loss, step_skipped, λ-fit metrics and (off-policy) proposal_updated."""
         if rollout.loss_value is not None:
             m["loss"] = rollout.loss_value
         m["step_skipped"] = float(not rollout.stepped)
         m.update(self.take_fit_metrics())
-        if off:
+        if self.hparams.off_policy:
             m["proposal_updated"] = float(self.maybe_update_proposal(m))
         return m
 

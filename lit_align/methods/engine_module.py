@@ -116,9 +116,16 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._move_frozen()
+        self._setup_ranks()
 
     def on_validation_start(self) -> None:
         self._move_frozen()
+        if self.trainer.state.fn != "fit":
+            self._setup_ranks()
+
+    def _setup_ranks(self) -> None:
+        """Per-rank sampling streams (and, sharded, the same number of decoding steps on every rank)."""
+        distributed.setup_sampling_ranks(self.attached_trainer, self.global_rank, self.policy)
 
     def on_predict_start(self) -> None:
         self._move_frozen()

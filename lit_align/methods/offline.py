@@ -121,18 +121,6 @@ class OfflineModule(EngineModule):
     def connect_data(self, datamodule: L.LightningDataModule) -> None:
         """Give ``datamodule`` what it needs from the models (its ``connect``); idempotent."""
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        self._setup_ranks()
-
-    def on_validation_start(self) -> None:
-        super().on_validation_start()
-        if self.trainer.state.fn != "fit":
-            self._setup_ranks()
-
-    def _setup_ranks(self) -> None:
-        distributed.setup_sampling_ranks(self.attached_trainer, self.global_rank, self.policy)
-
     # ------------------------------------------------------------------ passes
     def sample(self, contexts: Sequence[str], n: int | None = None, model: nn.Module | None = None) -> Samples:
         """``n`` (default ``n_samples``) completions per context from ``model`` (default π)."""

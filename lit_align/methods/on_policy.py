@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from lit_align import distributed
 from lit_align.methods.checkpoint_state import MethodState
 from lit_align.methods.engine_module import EngineModule
 from lit_align.methods.rollout_metrics import common_metrics
@@ -81,18 +80,6 @@ class OnPolicyModule(EngineModule):
 
     def _hparams_ignore(self) -> list[str]:
         return []
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        self._setup_ranks()
-
-    def on_validation_start(self) -> None:
-        super().on_validation_start()
-        if self.trainer.state.fn != "fit":
-            self._setup_ranks()
-
-    def _setup_ranks(self) -> None:
-        distributed.setup_sampling_ranks(self.trainer, self.global_rank, self.policy)
 
     def sampling_model(self) -> nn.Module:
         """The proposal q the training samples come from (the policy; DPG: its frozen proposal)."""
