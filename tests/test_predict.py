@@ -68,10 +68,17 @@ def run(tmp_path_factory):
     handler = logging.Handler()
     handler.emit = lambda record: records.append(record.getMessage())
     logging.getLogger("lightning.pytorch").addHandler(handler)
+    # other tests may have raised these loggers' levels: the summary is an INFO record
+    names = ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         cli = main(["fit", "--config", "tiny.yaml", "--trainer.enable_model_summary=false"])
     finally:
         logging.getLogger("lightning.pytorch").removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         mp.undo()
     return folder, cli, "\n".join(records)
 
