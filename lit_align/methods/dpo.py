@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lit_align.data.preference import Pair, PreferenceBatch, PreferenceDataModule
 from lit_align.data.preference_pairs import cached_reference_log_probs, set_reference_log_probs
-from lit_align.methods.offline import model_device
+from lit_align.models.policy import model_device
 from lit_align.methods.preference_base import PreferenceModule
 from lit_align.preference import DPO_LOSS_TYPES, dpo_loss, implicit_rewards
 

@@ -19,7 +19,6 @@ from dataclasses import replace
 from typing import Sequence
 
 import lightning as L
-import torch
 from torch import Tensor, nn
 
 from lit_align import distributed
@@ -32,12 +31,6 @@ from lit_align.models.settings import SamplingSettings
 def attached_datamodule(module: L.LightningModule) -> L.LightningDataModule | None:
     """The data module of the Trainer ``module`` is attached to (None outside a Trainer)."""
     return getattr(distributed.trainer_of(module), "datamodule", None)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where ``model``'s weights are (HF models and LoRA adapter views say it themselves)."""
-    device = getattr(model, "device", None)
-    return device if isinstance(device, torch.device) else next(model.parameters()).device
 
 
 class OfflineModule(EngineModule):

@@ -25,7 +25,8 @@ from lit_align.models.samples import Samples, TokenOutputs  # noqa: F401 - re-ex
 from lit_align.models.settings import SamplingSettings
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are."""
     device = getattr(model, "device", None)  # HF/peft models and lit_align's adapter views
     return device if isinstance(device, torch.device) else next(model.parameters()).device
 
@@ -116,7 +117,7 @@ class Policy(Decoding):
     def sample(self, model: nn.Module, contexts: Sequence[str], n_per_context: int) -> Samples:
         """Draw ``n_per_context`` completions for each context (rows grouped by context)."""
         seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-        device = _model_device(model)
+        device = model_device(model)
         was_training = model.training
         model.eval()
         try:

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from lit_align.models import lora as lora_lib
 from lit_align.models.limits import check_prompt_fits
-from lit_align.models.policy import Policy, Samples, _model_device
+from lit_align.models.policy import Policy, Samples, model_device
 from lit_align.models.vllm_check import require_vllm  # noqa: F401 - re-exported
 
 #: engine settings used unless ``sampler_kwargs`` gives others
@@ -133,7 +133,7 @@ class VLLMSampler:
     def sample(self, model: nn.Module, contexts: Sequence[str], n_per_context: int) -> Samples:
         # drawn first: building the engine and reloading weights consume torch's random stream
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        device = _model_device(model)
+        device = model_device(model)
         prompts = [self.policy.encode_context(c) for c in contexts]
         check_prompt_fits(model, max(len(p) for p in prompts), self.policy.max_new_tokens)
         eos = self.policy.eos_id
