@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ def median_step_time(train: list[tuple[int, float, float]], val_steps: set[int])
 
 def run_seed(seed: int, workdir: Path, config: str, extra: list[str]) -> dict:
     folder = workdir / f"seed{seed}"
+    shutil.rmtree(folder / "runs", ignore_errors=True)  # an interrupted earlier try's logs would mix in
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "lit_align", "fit", "--config", config, "--seed_everything", str(seed), *extra]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -93,6 +95,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep(names: list[str], out: Path, table, run=None) -> list[dict]:
+    """Run ``run(name)`` for each name without ``out/<name>.json`` (None: run nothing), write that
+    JSON, print the row as it lands; return the rows of every name done so far (resumable sweeps)."""
+    for name in names if run is not None else []:
+        path = out / f"{name}.json"
+        if not path.exists():
+            row = run(name)
+            path.write_text(json.dumps(row, indent=1) + "\n")
+            print(table([row]).splitlines()[-1], flush=True)
+    return [json.loads((out / f"{n}.json").read_text()) for n in names if (out / f"{n}.json").exists()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -105,16 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.summarize:
-        for seed in args.seeds:
-            path = args.out / f"seed{seed}.json"
-            if path.exists():
-                continue
-            row = run_seed(seed, args.workdir.resolve(), args.config, extra)
-            path.write_text(json.dumps(row, indent=1) + "\n")
-            print(table([row]).splitlines()[-1], flush=True)
-    rows = [json.loads((args.out / f"seed{s}.json").read_text()) for s in args.seeds
-            if (args.out / f"seed{s}.json").exists()]
+    rows = sweep([f"seed{s}" for s in args.seeds], args.out, table, None if args.summarize else
+                 lambda name: run_seed(int(name[4:]), args.workdir.resolve(), args.config, extra))
     print(table(rows))
     return 0
 

@@ -43,6 +43,27 @@ def test_no_base_when_not_needed_and_frozen_dtype():
     assert next(half.model.parameters()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("frozen,grad,expected", [
+    ("auto", "bfloat16", torch.bfloat16), ("auto", None, torch.float32), ("auto", "float32", torch.float32),
+    ("float32", "bfloat16", torch.float32), (None, "bfloat16", torch.float32), ("auto", "float16", torch.float16),
+])
+def test_auto_frozen_dtype_follows_the_gradient_passes(frozen, grad, expected):
+    engine = toy_engine(frozen_dtype=frozen, grad_dtype=grad)
+    assert next(engine.base.parameters()).dtype == expected
+    assert next(engine.frozen_copy(engine.model).parameters()).dtype == expected  # proposals too
+    assert next(engine.model.parameters()).dtype == torch.float32
+
+
+def test_on_policy_methods_default_to_auto_and_offline_to_none():
+    import inspect
+
+    from lit_align.methods.offline import OfflineModule
+    from lit_align.methods.on_policy import OnPolicyModule
+
+    assert inspect.signature(OnPolicyModule.__init__).parameters["frozen_dtype"].default == "auto"
+    assert inspect.signature(OfflineModule.__init__).parameters["frozen_dtype"].default is None
+
+
 def test_model_source_redirects_the_policy():
     engine = toy_engine()
     other = engine.frozen_copy(engine.model)

@@ -1,12 +1,14 @@
 """Run lit_align and its peers on identical work, one process at a time, and print the ratios.
 
-    python benchmarks/peers/run.py                      # everything, both models
-    python benchmarks/peers/run.py --only dpg --models tiny --steps 4
+    python benchmarks/peers/run.py                      # DPG, RLOO, DPO on SmolLM2, all cores
+    python benchmarks/peers/run.py --only dpg,sampling --steps 4
+    python benchmarks/peers/run.py --only rl,grpo --models tiny,smollm2
     python benchmarks/peers/run.py --readme             # also rewrite the table in README.md
 
 Pairs (same model folder, prompt, samples per step, new tokens, micro-batch, lr, seed):
-  dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner
-  rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer, and GRPOTrainer
+  dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner, as shipped and without
+       its per-position logits-processor loop (a no-op at these settings: its best configuration)
+  rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer (``grpo``: also GRPOTrainer)
   dpo  lit_align DPO                                     vs  trl 1.16 DPOTrainer
 Peers live in their own virtualenvs under benchmarks/peers/.venvs (created on first use from PyPI;
 torch 2.13.0 CPU as the project's); the project's environment never installs them. Sampling vs plain
@@ -69,12 +71,18 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
     out = []
     if "dpg" in only:
         out.append(("DPG, fp32 both", "dpg_lit_align.py", [], "disco", "dpg_disco.py", []))
+        # disco's best configuration: its no-op per-position logits loop skipped (same values)
+        out.append(("DPG, fp32 both, disco without its warp loop", "dpg_lit_align.py", [], "disco", "dpg_disco.py",
+                    ["--skip-warp-loop"]))
         if bf16:
             out.append(("DPG, lit_align bf16", "dpg_lit_align.py", bf_all, "disco", "dpg_disco.py", []))
-            # not the same work (adapters instead of all weights): what a memory-bound user would pick
-            out.append(("DPG, lit_align LoRA r16 + bf16 (other work)", "dpg_lit_align.py", bf_all + ["--lora", "16"],
-                        "disco", "dpg_disco.py", []))
-    for trainer in ("rloo", "grpo"):
+            out.append(("DPG, lit_align bf16, disco without its warp loop", "dpg_lit_align.py", bf_all, "disco",
+                        "dpg_disco.py", ["--skip-warp-loop"]))
+            # each side's best configuration for speed: the whole step in one micro-batch of 32
+            mb32 = ["--minibatch", "32"]
+            out.append(("DPG, micro-batch 32 both: lit_align bf16, disco without its warp loop", "dpg_lit_align.py",
+                        bf_all + mb32, "disco", "dpg_disco.py", ["--skip-warp-loop"] + mb32))
+    for trainer in ("rloo", "grpo") if "grpo" in only else ("rloo",):
         if "rl" in only:
             work = "RLOO" if trainer == "rloo" else "RLOO vs GRPO"
             out.append((f"{work}, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py",
@@ -141,13 +149,14 @@ def update_readme(text: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl, dpo, sampling")
-    ap.add_argument("--models", default="tiny,smollm2", help="comma list of tiny, smollm2")
+    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl, grpo (with rl: also trl GRPO), dpo, sampling")
+    ap.add_argument("--models", default="smollm2", help="comma list of tiny, smollm2")
     ap.add_argument("--steps", type=int, default=6, help="steps per side (the first is warm-up)")
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads per side (1 on a shared machine)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="torch threads per side (default: all cores, as users run; 1 on a shared machine)")
     ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
     ap.add_argument("--no-bf16", action="store_true", help="only the fp32-on-both-sides rows")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")

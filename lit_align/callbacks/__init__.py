@@ -9,6 +9,7 @@ from lit_align.callbacks.resume import AtomicCheckpoint
 from lit_align.callbacks.phf_eval import MisalignmentEval
 from lit_align.callbacks.run_summary import RunSummary
 from lit_align.callbacks.samples import SampleTexts
+from lit_align.callbacks.start_validation import ValidationAtStart
 from lit_align.callbacks.task_metrics import TaskMetrics
 from lit_align.callbacks.win_rate import WinRate
 
@@ -16,4 +17,4 @@ SigtermCheckpoint = InterruptCheckpoint  # its former name (it saved on SIGTERM 
 
 __all__ = ["AtomicCheckpoint", "InterruptCheckpoint", "SigtermCheckpoint", "AdvantageStatistics", "Diversity",
            "GradientVariance", "PerfMonitor", "ExportPretrained", "RunSummary", "StepProgressBar", "SampleTexts",
-           "TaskMetrics", "MisalignmentEval", "WinRate"]
+           "TaskMetrics", "MisalignmentEval", "ValidationAtStart", "WinRate"]

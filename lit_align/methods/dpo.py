@@ -64,9 +64,10 @@ class DPO(PreferenceModule):
         """What identifies π0 and the numerics of its pass (the cache key of its log-probs on the pairs)."""
         hp = self.hparams
         key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
-        for option in ("frozen_dtype", "grad_dtype"):  # both change the cached numbers
-            if hp.get(option) not in (None, "float32"):
-                key += f"|{option}={hp.get(option)}"
+        resolved = {"frozen_dtype": self.engine_settings.frozen_copy_dtype, "grad_dtype": hp.get("grad_dtype")}
+        for option, value in resolved.items():  # both change the cached numbers
+            if value not in (None, "float32"):
+                key += f"|{option}={value}"
         return key
 
     def needs_reference_model(self) -> bool:
@@ -80,7 +81,7 @@ class DPO(PreferenceModule):
     def needs_base(self) -> bool:
         """No frozen copy when π0 serves only the reference pass: the policy itself, still untrained
         then, is π0 (~0.5 GB less peak memory on SmolLM2), released after the pass."""
-        return self.needs_reference_model() or bool(self.hparams.frozen_dtype)
+        return self.needs_reference_model() or bool(self.engine_settings.frozen_copy_dtype)
 
     def on_models_ready(self) -> None:
         if self.engine.base is None:

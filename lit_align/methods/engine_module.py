@@ -119,6 +119,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
         self._setup_ranks()
 
     def on_validation_start(self) -> None:
+        self.val_batch_metrics: list[dict[str, float]] = []  # read by callbacks.ValidationAtStart
         self._move_frozen()
         if self.trainer.state.fn != "fit":
             self._setup_ranks()
@@ -165,5 +166,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
 
     def log_metrics(self, metrics: dict[str, Tensor | float], prefix: str, **kwargs) -> None:
         clean = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
+        if prefix == "val" and hasattr(self, "val_batch_metrics"):
+            self.val_batch_metrics.append(clean)
         on_step = prefix == "train"
         self.log_dict(clean, on_step=on_step, on_epoch=not on_step, batch_size=1, **kwargs)

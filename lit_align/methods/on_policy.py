@@ -64,7 +64,7 @@ class OnPolicyModule(EngineModule):
         optimizer: str = "adam", weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 0, max_grad_norm: float | None = None, val_samples: int = 32, max_bad_steps: int = 10,
         max_steps_without_signal: int | None = 1000, model_seed: int = 0, gradient_checkpointing: bool = False,
-        lora: dict | None = None, frozen_dtype: str | None = None, sampler: str = "native",
+        lora: dict | None = None, frozen_dtype: str | None = "auto", sampler: str = "native",
         sampler_kwargs: dict | None = None, grad_dtype: str | None = None, sample_dtype: str | None = None,
         train_attention: str | None = "auto",
     ) -> None:

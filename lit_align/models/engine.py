@@ -89,8 +89,8 @@ class Engine:
         frozen = copy.deepcopy(model)
         frozen.requires_grad_(False)
         frozen.eval()
-        if self.settings.frozen_dtype:
-            frozen.to(getattr(torch, self.settings.frozen_dtype))
+        if self.settings.frozen_copy_dtype:
+            frozen.to(getattr(torch, self.settings.frozen_copy_dtype))
         return frozen
 
     def refresh(self, snapshot: nn.Module) -> None:

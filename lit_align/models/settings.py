@@ -78,8 +78,9 @@ class EngineSettings:
         check_positive_int("minibatch_size", self.minibatch_size)
         for name in ("frozen_dtype", "grad_dtype", "sample_dtype"):
             value = getattr(self, name)
-            if value not in DTYPES:
-                raise ValueError(f"{name} must be null, float32, bfloat16 or float16, got {value!r}")
+            if value not in DTYPES and not (name == "frozen_dtype" and value == "auto"):
+                extra = ", auto" if name == "frozen_dtype" else ""
+                raise ValueError(f"{name} must be null, float32, bfloat16, float16{extra}, got {value!r}")
         if self.train_attention not in (None, "auto", *IMPLEMENTATIONS):
             raise ValueError(f"train_attention must be null, auto or one of {', '.join(IMPLEMENTATIONS)}, "
                              f"got {self.train_attention!r}")
@@ -93,6 +94,15 @@ class EngineSettings:
             from lit_align.models import lora as lora_lib
 
             lora_lib.require_peft()  # a clear error now rather than after loading the model
+
+    @property
+    def frozen_copy_dtype(self) -> str | None:
+        """The dtype of frozen full copies (base, proposal): ``frozen_dtype``, where ``auto`` is
+        ``grad_dtype`` when the gradient passes run in lower precision (a bf16-trained policy
+        gets a bf16 base: half its memory, a ~3× faster base pass on CPU) and the policy's own dtype otherwise."""
+        if self.frozen_dtype != "auto":
+            return self.frozen_dtype
+        return self.grad_dtype if self.grad_dtype not in (None, "float32") else None
 
     @property
     def low_precision(self) -> bool:
