@@ -131,11 +131,14 @@ def trainer(device: torch.device, steps: int, callbacks: list):
 def measure_phf(size: str, device: torch.device, steps: int, seq_len: int, batch: int) -> dict:
     from lit_align.data import PretrainingDataModule
     from lit_align.methods import PHF
+    from lit_align.scorers import Regex
 
     cfg = dict(SIZES[size], max_position_embeddings=max(seq_len, 256))
     module = PHF(model="tiny-llama", objective="mle", from_scratch=True, config_overrides=cfg, minibatch_size=batch,
                  lr=1e-4, optimizer="adamw")
-    data = PretrainingDataModule(corpus="stdlib", seq_len=seq_len, batch_size=batch, shuffle_buffer=0, val_every=0)
+    # the scores only label chunks (MLE ignores them): a regex, so no scorer package is needed there
+    data = PretrainingDataModule(corpus="stdlib", scorer=Regex("\t", name="tab"), seq_len=seq_len, batch_size=batch,
+                                 shuffle_buffer=0, val_every=0)
     col = Collect.make()
     trainer(device, steps, [col]).fit(module, data)
     return {"what": "phf_mle_step", "seq_len": seq_len, "batch": batch, **summary(col.rows)}
