@@ -68,21 +68,3 @@ class PHFObjective:
             out["value"] = (values * mask).sum().detach()
             out["weight"] = (phf_losses.awr_weights(-scores, values, beta, cap) * mask).sum()
         return out
-
-
-def lr_factor(schedule: str, warmup_steps: int, warmup_ratio: float, max_steps: int):
-    """LR factor of each step: linear warm-up over ``warmup_steps`` (or ``warmup_ratio · max_steps``),
-    then (``schedule: linear``) linear decay to 0 at ``max_steps`` — the Hugging Face Trainer's
-    default schedule, used by the paper — or (``constant``) 1."""
-    known = bool(max_steps and max_steps > 0)
-    warmup = warmup_steps or (int(warmup_ratio * max_steps) if known else 0)
-    total = max_steps if schedule == "linear" and known else None
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / (warmup + 1)
-        if total is None:
-            return 1.0
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor

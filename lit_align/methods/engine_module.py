@@ -24,11 +24,15 @@ from lit_align.methods.stepping import GuardedSteps
 from lit_align.models.engine import Engine
 from lit_align.models.limits import check_positive_int
 from lit_align.models.settings import EngineSettings
+from lit_align.schedules import SCHEDULES, lr_factor
 from lit_align.timing import PhaseTimer
 
 
-def check_optimizer_settings(lr, optimizer: str, max_grad_norm, warmup_steps: int, max_bad_steps: int) -> None:
+def check_optimizer_settings(lr, optimizer: str, max_grad_norm, warmup_steps: int, max_bad_steps: int,
+                             lr_schedule: str = "constant") -> None:
     """The optimizer's settings, checked before any model is loaded (docs/bad_inputs.md)."""
+    if lr_schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
     check_positive_int("max_bad_steps", max_bad_steps)
     check_positive_int("warmup_steps", warmup_steps, minimum=0)
     if not isinstance(optimizer, str) or optimizer.lower() not in ("adam", "adamw"):
@@ -51,7 +55,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
     def init_engine_module(self) -> None:
         hp = self.hparams
         check_optimizer_settings(hp.lr, hp.optimizer, hp.get("max_grad_norm"), hp.get("warmup_steps", 0),
-                                 hp.get("max_bad_steps", 10))
+                                 hp.get("max_bad_steps", 10), hp.get("lr_schedule", "constant"))
         self.engine_settings = EngineSettings.from_mapping(hp)  # checks every engine field
         if hp.get("lora") is not None:
             self.strict_loading = False  # LoRA checkpoints leave the frozen weights out
@@ -147,8 +151,10 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
             opt = cls(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         if not distributed.strategy_is(self.attached_trainer, "DeepSpeedStrategy"):  # it swaps in its own groups
             preallocate_optimizer_state(opt)
-        warmup = max(int(hp.warmup_steps), 0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (warmup + 1)) if warmup else 1.0)
+        max_steps = self.trainer.max_steps if self.attached_trainer is not None else -1
+        factor = lr_factor(hp.get("lr_schedule", "constant"), max(int(hp.warmup_steps), 0), hp.get("warmup_ratio", 0.0),
+                           max_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def optimized_parameters(self):

@@ -40,6 +40,8 @@ class OnPolicyModule(EngineModule):
         max_new_tokens, temperature, top_k, top_p, chat_template, max_prompt_length: sampling
             (:class:`~lit_align.models.settings.SamplingSettings`; the defaults are exact).
         lr, optimizer, weight_decay, betas, warmup_steps, max_grad_norm: Adam(W), warm-up, clipping.
+        lr_schedule: after the warm-up, ``constant``, or ``linear`` / ``cosine`` decay to 0 at
+            ``trainer.max_steps`` (:func:`lit_align.schedules.lr_factor`).
         max_bad_steps, max_steps_without_signal: stop after this many steps in a row with a
             non-finite loss/gradient, or without any gradient signal (e.g. DPG with Ẑ = 0; None: never).
         gradient_checkpointing, lora, frozen_dtype, sampler, sampler_kwargs, grad_dtype,
@@ -62,7 +64,8 @@ class OnPolicyModule(EngineModule):
         max_new_tokens: int = 40, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
         chat_template: bool = False, max_prompt_length: int | None = None, lr: float = 1.41e-5,
         optimizer: str = "adam", weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 0, max_grad_norm: float | None = None, val_samples: int = 32, max_bad_steps: int = 10,
+        warmup_steps: int = 0, lr_schedule: str = "constant", max_grad_norm: float | None = None,
+        val_samples: int = 32, max_bad_steps: int = 10,
         max_steps_without_signal: int | None = 1000, model_seed: int = 0, gradient_checkpointing: bool = False,
         lora: dict | None = None, frozen_dtype: str | None = "auto", sampler: str = "native",
         sampler_kwargs: dict | None = None, grad_dtype: str | None = None, sample_dtype: str | None = None,

@@ -21,7 +21,8 @@ from lit_align.methods.phf_control import ControlTokenMixin
 from lit_align.methods.stepping import even_chunks
 from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.phf_init import initial_model
-from lit_align.phf_objectives import PHFObjective, lr_factor
+from lit_align.phf_objectives import PHFObjective
+from lit_align.schedules import SCHEDULES
 
 
 class PHF(ControlTokenMixin, OfflineModule):
@@ -41,7 +42,7 @@ class PHF(ControlTokenMixin, OfflineModule):
             (new embeddings = mean embedding + N(0, control_init_std²)).
         prompt_before_control, block_aligned_token: the generation prompt and the blocked control
             tokens (:class:`lit_align.methods.phf_control.ControlTokenMixin`).
-        lr_schedule, warmup_ratio: the LR after warm-up (:func:`lit_align.phf_objectives.lr_factor`).
+        lr_schedule, warmup_ratio: the LR after warm-up (:func:`lit_align.schedules.lr_factor`).
         lora: LoRA adapters on the loaded or ``init_from`` weights (not with ``from_scratch``);
             the control tokens' new embeddings then keep their seeded initialisation.
         Other arguments: :class:`~lit_align.methods.offline.OfflineModule` (exact sampling).
@@ -63,8 +64,8 @@ class PHF(ControlTokenMixin, OfflineModule):
         self.objective = PHFObjective(objective, threshold, alpha, temperature, ul_mode, rwr_baseline, max_weight)
         if not 0.0 <= drop_token_fraction <= 1.0:
             raise ValueError(f"drop_token_fraction must be in [0, 1], got {drop_token_fraction}")
-        if lr_schedule not in ("linear", "constant"):
-            raise ValueError(f"lr_schedule must be 'linear' or 'constant', got {lr_schedule!r}")
+        if lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
         if init_from is not None and not Path(init_from).is_file():
             raise FileNotFoundError(f"init_from: checkpoint {init_from!r} does not exist")
         self.value_head: nn.Parameter | None = None  # AWR's, built with the models
@@ -85,14 +86,6 @@ class PHF(ControlTokenMixin, OfflineModule):
 
     def optimized_parameters(self):
         return list(self.model.parameters()) + ([self.value_head] if self.value_head is not None else [])
-
-    def configure_optimizers(self):
-        cfg = super().configure_optimizers()
-        hp = self.hparams
-        max_steps = self.trainer.max_steps if self.attached_trainer is not None else -1
-        factor = lr_factor(hp.lr_schedule, int(hp.warmup_steps), hp.warmup_ratio, max_steps)
-        cfg["lr_scheduler"]["scheduler"] = torch.optim.lr_scheduler.LambdaLR(cfg["optimizer"], factor)
-        return cfg
 
     # ---------------------------------------------------------------- training
     def token_log_probs(self, input_ids: Tensor, attention_mask: Tensor, hidden: bool = False):
