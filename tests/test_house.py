@@ -35,7 +35,7 @@ PRIVATE_FILE = "lit_align.lightning_private"
 # floors, bottom first; a module's floor is that of its longest listed prefix
 FLOORS = [
     ["lit_align.errors", "lit_align.renames", "lit_align.contexts", "lit_align.lightning_private", "lit_align.masked",
-     "lit_align.distributed", "lit_align.rng_state", "lit_align.timing", "lit_align.memory"],
+     "lit_align.distributed", "lit_align.rng_state", "lit_align.timing", "lit_align.memory", "lit_align.schedules"],
     # the LM itself (engine, loading, sampling, log-probs): LM-based scorers run one
     ["lit_align.models"],
     ["lit_align.scorers"],
