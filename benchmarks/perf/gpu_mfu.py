@@ -29,6 +29,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -60,21 +61,14 @@ def make_folder(size: str, folder: Path) -> Path:
     return folder
 
 
-class Collect:
-    """A Lightning callback factory: every logged ``perf/*`` value per step."""
+class Collect(L.Callback):
+    """Every logged ``perf/*`` value, per training step."""
 
-    @staticmethod
-    def make():
-        import lightning as L
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
 
-        class _Collect(L.Callback):
-            def __init__(self) -> None:
-                self.rows: list[dict[str, float]] = []
-
-            def on_train_batch_end(self, trainer, *args) -> None:
-                self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("perf/")})
-
-        return _Collect()
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("perf/")})
 
 
 def summary(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -116,9 +110,7 @@ def measure_sampling(folder: Path, device: torch.device, batch: int, tokens: int
             "params": sum(p.numel() for p in engine.model.parameters())}
 
 
-def trainer(device: torch.device, steps: int, callbacks: list):
-    import lightning as L
-
+def trainer(device: torch.device, steps: int, callbacks: list) -> L.Trainer:
     from lit_align.callbacks import PerfMonitor
 
     accel = "gpu" if device.type == "cuda" else "cpu"
@@ -139,7 +131,7 @@ def measure_phf(size: str, device: torch.device, steps: int, seq_len: int, batch
     # the scores only label chunks (MLE ignores them): a regex, so no scorer package is needed there
     data = PretrainingDataModule(corpus="stdlib", scorer=Regex("\t", name="tab"), seq_len=seq_len, batch_size=batch,
                                  shuffle_buffer=0, val_every=0)
-    col = Collect.make()
+    col = Collect()
     trainer(device, steps, [col]).fit(module, data)
     return {"what": "phf_mle_step", "seq_len": seq_len, "batch": batch, **summary(col.rows)}
 
@@ -154,7 +146,7 @@ def measure_dpg(folder: Path, device: torch.device, steps: int, samples: int, to
     module = DPG(model=str(folder), target=[Pointwise(Regex("e", name="e"))], n_samples=samples,
                  minibatch_size=minibatch, max_new_tokens=tokens, lr=1e-6, off_policy=False, grad_dtype=low,
                  sample_dtype=low)
-    col = Collect.make()
+    col = Collect()
     trainer(device, steps, [col]).fit(module, PromptDataModule(prompt="def main():", steps_per_epoch=steps))
     return {"what": "dpg_step", "samples": samples, "new_tokens": tokens, "minibatch": minibatch, **summary(col.rows)}
 

@@ -13,6 +13,7 @@ machine's bf16 peak given by ``--peak-gflops``.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -53,15 +54,14 @@ def main() -> None:
 
     rss_at_start = peak_rss_gb()
     dt = None if args.dtype == "float32" else args.dtype
-    extra = {k: eval(v) for k, v in (kv.split("=", 1) for kv in args.extra.split(",") if kv)}  # noqa: S307
+    extra = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.extra.split(",") if kv)}
     torch.manual_seed(0)
     m = DPG(model="smollm2", target=[Pointwise(Regex("e", name="e"))], n_samples=args.samples,
             minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=1e-5, off_policy=False,
             grad_dtype=dt, sample_dtype=dt, **extra)
-    m.configure_model() if hasattr(m, "configure_model") else None
+    m.configure_model()
     engine = m.engine
-    opt = m.configure_optimizers()
-    opt = opt[0][0] if isinstance(opt, tuple) else opt.get("optimizer", opt) if isinstance(opt, dict) else opt
+    opt = m.configure_optimizers()["optimizer"]
     prompt = ["The movie was"]
 
     def step(phases: dict, prof=None):

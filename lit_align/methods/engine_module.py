@@ -60,6 +60,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
         if hp.get("lora") is not None:
             self.strict_loading = False  # LoRA checkpoints leave the frozen weights out
         self.timer = PhaseTimer()  # enabled by callbacks.PerfMonitor
+        self.val_batch_metrics: list[dict[str, float]] = []  # this validation's, read by callbacks.ValidationAtStart
         self.automatic_optimization = False
         self.model: nn.Module | None = None
         self.engine: Engine | None = None
@@ -123,7 +124,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
         self._setup_ranks()
 
     def on_validation_start(self) -> None:
-        self.val_batch_metrics: list[dict[str, float]] = []  # read by callbacks.ValidationAtStart
+        self.val_batch_metrics = []
         self._move_frozen()
         if self.trainer.state.fn != "fit":
             self._setup_ranks()
@@ -172,7 +173,7 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
 
     def log_metrics(self, metrics: dict[str, Tensor | float], prefix: str, **kwargs) -> None:
         clean = {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
-        if prefix == "val" and hasattr(self, "val_batch_metrics"):
+        if prefix == "val":
             self.val_batch_metrics.append(clean)
         on_step = prefix == "train"
         self.log_dict(clean, on_step=on_step, on_epoch=not on_step, batch_size=1, **kwargs)

@@ -22,7 +22,6 @@ from lit_align.methods.stepping import even_chunks
 from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.phf_init import initial_model
 from lit_align.phf_objectives import PHFObjective
-from lit_align.schedules import SCHEDULES
 
 
 class PHF(ControlTokenMixin, OfflineModule):
@@ -64,8 +63,6 @@ class PHF(ControlTokenMixin, OfflineModule):
         self.objective = PHFObjective(objective, threshold, alpha, temperature, ul_mode, rwr_baseline, max_weight)
         if not 0.0 <= drop_token_fraction <= 1.0:
             raise ValueError(f"drop_token_fraction must be in [0, 1], got {drop_token_fraction}")
-        if lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {lr_schedule!r}")
         if init_from is not None and not Path(init_from).is_file():
             raise FileNotFoundError(f"init_from: checkpoint {init_from!r} does not exist")
         self.value_head: nn.Parameter | None = None  # AWR's, built with the models
