@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quickstart_timing import first_last, read_scalars, sweep  # noqa: E402
+from quickstart_timing import add_sweep_arguments, first_last, parse_sweep_arguments, read_scalars, sweep  # noqa: E402
 
 CONFIGS = ["cdpg_translate_offline", "cdpg_summarize_offline", "cdpg_code_compile_offline", "cdpg_code_pep8_offline",
            "dpo_sentiment_offline", "reward_model_sentiment_offline", "phf_pep8_offline"]
@@ -89,14 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("configs", nargs="*", default=CONFIGS)
     ap.add_argument("--minutes", type=float, default=None,
                     help="Lightning's max_time for each run (default 10; 5 for the DPO, reward-model and PHF configs)")
-    ap.add_argument("--workdir", type=Path, default=Path("runs/offline_progress"),
-                    help="where each config runs (its checkpoint is large: not under benchmarks/)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/offline_progress")
-    ap.add_argument("--summarize", action="store_true", help="only print the configs already done")
-    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more fit arguments")
-    args = ap.parse_args(argv)
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    args.out.mkdir(parents=True, exist_ok=True)
+    add_sweep_arguments(ap, "offline_progress", "config")
+    args, extra = parse_sweep_arguments(ap, argv)
     rows = sweep(list(args.configs), args.out, table, None if args.summarize else
                  lambda config: run_config(config, args.workdir.resolve(), args.minutes or SHORTER.get(config, 10.0), extra))
     print(table(rows))

@@ -107,18 +107,29 @@ def sweep(names: list[str], out: Path, table, run=None) -> list[dict]:
     return [json.loads((out / f"{n}.json").read_text()) for n in names if (out / f"{n}.json").exists()]
 
 
+def add_sweep_arguments(ap: argparse.ArgumentParser, name: str, what: str) -> None:
+    """``--workdir runs/<name>``, ``--out benchmarks/results/<name>``, ``--summarize`` and the fit arguments after ``--``."""
+    ap.add_argument("--workdir", type=Path, default=Path("runs") / name,
+                    help=f"where each {what} runs (its checkpoint is large: not under benchmarks/)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results" / name)
+    ap.add_argument("--summarize", action="store_true", help=f"only print the {what}s already done")
+    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more fit arguments")
+
+
+def parse_sweep_arguments(ap: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """The parsed arguments (``--out`` created) and the extra fit arguments."""
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args, args.extra[1:] if args.extra[:1] == ["--"] else args.extra
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--config", default="quickstart.yaml")
-    ap.add_argument("--workdir", type=Path, default=Path("runs/quickstart_timing"),
-                    help="where each seed runs (its checkpoint is large: not under benchmarks/)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/quickstart")
-    ap.add_argument("--summarize", action="store_true", help="only print the seeds already done")
-    ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: more fit arguments")
-    args = ap.parse_args(argv)
-    extra = args.extra[1:] if args.extra[:1] == ["--"] else args.extra
-    args.out.mkdir(parents=True, exist_ok=True)
+    add_sweep_arguments(ap, "quickstart_timing", "seed")
+    ap.set_defaults(out=ROOT / "benchmarks/results/quickstart")
+    args, extra = parse_sweep_arguments(ap, argv)
     rows = sweep([f"seed{s}" for s in args.seeds], args.out, table, None if args.summarize else
                  lambda name: run_seed(int(name[4:]), args.workdir.resolve(), args.config, extra))
     print(table(rows))
