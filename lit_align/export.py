@@ -32,6 +32,7 @@ from torch import nn
 from lit_align.model_card import final_metrics, model_card, run_config
 from lit_align.models import lora as lora_lib
 from lit_align.models.loading import load
+from lit_align.models.toy import toy_std
 
 PREFIX = "model."
 #: checkpoints of these methods hold no policy to export (the message says what to use instead)
@@ -97,8 +98,8 @@ def policy_from_checkpoint(ckpt: Mapping) -> tuple[nn.Module, object]:
         raise ValueError(f"this checkpoint was written by {method}: {NOT_A_POLICY[method]}")
     if "model" not in hp:
         raise ValueError("the checkpoint has no hyper_parameters.model: is it a lit_align checkpoint?")
-    if hp["model"] == "toy":
-        raise ValueError("model: toy is lit_align's tabular toy LM, not a transformers model; nothing to export")
+    if toy_std(hp["model"]) is not None:
+        raise ValueError(f"model: {hp['model']} is lit_align's tabular toy LM, not a transformers model; nothing to export")
     model, tok = load(hp["model"], hp.get("tokenizer"), seed=hp.get("model_seed", 0))
     if hp.get("from_scratch") and hp.get("config_overrides"):
         model = _from_config(model, hp["config_overrides"])

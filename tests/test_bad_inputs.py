@@ -171,6 +171,8 @@ CASES = [
          ModelLoadError, r"has no config\.json", early=False),
     Case("gguf_missing", cli("--model.init_args.model={tmp}/x.gguf"), ModelLoadError, r"x\.gguf' does not exist",
          early=False),
+    Case("toy_std_not_positive", cli("--model.init_args.model=toy:std=0"), ModelLoadError,
+         r"'toy:std=0'.*positive number, e\.g\. 'toy:std=0\.1'", early=False),
     Case("tokenizer_without_pad_or_eos", tokenizer_without("pad", "eos"), ModelLoadError,
          r"neither a pad nor an EOS token", early=False),
     Case("chat_template_missing", cli("--model.init_args.model=tiny-gpt2", "--model.init_args.chat_template=true"),

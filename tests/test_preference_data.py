@@ -155,6 +155,20 @@ def test_synthetic_labels_follow_bradley_terry_of_the_target_lm():
     assert abs(float(stored.mean()) - exact) < 4 * se
 
 
+def test_toy_logit_std_scales_the_table_and_the_synthetic_target():
+    """``toy:std=0.1`` is the seed's N(0, 1) table times 0.1 (Yun et al.'s logit std), for the
+    policy's base and for a synthetic data module's π*."""
+    from lit_align.models import load
+
+    for seed in (0, 1):
+        unit, _ = load("toy", seed=seed)
+        small, _ = load("toy:std=0.1", seed=seed)
+        assert torch.allclose(small.table, 0.1 * unit.table, rtol=0, atol=1e-7)
+    dm = SyntheticPreferenceDataModule(target_model="toy:std=0.1", target_seed=1, n_pairs=4, n_val_pairs=0)
+    star = dm._load(dm.target_name, dm.target_seed, "cpu")
+    assert torch.allclose(star.table, 0.1 * load("toy", seed=1)[0].table, rtol=0, atol=1e-7)
+
+
 def test_synthetic_data_module_round_trips_through_jsonl(tmp_path, cache):
     out = tmp_path / "syn.jsonl"
     module = PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4)

@@ -1,7 +1,7 @@
 """Yun et al. (2025, arXiv:2506.01523, App. D.1): preference learning as distribution learning, on
 lit_align's exact toy space with lit_align's own trainers.
 
-Pairs a, b ~ π0 (``model: toy``, seed 0) labelled by σ(γ·ln π*(a)/π*(b)), π* = ``ToyLM(seed=1)``,
+Pairs a, b ~ π0 (``model: toy``, seed 0; ``toy:std=0.1`` for the paper's logit std) labelled by σ(γ·ln π*(a)/π*(b)), π* = ``ToyLM(seed=1)`` (same std),
 γ = 0.5 (``SyntheticPreferenceDataModule``, as ``dpo_toy.yaml``). For one claim seed every
 method gets the same labelled pairs (``data.init_args.seed`` = the seed): DPO, PMLE and
 preference distillation train on them; RLHF trains a Bradley–Terry reward model on them (stage
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 from benchmarks.repro.analysis import best_lr, effect, last, paired, per_seed
 from benchmarks.repro.claims import Claim, load_config_model, n
@@ -36,23 +37,30 @@ def reward_scorer(seed: int) -> dict:
                           "name": "reward_model"}}
 
 
-def common(b: dict, seed: int, steps: int) -> dict:
-    return {"trainer.max_steps": steps, "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
-            "trainer.callbacks": [], "trainer.log_every_n_steps": EVERY, "data.init_args.seed": seed,
-            "data.init_args.n_pairs": b["pairs"]}
+def common(b: dict, seed: int, steps: int, toy: str = "toy") -> dict:
+    o = {"trainer.max_steps": steps, "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
+         "trainer.callbacks": [], "trainer.log_every_n_steps": EVERY, "data.init_args.seed": seed,
+         "data.init_args.n_pairs": b["pairs"]}
+    return o if toy == "toy" else {**o, "data.init_args.target_model": toy}
 
 
-def yun_runs(budget: str, seeds: list[int]) -> list[Run]:
-    b = BUDGETS[budget]
+def toy_name(std: float) -> str:
+    return "toy" if std == 1.0 else f"toy:std={std}"
+
+
+def yun_runs(budget: str, seeds: list[int], std: float = 1.0) -> list[Run]:
+    """π0, π* and the reward model's trunk are toy LMs with logits of std ``std``."""
+    b, toy = BUDGETS[budget], toy_name(std)
     exact = {"class_path": n("class.ExactToyMetrics"),
-             "init_args": {"target": "toy_model", "target_seed": 1, "every_n_steps": EVERY}}
+             "init_args": {"target": "toy_model", "target_seed": 1, "every_n_steps": EVERY,
+                           **({} if std == 1.0 else {"target_std": std})}}
     runs = []
     for seed in seeds:
         rm = load_config_model("config.reward_model_toy")
         rm["class_path"] = n("class.RewardModel")
-        rm["init_args"] = {"model": "toy", "lr": 0.05, "minibatch_size": 256, "max_new_tokens": 4,
+        rm["init_args"] = {"model": toy, "lr": 0.05, "minibatch_size": 256, "max_new_tokens": 4,
                            "save_dir": f"{{SWEEP}}/reward_model/seed{seed}/rm/saved"}
-        overrides = {**common(b, seed, b["rm_steps"]), "model": rm}
+        overrides = {**common(b, seed, b["rm_steps"], toy), "model": rm}
         runs.append(Run("reward model", seed, n("config.reward_model_toy"), overrides, stage="rm", final=False))
         for lr in b["lrs"]:
             for method, config, edit in (
@@ -64,8 +72,8 @@ def yun_runs(budget: str, seeds: list[int]) -> list[Run]:
                 ("reverse KL (RM + RLOO)", "config.rkl_toy", {"reward": reward_scorer(seed)}),
             ):
                 model = copy.deepcopy(load_config_model(config))
-                model["init_args"].update({**edit, "lr": lr})
-                o = {**common(b, seed, b["steps"]), "model": model}
+                model["init_args"].update({**edit, "lr": lr, **({} if std == 1.0 else {"model": toy})})
+                o = {**common(b, seed, b["steps"], toy), "model": model}
                 if config == "config.rkl_toy":  # RL on the toy prompts: its own data module, no pairs
                     o = {k: v for k, v in o.items() if not k.startswith("data.")}
                 wave = 1 if "reward" in edit else 0
@@ -89,12 +97,6 @@ def analyse_yun(results: dict, budget: str) -> dict:
     return {"methods": methods, "effects": effects, "curves": {}, "verdict": combine([e["verdict"] for e in effects])}
 
 
-def unsupported_std(budget: str, seeds: list[int]) -> list[Run]:
-    raise SystemExit("error: yun-std0.1 needs a toy base and π* with logit std 0.1, and `model: toy` has no logit "
-                     "scale parameter yet (ToyLM(scale=...) is not reachable from a config); until then only "
-                     "yun-std1.0 runs")
-
-
 def claims() -> list[Claim]:
     budgets = {k: f"{v['pairs']} labelled pairs, {v['steps']} steps, lr ∈ {v['lrs']}" for k, v in BUDGETS.items()}
     sentence = ("With the same labelled pairs, preference MLE, preference distillation and reverse KL end closer to "
@@ -102,5 +104,5 @@ def claims() -> list[Claim]:
                 "(toy space, logit std {std}).")
     section = "Yun et al. 2025 (arXiv:2506.01523), toy experiment, App. D.1"
     return [Claim("yun-std1.0", section, sentence.format(std="1.0"), yun_runs, analyse_yun, budgets=budgets),
-            Claim("yun-std0.1", section, sentence.format(std="0.1, the paper's"), unsupported_std, analyse_yun,
-                  needs="a logit scale for `model: toy` (not in lit_align yet)", budgets=budgets)]
+            Claim("yun-std0.1", section, sentence.format(std="0.1, the paper's"),
+                  partial(yun_runs, std=0.1), analyse_yun, budgets=budgets)]

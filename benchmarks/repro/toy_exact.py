@@ -16,7 +16,7 @@ The target p is built from the frozen base a of the method (``pl_module.engine.b
   (Korbak, Perez & Buckley 2022, arXiv:2205.11275);
 - ``distributional``: p ∝ a·exp(λφ) with λ fitted exactly by enumeration so that E_p[φ] = μ
   (Khalifa et al. 2021);
-- ``toy_model``: p = π*, the tabular LM ``ToyLM(seed=target_seed)`` whose log-ratios label the
+- ``toy_model``: p = π*, the tabular LM ``ToyLM(seed=target_seed, scale=target_std)`` whose log-ratios label the
   synthetic preferences of Yun et al. (2025, arXiv:2506.01523, App. D.1).
 """
 
@@ -94,11 +94,12 @@ class ExactToyMetrics(PeriodicRecorder):
     """Logs the exact metrics above to the trainer's loggers (module docstring)."""
 
     def __init__(self, pattern: str = ".*", target: str = "pointwise", beta: float = 1.0, moment: float = 0.5,
-                 every_n_steps: int = 10, vocab_size: int = 4, length: int = 4, target_seed: int = 1) -> None:
+                 every_n_steps: int = 10, vocab_size: int = 4, length: int = 4, target_seed: int = 1,
+                 target_std: float = 1.0) -> None:
         if target not in TARGETS:
             raise ValueError(f"ExactToyMetrics: target must be one of {TARGETS}, got {target!r}")
         self.pattern, self.target, self.beta, self.moment = pattern, target, beta, moment
-        self.every, self.target_seed = every_n_steps, target_seed
+        self.every, self.target_seed, self.target_std = every_n_steps, target_seed, target_std
         self.space = ToySpace(vocab_size, length)
         self.phi = Regex(pattern, name="phi")(self.space.texts).double()
         self.log_a: torch.Tensor | None = None
@@ -112,7 +113,7 @@ class ExactToyMetrics(PeriodicRecorder):
 
             with torch.no_grad():
                 self.log_p = self.space.log_probs(ToyLM(self.space.vocab_size, self.space.length,
-                                                        seed=self.target_seed)).double()
+                                                        seed=self.target_seed, scale=self.target_std)).double()
         else:
             self.log_p, _ = target_log_probs(self.target, self.phi, self.log_a, self.beta, self.moment)
 

@@ -38,7 +38,7 @@ class OfflineModule(EngineModule):
 
     Args:
         model: a model name for :func:`lit_align.models.load` (hub name, local folder,
-            ``.gguf`` file, ``smollm2``, ``tiny-gpt2``, ``toy``).
+            ``.gguf`` file, ``smollm2``, ``tiny-gpt2``, ``toy``, ``toy:std=0.1``).
         tokenizer: tokenizer name or folder when it differs from ``model``.
         n_samples: policy samples per prompt when the method samples (KL(π‖π0) terms).
         minibatch_size: rows per forward/backward pass (gradients are accumulated).

@@ -34,7 +34,7 @@ class OnPolicyModule(EngineModule):
 
     Args:
         model: a name for :func:`lit_align.models.load` (hub name, folder, ``.gguf``, ``smollm2``,
-            ``tiny-gpt2``, ``toy``); ``tokenizer``: when it differs; ``model_seed``: for random models.
+            ``tiny-gpt2``, ``toy``, ``toy:std=0.1``); ``tokenizer``: when it differs; ``model_seed``: for random models.
         n_samples, val_samples: samples per context per training / validation step.
         minibatch_size: samples per forward/backward pass (gradients are accumulated).
         max_new_tokens, temperature, top_k, top_p, chat_template, max_prompt_length: sampling

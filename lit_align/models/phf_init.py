@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load
+from lit_align.models.toy import toy_std
 
 
 def initial_model(name: str, tokenizer: str | None, seed: int, from_scratch: bool, overrides: dict | None,
@@ -37,11 +38,12 @@ def random_model(name: str, tokenizer: str | None, overrides: dict, seed: int = 
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if name in TINY_MODELS or name == "toy" or name.lower() in SMOLLM2_ALIASES or name.endswith(".gguf"):
+    toy = toy_std(name) is not None
+    if name in TINY_MODELS or toy or name.lower() in SMOLLM2_ALIASES or name.endswith(".gguf"):
         model, tok = load(name, tokenizer, seed=seed)
-        if (name in TINY_MODELS or name == "toy") and not overrides:
+        if (name in TINY_MODELS or toy) and not overrides:
             return model, tok  # already random
-        if name == "toy":
+        if toy:
             raise ValueError("config_overrides do not apply to the toy model")
         config = copy.deepcopy(model.config)
         del model
