@@ -79,34 +79,37 @@ class ToyLM(nn.Module):
     def __init__(self, vocab_size: int = 4, length: int = 4, seed: int = 0, scale: float = 1.0) -> None:
         super().__init__()
         self.vocab_size, self.length = vocab_size, length
-        self.offsets = [sum(vocab_size**k for k in range(t)) for t in range(length + 1)]
+        # offsets[t]: first row of the prefixes of t letters, t = 0..length (full sequences last)
+        self.offsets = [sum(vocab_size**k for k in range(t)) for t in range(length + 2)]
         gen = torch.Generator().manual_seed(seed)
-        self.table = nn.Parameter(scale * torch.randn(self.offsets[-1], vocab_size, generator=gen))
-        # hidden_size: the "hidden state" is the one-hot prefix (see ``forward``)
+        self.table = nn.Parameter(scale * torch.randn(self.offsets[length], vocab_size, generator=gen))
+        # hidden_size: the "hidden state" is the one-hot prefix, full sequences included (``forward``)
         self.config = SimpleNamespace(is_encoder_decoder=False, vocab_size=vocab_size + 2, hidden_size=self.offsets[-1])
 
     def prefix_index(self, input_ids: Tensor) -> Tensor:
-        """Row of ``table`` used after each position: the prefix of letters seen so far."""
+        """State after each position: the index of the prefix of letters seen so far, among all
+        prefixes of 0..length letters (full sequences included; longer ones are clamped to the
+        first full sequence, and are never sampled from)."""
         is_letter = input_ids < self.vocab_size
         count = torch.zeros(input_ids.shape[0], dtype=torch.long, device=input_ids.device)
         value = torch.zeros_like(count)
+        offsets = torch.tensor(self.offsets, device=input_ids.device)
         out = []
         for j in range(input_ids.shape[1]):
             lj = is_letter[:, j]
             value = torch.where(lj, value * self.vocab_size + input_ids[:, j].clamp(max=self.vocab_size - 1), value)
             count = count + lj.long()
-            c = count.clamp(max=self.length - 1)
-            offsets = torch.tensor(self.offsets, device=input_ids.device)[c]
-            # prefixes longer than the space are clamped; they are never sampled from
-            out.append(offsets + torch.where(count <= self.length - 1, value, torch.zeros_like(value)))
+            out.append(offsets[count.clamp(max=self.length)] + torch.where(count <= self.length, value, 0))
         return torch.stack(out, dim=1)
 
     def forward(self, input_ids: Tensor, output_hidden_states: bool = False, **kwargs: object) -> SimpleNamespace:
         """Logits (B, L, V+2); with ``output_hidden_states`` also ``hidden_states = (h,)`` where
         ``h`` (B, L, #prefixes) is the one-hot of the prefix at each position: a linear head on
-        it is a tabular function of the state (e.g. PPO's value head)."""
+        it is a tabular function of the state (PPO's value head; a reward model's head, read
+        after the last letter, where every full sequence has its own state)."""
         index = self.prefix_index(input_ids)
-        logits = self.table[index]  # (B, L, V)
+        # after a full sequence there is no next letter: any row will do (its logits are never used)
+        logits = self.table[index.clamp(max=self.offsets[self.length] - 1)]  # (B, L, V)
         pad = torch.full((*logits.shape[:2], 2), float("-inf"), device=logits.device, dtype=logits.dtype)
         out = SimpleNamespace(logits=torch.cat([logits, pad], dim=-1), past_key_values=None)
         if output_hidden_states:
