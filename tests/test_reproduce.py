@@ -160,7 +160,14 @@ def test_ch5_and_yun_readings():
     def toy(kl):
         return {"exact/kl_p_pi": [(0, 1.7), (10, kl)], "exact/kl_pi_a": [(10, 0.5)]}
     res = {m: {0.05: {s: toy(k + 0.01 * s) for s in range(3)}}
-           for m, k in (("DPO", 0.4), ("RLHF (RM + RL-KL)", 0.4), ("PMLE", 0.1), ("distill", 0.1),
-                        ("reverse KL (RM + RLOO)", 0.1))}
+           for m, k in (("DPO", 0.4), ("RLHF (RM + RL-KL) β=0.1", 0.6), ("RLHF (RM + RL-KL) β=0.5", 0.4),
+                        ("PMLE", 0.1), ("distill", 0.1), ("reverse KL (RM + RLOO) β=0.01", 0.1),
+                        ("reverse KL (RM + RLOO) β=0.2", 0.9))}
     y = analyse_yun(res, "quick")
     assert len(y["effects"]) == 6 and y["verdict"] == REPRODUCED
+    # the best β of each grid stands for its method: RLHF at β = 0.5 (0.4 < 0.6), reverse KL at 0.01
+    names = [e["name"] for e in y["effects"]]
+    assert "KL(π*‖π): RLHF (RM + RL-KL) β=0.5 − reverse KL (RM + RLOO) β=0.01" in names
+    assert not any("β=0.1 " in n or "β=0.2" in n for n in names)
+    res["reverse KL (RM + RLOO) β=0.01"] = res["reverse KL (RM + RLOO) β=0.2"]  # now every β of it is worse
+    assert analyse_yun(res, "quick")["verdict"] == NOT_REPRODUCED

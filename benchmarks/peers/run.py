@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
     ap.add_argument("--no-bf16", action="store_true", help="only the fp32-on-both-sides rows")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
+    ap.add_argument("--out", default="results.md", help="file under benchmarks/peers/ for this run's table "
+                    "(another name keeps the last full run's results.md)")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import models
@@ -191,7 +193,7 @@ def main() -> None:
     if "sampling" in only:
         text += "\n\n" + sampling_lines(args)
     print("\n" + text)
-    (HERE / "results.md").write_text(text + "\n")
+    (HERE / args.out).write_text(text + "\n")
     if args.readme:
         update_readme(text)
 
