@@ -7,8 +7,9 @@ method gets the same labelled pairs (``data.init_args.seed`` = the seed): DPO, P
 preference distillation train on them; RLHF trains a Bradley–Terry reward model on them (stage
 ``rm``, shared) and then RL-KL on that reward model; reverse KL is RLOO with the entropy bonus γ
 on the same reward model; distillation's soft labels come from that reward model too. KL(π*‖π)
-is exact (enumeration). DPO keeps β = γ and PMLE / distillation β = 0 (the configs'); RLHF and
-reverse KL get a β grid each, as the paper tunes their β, and the best β stands for the method.
+is exact (enumeration). DPO keeps β = γ and PMLE β = 0 (the configs'); RLHF and reverse KL get a
+β grid each, as the paper tunes their β, and distillation one around the config's 0; the best β
+stands for the method.
 The shared sweep is over the learning rate.
 """
 
@@ -39,6 +40,7 @@ RLHF, RKL = "RLHF (RM + RL-KL)", "reverse KL (RM + RLOO)"
 # the best β (with the best lr) of each stands for the method in the effects
 RLHF_BETAS = (0.1, 0.5, 2.0, 8.0)
 RKL_BETAS = (0.01, 0.05, 0.2, 1.0)
+DISTILL_BETAS = (0.05, 0.5)  # besides the config's 0: the paper's TL;DR distillation keeps a KL term (0.05)
 
 
 def reward_scorer(seed: int) -> dict:
@@ -78,7 +80,9 @@ def yun_runs(budget: str, seeds: list[int], std: float = 1.0) -> list[Run]:
             for method, config, edit in (
                 ("DPO", "config.dpo_toy", {}),
                 ("PMLE", "config.pmle_toy", {}),
-                ("distill", "config.distill_toy", {"reward": reward_scorer(seed)}),
+                ("distill", "config.distill_toy", {"reward": reward_scorer(seed)}),  # β = 0, the config's
+                *((f"distill β={beta:g}", "config.distill_toy", {"reward": reward_scorer(seed), "kl_coef": beta})
+                  for beta in DISTILL_BETAS),
                 *((f"{RLHF} β={beta:g}", "config.rkl_toy",
                    {"reward": reward_scorer(seed), n("param.rloo.kl_coef"): beta, "entropy_coef": 0.0})
                   for beta in RLHF_BETAS),
@@ -106,8 +110,8 @@ def analyse_yun(results: dict, budget: str) -> dict:
                       "metrics": {k: estimate([v for v in s.values() if not math.isnan(v)]) for k, s in seeds.items()}}
     kl = {m: v["per_seed"]["KL(π*‖π) end"] for m, v in methods.items()}
     best = {}  # the best β of each grid (mean KL(π*‖π) end at its best lr) stands for the method
-    for family in (RLHF, RKL):
-        variants = [m for m in kl if m.startswith(family + " β=")]
+    for family in (RLHF, RKL, "distill"):
+        variants = [m for m in kl if m == family or m.startswith(family + " β=")]
         if variants:
             best[family] = min(variants, key=lambda m: methods[m]["metrics"]["KL(π*‖π) end"].mean)
     effects = [effect(f"KL(π*‖π): {b} − {c}", paired(kl[b], kl[c]))
@@ -120,7 +124,8 @@ def analyse_yun(results: dict, budget: str) -> dict:
 def claims() -> list[Claim]:
     def budgets(pairs_scale: int = 1) -> dict:
         return {k: f"{v['pairs'] * pairs_scale} labelled pairs, {v['steps']} steps, lr ∈ {v['lrs']}; β ∈ "
-                   f"{list(RLHF_BETAS)} (RLHF), {list(RKL_BETAS)} (reverse KL)" for k, v in BUDGETS.items()}
+                   f"{list(RLHF_BETAS)} (RLHF), {list(RKL_BETAS)} (reverse KL), {[0, *DISTILL_BETAS]} (distillation)"
+                for k, v in BUDGETS.items()}
     sentence = ("With the same labelled pairs, preference MLE, preference distillation and reverse KL end closer to "
                 "π* (lower KL(π*‖π)) than DPO and RLHF (reward model + RL-KL), whose optima are tilted by π0 "
                 "(toy space, logit std {std}).")
