@@ -1,6 +1,6 @@
 """Sample efficiency of lit_align's DPG against disco's DPGTuner (disco-generation 1.1.1) on identical work.
 
-    python benchmarks/peers/sample_efficiency.py                       # SmolLM2, 40 steps × 32 samples
+    python benchmarks/peers/sample_efficiency.py                       # SmolLM2, 40 steps × 32 samples, lr 1e-5
     python benchmarks/peers/sample_efficiency.py --model tiny --steps 3 --curve 1 --curve-samples 32 \\
         --samples 8 --tokens 8 --pattern e --z-samples 64 --force --out /tmp/se_dry   # dry run
 
@@ -32,6 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
 PROMPT = "The movie was"
+POSITIVE = r"\b(good|great|best|amazing|fun|funny|love|loved|enjoy\w*)\b"
 Z_BOUNDS = (0.02, 0.9)  # outside: almost no training signal, or almost nothing to learn
 LEVELS = (0.25, 0.5, 0.75, 0.9)  # KL(p‖π) levels: these fractions of the way from −log Z to the best reached
 
@@ -96,8 +97,9 @@ def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
         f"- evaluation at step 0 and every {args.curve} steps: {args.curve_samples} fresh samples of the policy, "
         "E_π[b], KL(p‖π) by importance sampling from π (Khalifa et al. 2021, arXiv:2012.11635) and KL(π‖a), "
         "one estimator for both sides (`_measure.target_distances`); not counted in the step times",
-        f"- **log Z = {log_z:.4f}** (Z = E_a[b] = {math.exp(log_z):.4f} ± {z_se:.4f} from {args.z_samples} base "
-        f"samples, seed {args.z_seed}); KL(p‖a) = −log Z = {-log_z:.4f}",
+        f"- **log Z = {log_z:.4f}** (Z = E_a[b] = {math.exp(log_z):.4f}"
+        + (" given with --log-z" if math.isnan(z_se) else f" ± {z_se:.4f} from {args.z_samples} base samples, seed {args.z_seed}")
+        + f"); KL(p‖a) = −log Z = {-log_z:.4f}",
         "",
         "| step | samples seen | lit_align E_π[b] | lit_align KL(p‖π) | lit_align KL(π‖a) "
         "| disco E_π[b] | disco KL(p‖π) | disco KL(π‖a) |",
@@ -183,12 +185,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32, help="training samples per step")
     ap.add_argument("--tokens", type=int, default=32, help="new tokens per sample")
     ap.add_argument("--minibatch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--pattern", default=r"\bgood\b", help="regex b(x) on the completion")
+    ap.add_argument("--lr", type=float, default=1e-5,
+                    help="Adam lr, both sides (1e-4 drove KL(π‖a) to 6 nats in 6 steps: a full fine-tune diverges)")
+    ap.add_argument("--pattern", default=POSITIVE,
+                    help="regex b(x) on the completion (default: a positive word; Z ≈ 0.06 on SmolLM2)")
     ap.add_argument("--curve", type=int, default=5, help="evaluate every N steps (and at step 0)")
     ap.add_argument("--curve-samples", type=int, default=256)
     ap.add_argument("--z-samples", type=int, default=1024, help="base samples estimating Z = E_a[b]")
     ap.add_argument("--z-seed", type=int, default=0)
+    ap.add_argument("--log-z", type=float, default=None, help="skip the estimate: log Z measured before (Z's SE unknown)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--force", action="store_true", help=f"run even if Z is outside {Z_BOUNDS} (dry runs)")
     ap.add_argument("--out", default=str(HERE / "sample_efficiency"), help="writes OUT.md, OUT.json, OUT.png")
@@ -198,8 +203,11 @@ def main() -> None:
     from run import peer_python
 
     folder = str(models.folder(args.model))
-    print(f"estimating Z = E_a[b] for {args.pattern!r} from {args.z_samples} base samples ...", flush=True)
-    log_z, z_se = estimate_log_z(folder, args.pattern, args.z_samples, args.tokens, args.z_seed, args.threads)
+    if args.log_z is None:
+        print(f"estimating Z = E_a[b] for {args.pattern!r} from {args.z_samples} base samples ...", flush=True)
+        log_z, z_se = estimate_log_z(folder, args.pattern, args.z_samples, args.tokens, args.z_seed, args.threads)
+    else:
+        log_z, z_se = args.log_z, math.nan
     z = math.exp(log_z)
     print(f"base rate Z = {z:.4f} ± {z_se:.4f}, log Z = {log_z:.4f}", flush=True)
     if z == 0:
