@@ -31,8 +31,7 @@ from torch import nn
 
 from lit_align.model_card import final_metrics, model_card, run_config
 from lit_align.models import lora as lora_lib
-from lit_align.models.loading import load
-from lit_align.models.toy import toy_std
+from lit_align.models.loading import load, toy_std
 
 PREFIX = "model."
 #: checkpoints of these methods hold no policy to export (the message says what to use instead)

@@ -34,7 +34,10 @@ ROOT = HERE.parent.parent
 PROMPT = "The movie was"
 POSITIVE = r"\b(good|great|best|amazing|fun|funny|love|loved|enjoy\w*)\b"
 Z_BOUNDS = (0.02, 0.9)  # outside: almost no training signal, or almost nothing to learn
-LEVELS = (0.25, 0.5, 0.75, 0.9)  # KL(p‖π) levels: these fractions of the way from −log Z to the best reached
+LEVELS = (0.25, 0.5, 0.75, 0.9)
+# KL(p‖π) read everywhere in the report: the self-normalised importance-sampling estimate (divided by
+# the mean weight: exactly −log Z at step 0, lower variance; the plain estimate is in the JSON)
+KL = "kl_p_pi_sn"  # KL(p‖π) levels: these fractions of the way from −log Z to the best reached
 
 
 def estimate_log_z(folder: str, pattern: str, n: int, tokens: int, seed: int, threads: int) -> tuple[float, float]:
@@ -78,7 +81,14 @@ def run_side(python: Path | str, script: str, args: list[str], threads: int) -> 
 
 def first_reach(curve: list[dict], level: float) -> int | None:
     """Training samples seen at the first evaluation with KL(p‖π) ≤ ``level`` (None: never)."""
-    return next((c["samples_seen"] for c in curve if c["kl_p_pi"] <= level), None)
+    return next((c["samples_seen"] for c in curve if c[KL] <= level), None)
+
+
+def command_of(args) -> str:
+    """The flags that set the work (to print the command that regenerates a report)."""
+    return (f"--model {args.model} --steps {args.steps} --samples {args.samples} --tokens {args.tokens} "
+            f"--minibatch {args.minibatch} --lr {args.lr:g} --curve {args.curve} --curve-samples {args.curve_samples} "
+            f"--pattern '{args.pattern}'")
 
 
 def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
@@ -87,7 +97,7 @@ def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
     lines = [
         "# Sample efficiency: lit_align DPG vs disco DPGTuner",
         "",
-        f"Measured by `python benchmarks/peers/sample_efficiency.py {' '.join(sys.argv[1:])}` ({machine()}).",
+        f"Measured by `python benchmarks/peers/sample_efficiency.py {command_of(args)}` ({machine()}).",
         "",
         f"- model `{args.model}`, prompt \"{PROMPT}\", target p(x) ∝ a(x)·b(x), b(x) = 1 if `{args.pattern}` "
         "matches the completion (re.search)",
@@ -108,11 +118,11 @@ def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
     by_step = {c["step"]: c for c in peer}
     for c in ours:
         d = by_step.get(c["step"])
-        theirs = (f"{d['E_pi_b']:.3f} | {d['kl_p_pi']:.3f} | {d['kl_pi_a']:.3f}" if d else "– | – | –")
-        lines.append(f"| {c['step']} | {c['samples_seen']} | {c['E_pi_b']:.3f} | {c['kl_p_pi']:.3f} | "
+        theirs = (f"{d['E_pi_b']:.3f} | {d[KL]:.3f} | {d['kl_pi_a']:.3f}" if d else "– | – | –")
+        lines.append(f"| {c['step']} | {c['samples_seen']} | {c['E_pi_b']:.3f} | {c[KL]:.3f} | "
                      f"{c['kl_pi_a']:.3f} | {theirs} |")
-    start = max([-log_z] + [c[0]["kl_p_pi"] for c in (ours, peer) if c])  # no level "reached" by step-0 noise
-    best = min(c["kl_p_pi"] for c in ours + peer)
+    start = max([-log_z] + [c[0][KL] for c in (ours, peer) if c])  # no level "reached" by step-0 noise
+    best = min(c[KL] for c in ours + peer)
     last = args.steps * args.samples
     lines += ["", f"Samples each side needed to first reach KL(p‖π) ≤ level (levels between {start:.3f}, the "
               f"larger of −log Z and both step-0 estimates, and the best reached, {best:.3f}; resolution: one "
@@ -138,10 +148,11 @@ def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
     lines += ["", f"Median step time (s, evaluations excluded): lit_align {step_s['lit_align']:.2f}, "
               f"disco {step_s['disco']:.2f}; wall time of each process (loading and evaluations included): "
               f"lit_align {sides['lit_align']['wall_s']:.0f} s, disco {sides['disco']['wall_s']:.0f} s.",
-              "", "Each KL(p‖π) value is an importance-sampling estimate from "
-              f"{args.curve_samples} samples: noisy where few samples satisfy b or where w_mean (the JSON file beside this one) is far "
-              "from 1, so a \"first reach\" can move by an evaluation or two between seeds. The JSON file also holds "
-              "kl_p_pi_sn, the self-normalised estimate (KL(p‖π) / w_mean): biased, lower variance."]
+              "", "Each KL(p‖π) value is the self-normalised importance-sampling estimate from "
+              f"{args.curve_samples} samples (the plain estimate divided by the mean weight w_mean: exactly −log Z at "
+              "step 0, biased but of lower variance); noisy where few samples satisfy b, so a \"first reach\" can "
+              "move by an evaluation or two between seeds. The JSON file beside this one holds the plain estimate "
+              "(kl_p_pi) and w_mean."]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +169,7 @@ def plot(sides: dict[str, dict], log_z: float, path: Path) -> str:
     for name, side in sides.items():
         x = [c["samples_seen"] for c in side["curve"]]
         ax1.plot(x, [c["E_pi_b"] for c in side["curve"]], marker="o", label=name)
-        ax2.plot(x, [c["kl_p_pi"] for c in side["curve"]], marker="o", label=name)
+        ax2.plot(x, [c[KL] for c in side["curve"]], marker="o", label=name)
     ax1.set(xlabel="training samples seen", ylabel="E_π[b]", title="constraint satisfaction")
     ax2.axhline(-log_z, color="grey", lw=0.8, ls="--", label="KL(p‖a) = −log Z")
     ax2.set(xlabel="training samples seen", ylabel="KL(p‖π)", title="distance to the target")
@@ -197,7 +208,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--force", action="store_true", help=f"run even if Z is outside {Z_BOUNDS} (dry runs)")
     ap.add_argument("--out", default=str(HERE / "sample_efficiency"), help="writes OUT.md, OUT.json, OUT.png")
+    ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md and OUT.png from OUT.json")
     args = ap.parse_args()
+    if args.report_only:
+        out = Path(args.out)
+        saved = json.loads(out.with_suffix(".json").read_text())
+        run_args = argparse.Namespace(**saved["args"])
+        sides = {k: saved[k] for k in ("lit_align", "disco")}
+        text = report(run_args, saved["log_z"], saved["z_se"], sides)
+        out.with_suffix(".md").write_text(text + "\n" + plot(sides, saved["log_z"], out.with_suffix(".png")) + "\n")
+        print(text)
+        return
     sys.path.insert(0, str(HERE))
     import models
     from run import peer_python

@@ -36,6 +36,28 @@ class ModelLoadError(RuntimeError):
     """A model name that cannot be resolved; the message says what to do instead."""
 
 
+TOY_PREFIX = "toy:std="
+
+
+def toy_std(name: str) -> float | None:
+    """The logit std of a toy model name, None for any other name.
+
+    ``"toy"`` is the standard-normal table (std 1.0); ``"toy:std=0.1"`` scales it, e.g. to the
+    logit std 0.1 of Yun et al. 2025 (arXiv:2506.01523, App. D.1).
+    """
+    if name == "toy":
+        return 1.0
+    if not name.startswith(TOY_PREFIX):
+        return None
+    try:
+        std = float(name[len(TOY_PREFIX):])
+    except ValueError:
+        std = -1.0
+    if not std > 0:
+        raise ModelLoadError(f"model {name!r}: the toy logit std must be a positive number, e.g. 'toy:std=0.1'")
+    return std
+
+
 def byte_tokenizer():
     """A byte-level tokenizer built in code (256 byte tokens + ``<|endoftext|>`` + ``<pad>``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -148,7 +170,7 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
     """Load ``(model, tokenizer)`` from a name (see the module docstring). Raises ModelLoadError."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from lit_align.models.toy import ToyLM, ToyTokenizer, toy_std
+    from lit_align.models.toy import ToyLM, ToyTokenizer
 
     if (std := toy_std(name)) is not None:
         model, tok = ToyLM(seed=seed, scale=std), ToyTokenizer()

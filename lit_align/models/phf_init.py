@@ -10,8 +10,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load
-from lit_align.models.toy import toy_std
+from lit_align.models.loading import SMOLLM2_ALIASES, TINY_MODELS, ModelLoadError, hub_reachable, load, toy_std
 
 
 def initial_model(name: str, tokenizer: str | None, seed: int, from_scratch: bool, overrides: dict | None,

@@ -15,30 +15,6 @@ import torch
 from torch import Tensor, nn
 
 
-TOY_PREFIX = "toy:std="
-
-
-def toy_std(name: str) -> float | None:
-    """The logit std of a toy model name, None for any other name.
-
-    ``"toy"`` is the standard-normal table (std 1.0); ``"toy:std=0.1"`` scales it, e.g. to the
-    logit std 0.1 of Yun et al. 2025 (arXiv:2506.01523, App. D.1).
-    """
-    if name == "toy":
-        return 1.0
-    if not name.startswith(TOY_PREFIX):
-        return None
-    try:
-        std = float(name[len(TOY_PREFIX):])
-    except ValueError:
-        std = -1.0
-    if not std > 0:
-        from lit_align.models.loading import ModelLoadError
-
-        raise ModelLoadError(f"model {name!r}: the toy logit std must be a positive number, e.g. 'toy:std=0.1'")
-    return std
-
-
 class ToyTokenizer:
     """Letters ``a, b, c, ...`` are ids ``0..V-1``; then BOS (``V``) and PAD (``V+1``). No EOS."""
 
