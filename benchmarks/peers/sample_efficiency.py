@@ -156,6 +156,13 @@ def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(out: Path, args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
+    """Write OUT.md (the report, then the PNG's link) and OUT.png; the report's text."""
+    text = report(args, log_z, z_se, sides) + "\n" + plot(sides, log_z, out.with_suffix(".png")) + "\n"
+    out.with_suffix(".md").write_text(text)
+    return text
+
+
 def plot(sides: dict[str, dict], log_z: float, path: Path) -> str:
     """E_π[b] and KL(p‖π) against training samples seen; a note when matplotlib is missing."""
     try:
@@ -215,9 +222,7 @@ def main() -> None:
         saved = json.loads(out.with_suffix(".json").read_text())
         run_args = argparse.Namespace(**saved["args"])
         sides = {k: saved[k] for k in ("lit_align", "disco")}
-        text = report(run_args, saved["log_z"], saved["z_se"], sides)
-        out.with_suffix(".md").write_text(text + "\n" + plot(sides, saved["log_z"], out.with_suffix(".png")) + "\n")
-        print(text)
+        print(write_report(out, run_args, saved["log_z"], saved["z_se"], sides))
         return
     sys.path.insert(0, str(HERE))
     import models
@@ -249,10 +254,8 @@ def main() -> None:
     sides["disco"] = run_side(peer_python("disco"), "dpg_disco.py", common + ["--skip-warp-loop"], args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = report(args, log_z, z_se, sides)
-    text += "\n" + plot(sides, log_z, out.with_suffix(".png")) + "\n"
-    out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "log_z": log_z, "z_se": z_se, **sides}, indent=1))
+    text = write_report(out, args, log_z, z_se, sides)
     print("\n" + text + f"\nwritten: {out.with_suffix('.md')}", flush=True)
 
 

@@ -170,9 +170,9 @@ def load(name: str, tokenizer: str | None = None, dtype: str | torch.dtype | Non
     """Load ``(model, tokenizer)`` from a name (see the module docstring). Raises ModelLoadError."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from lit_align.models.toy import ToyLM, ToyTokenizer
-
     if (std := toy_std(name)) is not None:
+        from lit_align.models.toy import ToyLM, ToyTokenizer
+
         model, tok = ToyLM(seed=seed, scale=std), ToyTokenizer()
     elif name in TINY_MODELS:
         model, tok = tiny_model(name, seed)
