@@ -24,6 +24,7 @@ __all__ = [
     "preference_distillation_loss",
     "bernoulli_kl",
     "implicit_rewards",
+    "soft_label_accuracy",
 ]
 
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
@@ -63,6 +64,22 @@ def bradley_terry_loss(
         p = label.to(margin.dtype)
         terms = p * F.softplus(-margin) + (1 - p) * F.softplus(margin)
     return reduce_terms(terms, reduction)
+
+
+def soft_label_accuracy(margin: Tensor, p_chosen: Tensor) -> tuple[Tensor, Tensor]:
+    """Expected accuracy of a pair predictor against fresh Bradley–Terry labels, and its ceiling.
+
+    With ``p = P(chosen ≻ rejected)`` known (synthetic data), a predictor that ranks the pair by
+    ``margin`` (> 0: chosen first) matches a fresh label with probability ``p`` if margin > 0,
+    ``1 − p`` if margin < 0 and ½ on a tie. Returns the means of that probability and of
+    ``max(p, 1 − p)``, the best any predictor can reach on these pairs. Averaging probabilities
+    instead of 0/1 hits removes the label noise from a held-out accuracy.
+    """
+    _same_shape(margin=margin, p=p_chosen)
+    p = p_chosen.double()
+    m = margin.double()
+    hit = torch.where(m > 0, p, torch.where(m < 0, 1 - p, torch.full_like(p, 0.5)))
+    return hit.mean(), torch.maximum(p, 1 - p).mean()
 
 
 def implicit_rewards(log_pi: Tensor, log_ref: Tensor, kl_coef: float) -> Tensor:

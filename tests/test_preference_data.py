@@ -179,9 +179,17 @@ def test_synthetic_data_module_round_trips_through_jsonl(tmp_path, cache):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["chosen"] for r in rows] == [p.chosen for p in dm.train_pairs]
     assert [r["chosen_probability"] for r in rows] == [p.soft_label for p in dm.train_pairs]
-    # a second module reads the written file instead of sampling again
-    dm2 = SyntheticPreferenceDataModule(n_pairs=999, target_model="toy", output=str(out))
+    # a second module with the same settings reads the written file instead of sampling again
+    out.write_text("".join(line + "\n" for line in out.read_text().splitlines()[:7]))  # marks a re-read
+    dm2 = SyntheticPreferenceDataModule(n_pairs=20, n_val_pairs=4, target_model="toy", target_seed=1,
+                                        output=str(out), batch_size=5)
     PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4).prepare_pairs(dm2)
-    assert [p.chosen for p in dm2.train_pairs] == [p.chosen for p in dm.train_pairs]
+    assert [p.chosen for p in dm2.train_pairs] == [p.chosen for p in dm.train_pairs][:7]
+    # other settings (more pairs) are not served the stale file: generated again, and written
+    dm3 = SyntheticPreferenceDataModule(n_pairs=30, n_val_pairs=4, target_model="toy", target_seed=1,
+                                        output=str(out), batch_size=5)
+    with pytest.warns(UserWarning, match="n_pairs"):
+        PMLE(model="toy", n_samples=2, minibatch_size=8, max_new_tokens=4).prepare_pairs(dm3)
+    assert len(dm3.train_pairs) == 30 and len(out.read_text().splitlines()) == 30
     # KL(π*‖π) by sampling π*: positive for π = π0 ≠ π*
     assert dm.kl_target_policy(module.policy, module.model, [""], 256) > 0.1

@@ -15,6 +15,7 @@ from lit_align.preference import (
     dpo_loss,
     pmle_loss,
     preference_distillation_loss,
+    soft_label_accuracy,
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -87,6 +88,22 @@ def test_bradley_terry_loss_and_probability():
     # Yun et al.: π*(a)^γ / (π*(a)^γ + π*(b)^γ)
     pa, pb, g = 0.3, 0.1, 0.5
     assert float(bt_probability(t(math.log(pa)), t(math.log(pb)), g)) == pytest.approx(pa**g / (pa**g + pb**g), rel=1e-12)
+
+
+def test_soft_label_accuracy_by_hand():
+    # margins > 0, < 0, = 0 against P(chosen ≻ rejected) 0.9, 0.7, 0.4: hits 0.9, 0.3, 0.5
+    expected, ceiling = soft_label_accuracy(t(2.0, -1.0, 0.0), t(0.9, 0.7, 0.4))
+    assert float(expected) == pytest.approx((0.9 + 0.3 + 0.5) / 3, rel=1e-12)
+    assert float(ceiling) == pytest.approx((0.9 + 0.7 + 0.6) / 3, rel=1e-12)
+    # ranking every pair the way its probability leans reaches the ceiling; the reverse, 1 − ceiling
+    p = t(0.9, 0.7, 0.4)
+    assert float(soft_label_accuracy(p - 0.5, p)[0]) == pytest.approx(float(ceiling), rel=1e-12)
+    assert float(soft_label_accuracy(0.5 - p, p)[0]) == pytest.approx(1 - float(ceiling), rel=1e-12)
+    # it is the mean 0/1 accuracy over fresh Bradley–Terry labels
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.bernoulli(p.expand(200_000, 3), generator=gen)  # 1: the chosen one wins again
+    hits = torch.where(t(2.0, -1.0, 0.0) > 0, labels, 1 - labels)[:, :2].mean()
+    assert float(hits) == pytest.approx((0.9 + 0.3) / 2, abs=3e-3)
 
 
 def test_reductions_and_batches():

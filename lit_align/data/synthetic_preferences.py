@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from lit_align.data.preference import PreferenceDataModule
@@ -107,7 +108,8 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
             the method's tokenizer; e.g. ``toy`` with another seed).
         scorer, scale: BT labels from a scorer instead of a target LM.
         output: write the generated pairs there (JSONL; validation pairs to ``*.val.jsonl``)
-            and reuse them on later runs unless ``overwrite``.
+            with their settings (``*.settings.json``); a later run with the same settings reuses
+            them (unless ``overwrite``), one with other settings generates them again.
         Other arguments: as :class:`PreferenceDataModule` (the soft-label column is set).
 
     With a target LM, validation also logs KL(π*‖π) estimated on samples from π*.
@@ -158,8 +160,14 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         """Training and validation records (read from ``output`` when it exists), sampled from
         the labeller μ (``base_model`` when ``labeller`` is null) with ``policy``'s settings."""
         val_path = None if self.output is None else Path(self.output).with_suffix(".val.jsonl")
+        settings = self.settings(policy)
         if self.output and Path(self.output).is_file() and not self.overwrite:
-            return read_jsonl(self.output), read_jsonl(val_path) if val_path.is_file() else []
+            written = _read_settings(self.output)
+            if written == settings:
+                return read_jsonl(self.output), read_jsonl(val_path) if val_path.is_file() else []
+            changed = sorted(k for k in settings if (written or {}).get(k) != settings[k])
+            rank_zero_warn(f"{self.output} was written with other settings (differs in: {', '.join(changed)}); "
+                           "generating the pairs again and overwriting it")
         if self.labeller is None:
             if base_model is None:
                 raise ValueError("SyntheticPreferenceDataModule with labeller: null samples from the method's base "
@@ -174,7 +182,18 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         if self.output:
             write_jsonl(train, self.output)
             write_jsonl(val, val_path)
+            _settings_path(self.output).write_text(json.dumps(settings, indent=1, sort_keys=True))
         return train, val
+
+    def settings(self, policy) -> dict:
+        """What the written pairs depend on: a cached ``output`` is reused only when these match."""
+        scorer = self.scorer
+        return {"prompts": self.prompts, "n_pairs": self.n_pairs, "n_val_pairs": self.n_val_pairs,
+                "seed": self.seed, "labeller": self.labeller, "labeller_seed": self.labeller_seed,
+                "target_model": self.target_name, "target_seed": self.target_seed, "gamma": self.gamma,
+                "scorer": None if scorer is None else f"{type(scorer).__module__}.{type(scorer).__qualname__}"
+                                                      f"({getattr(scorer, 'name', '')})",
+                "scale": self.scale, "sampling": repr(getattr(policy, "settings", None))}
 
     def connect(self, policy, base_model: nn.Module | None = None) -> None:
         """Generate (or read back) the records with ``policy`` and the labeller μ (by default
@@ -202,6 +221,18 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         s = policy.sample(self.target_model, list(prompts), n)
         log_pi = policy.log_prob(model, s, batch_size)
         return float((s.log_q.double() - log_pi.double()).mean())
+
+
+def _settings_path(output: str | Path) -> Path:
+    return Path(output).with_suffix(".settings.json")
+
+
+def _read_settings(output: str | Path) -> dict | None:
+    path = _settings_path(output)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # written before settings were recorded, or unreadable: regenerate
 
 
 def _device_of(model: nn.Module | None) -> torch.device:

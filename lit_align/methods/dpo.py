@@ -129,5 +129,6 @@ class DPO(PreferenceModule):
         r_c, r_r = implicit_rewards(log_chosen, rc, self.coef), implicit_rewards(log_rejected, rr, self.coef)
         m = super().pair_metrics(batch, log_chosen, log_rejected)
         m.update({"accuracy": (r_c > r_r).double().mean(), "rewards/chosen": r_c.mean(),
-                  "rewards/rejected": r_r.mean(), "rewards/margin": (r_c - r_r).mean()})
+                  "rewards/rejected": r_r.mean(), "rewards/margin": (r_c - r_r).mean(),
+                  **self.soft_label_metrics(batch, r_c - r_r)})  # ranked by the implicit reward
         return m
