@@ -43,7 +43,8 @@ CONFIGS = ["cdpg_translate_offline", "cdpg_summarize_offline", "cdpg_code_compil
 SHORTER = {"dpo_sentiment_offline": 5.0, "reward_model_sentiment_offline": 5.0, "phf_pep8_offline": 5.0}
 #: tags (regular expressions) worth showing, per kind of config
 KEY_TAGS = [r"train/scorer/[^/]+$", r"train/kl_policy_base$", r"train/loss$", r"train/(reward_)?accuracy$",
-            r"val/scorer/[^/]+$", r"val/loss$", r"val/(reward_)?accuracy$", r"val/.*misalign.*", r"val/sampling/.*"]
+            r"val/scorer/[^/]+$", r"val/loss$", r"val/(reward_)?accuracy$", r"val/expected_accuracy$", r"val/accuracy_ceiling$",
+            r"val/win_rate$", r"val/judge_.*", r"val/.*misalign.*", r"val/sampling/.*"]
 
 
 def run_config(config: str, workdir: Path, minutes: float, extra: list[str]) -> dict:

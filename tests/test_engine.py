@@ -94,6 +94,30 @@ def test_settings_from_a_mapping_and_exactness():
     assert EngineSettings(sample_dtype="bfloat16").low_precision
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_it_is_native(monkeypatch, native):
+    import lit_align.models.settings as settings
+
+    monkeypatch.setattr(settings, "native_bf16", lambda: native)
+    s = EngineSettings(grad_dtype="auto", sample_dtype="auto", frozen_dtype="auto")
+    want = "bfloat16" if native else None
+    assert (s.grad_dtype, s.sample_dtype, s.frozen_copy_dtype, s.low_precision) == (want, want, want, native)
+    assert EngineSettings(grad_dtype="float32", sample_dtype="bfloat16").grad_dtype == "float32"  # as given
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import lit_align.models.settings as settings
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for flags, native in (("fpu avx2 avx512f avx512_bf16 amx_tile", True), ("fpu avx2 avx512f avx512bw", False),
+                          ("Features: fp asimd bf16 i8mm", True)):
+        (tmp_path / "cpuinfo").write_text(f"flags\t\t: {flags}\n")
+        monkeypatch.setattr(settings, "Path", lambda _p, f=tmp_path / "cpuinfo": f)
+        settings.native_bf16.cache_clear()
+        assert settings.native_bf16() is native
+    settings.native_bf16.cache_clear()
+
+
 def test_grad_autocast_is_off_by_default_and_bf16_when_asked():
     engine = toy_engine()
     with engine.grad_autocast():

@@ -64,7 +64,7 @@ class DPO(PreferenceModule):
         """What identifies π0 and the numerics of its pass (the cache key of its log-probs on the pairs)."""
         hp = self.hparams
         key = f"model={hp.model}|tokenizer={hp.tokenizer}|seed={hp.model_seed}"
-        resolved = {"frozen_dtype": self.engine_settings.frozen_copy_dtype, "grad_dtype": hp.get("grad_dtype")}
+        resolved = {"frozen_dtype": self.engine_settings.frozen_copy_dtype, "grad_dtype": self.engine_settings.grad_dtype}
         for option, value in resolved.items():  # both change the cached numbers
             if value not in (None, "float32"):
                 key += f"|{option}={value}"

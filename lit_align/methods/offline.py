@@ -56,7 +56,8 @@ class OfflineModule(EngineModule):
             instead of all weights; π0 is then the policy with its adapters off.
         frozen_dtype: keep a frozen copy of π0 in this dtype (``bfloat16``, ``float16``).
         grad_dtype: run the gradient passes (and the reference pass they are compared with)
-            under ``torch.autocast`` in this dtype.
+            under ``torch.autocast`` in this dtype (``auto``: ``bfloat16`` where the machine has
+            native bf16, else fp32; :func:`~lit_align.models.settings.native_bf16`).
         train_attention: attention kernel of the gradient passes (``auto``: ``eager`` when
             ``grad_dtype`` is set on a CPU, else the model's own).
     """

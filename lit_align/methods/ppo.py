@@ -59,7 +59,7 @@ class PPO(RewardFromScorers, OnPolicyModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if self.hparams.get("grad_dtype") not in (None, "float32"):
+        if self.engine_settings.grad_dtype not in (None, "float32"):
             raise ValueError("PPO does not take grad_dtype: its ratio π/π_old needs both log-probs from one precision; "
                              "use the trainer's precision (bf16-mixed) instead")
         self.init_reward(reward, reward_weights)

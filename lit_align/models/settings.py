@@ -8,12 +8,39 @@ their fields when built, before any model is loaded, and name the field that is 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from lit_align.models.attention import IMPLEMENTATIONS
 from lit_align.models.limits import check_positive_int
 
 DTYPES = (None, "float32", "bfloat16", "float16")
+
+
+@lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this machine multiplies bf16 matrices natively: a CUDA GPU with bf16, or a CPU
+    with AVX512-BF16, AMX-BF16 or Arm's BF16 extension (read from ``/proc/cpuinfo``; elsewhere,
+    e.g. macOS, a CPU counts as without). Without it, bf16 autocast on a CPU is emulated and
+    slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16|bf16)\b", info) is not None
+
+
+def resolve_dtype(value: str | None) -> str | None:
+    """``auto`` → ``bfloat16`` where :func:`native_bf16`, else None (the model's fp32); other values as given."""
+    if value != "auto":
+        return value
+    return "bfloat16" if native_bf16() else None
 
 
 @dataclass(frozen=True)
@@ -78,9 +105,10 @@ class EngineSettings:
         check_positive_int("minibatch_size", self.minibatch_size)
         for name in ("frozen_dtype", "grad_dtype", "sample_dtype"):
             value = getattr(self, name)
-            if value not in DTYPES and not (name == "frozen_dtype" and value == "auto"):
-                extra = ", auto" if name == "frozen_dtype" else ""
-                raise ValueError(f"{name} must be null, float32, bfloat16, float16{extra}, got {value!r}")
+            if value not in DTYPES and value != "auto":
+                raise ValueError(f"{name} must be null, float32, bfloat16, float16 or auto, got {value!r}")
+        for name in ("grad_dtype", "sample_dtype"):  # auto: bf16 only where it is fast (native_bf16)
+            object.__setattr__(self, name, resolve_dtype(getattr(self, name)))
         if self.train_attention not in (None, "auto", *IMPLEMENTATIONS):
             raise ValueError(f"train_attention must be null, auto or one of {', '.join(IMPLEMENTATIONS)}, "
                              f"got {self.train_attention!r}")
