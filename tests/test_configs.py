@@ -55,6 +55,19 @@ def test_config_parses(path, in_tmp, run_cli, capsys):
     assert resolved["model"]["class_path"] == raw["model"]["class_path"]
 
 
+def test_synthetic_preferences_keep_their_soft_labels_through_the_cli(in_tmp, run_cli, capsys):
+    """The CLI passes every inherited argument explicitly: the synthetic data module's own
+    defaults (soft labels on, every validation pair) must survive it."""
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", str(CONFIG_DIR / "dpo_toy.yaml"), "--print_config")
+    args = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert args["soft_label_column"] == "chosen_probability" and args["max_val_pairs"] is None
+    from lit_align.data import SyntheticPreferenceDataModule
+
+    dm = SyntheticPreferenceDataModule(target_model="toy", **{k: v for k, v in args.items() if k != "target_model"})
+    assert dm.soft_label_column == "chosen_probability" and dm.max_val_pairs is None and dm.dataset == "synthetic"
+
+
 def shrink_args(path: Path, raw: dict, tmp: Path) -> tuple[list[str], str]:
     init = raw["model"].get("init_args") or {}
     model = init.get("model", "smollm2")

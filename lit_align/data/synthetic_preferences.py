@@ -110,7 +110,9 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         output: write the generated pairs there (JSONL; validation pairs to ``*.val.jsonl``)
             with their settings (``*.settings.json``); a later run with the same settings reuses
             them (unless ``overwrite``), one with other settings generates them again.
-        Other arguments: as :class:`PreferenceDataModule` (the soft-label column is set).
+        soft_label_column: the records' P(chosen ≻ rejected) column (kept: the labeller knows it).
+        max_val_pairs: cap on validation pairs (default: all ``n_val_pairs``).
+        Other arguments: as :class:`PreferenceDataModule` (``dataset`` is ignored).
 
     With a target LM, validation also logs KL(π*‖π) estimated on samples from π*.
     """
@@ -129,12 +131,15 @@ class SyntheticPreferenceDataModule(PreferenceDataModule):
         scale: float = 1.0,
         output: str | None = None,
         overwrite: bool = False,
+        soft_label_column: str | None = SOFT_LABEL_COLUMN,
+        max_val_pairs: int | None = None,
         **kwargs,
     ) -> None:
-        kwargs.setdefault("dataset", "synthetic")
-        kwargs.setdefault("soft_label_column", SOFT_LABEL_COLUMN)
-        kwargs.setdefault("max_val_pairs", None)
-        super().__init__(**kwargs)
+        # declared here, not set with kwargs.setdefault: the CLI passes every parent argument
+        # explicitly, with the parent's defaults (no soft labels, 64 validation pairs)
+        kwargs.pop("dataset", None)  # the pairs are generated, never read from a dataset
+        super().__init__(dataset="synthetic", soft_label_column=soft_label_column, max_val_pairs=max_val_pairs,
+                         **kwargs)
         if (target_model is None) == (scorer is None):
             raise ValueError("SyntheticPreferenceDataModule: give exactly one of target_model or scorer")
         if n_pairs < 1 or n_val_pairs < 0:
