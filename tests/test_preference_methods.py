@@ -269,3 +269,20 @@ def test_reward_model_on_the_toy_space_learns_the_bradley_terry_reward(tmp_path)
     corr = cov / ((w * dr**2).sum() * (w * dt**2).sum()).sqrt()
     slope = cov / (w * dt**2).sum()
     assert corr > 0.8 and 0.7 < slope < 1.3, (float(corr), float(slope))  # 0.91 and 1.03 here; constant R̂ gave nan, 0
+
+
+@pytest.mark.parametrize("head_lr", [None, 0.01])
+def test_reward_model_head_lr_moves_the_zero_initialised_head(tmp_path, head_lr):
+    """Adam's first step moves every parameter with a gradient by its group's lr: the head
+    (zero-initialised) by ``head_lr``, the trunk not at all (no gradient through a zero head)."""
+    L.seed_everything(0)
+    module = RewardModel(model="toy", lr=1e-4, head_lr=head_lr, minibatch_size=32, max_new_tokens=4,
+                         save_dir=str(tmp_path / "rm"))
+    module.configure_model()
+    trunk = [p.detach().clone() for p in module.model.parameters()]
+    trainer(1, limit_val_batches=0).fit(module, datamodule=toy_data(n_pairs=32, batch_size=32))
+    step = module.head.weight.detach().abs().max()
+    assert float(step) == pytest.approx(head_lr or 1e-4, rel=1e-3)
+    assert all(torch.equal(a, b) for a, b in zip(trunk, module.model.parameters()))
+    with pytest.raises(ValueError, match="head_lr"):
+        RewardModel(model="toy", head_lr=0.0)

@@ -32,6 +32,9 @@ class RewardModel(OfflineModule):
         soft_labels: train on the data's P(chosen ≻ rejected) (``soft_label_column``) instead of hard labels.
         center_rewards_coef: weight of ``mean(R²)`` (TRL's ``center_rewards_coefficient``), which
             fixes the free constant of BT rewards near 0.
+        head_lr: learning rate of the reward head (default: ``lr``). The head starts at zero, so
+            the trunk gets no gradient until the head has grown: at a fine-tuning lr (1e-5) a
+            short run barely leaves R = 0; a larger head lr (e.g. 1e-3) gets it going.
         Other arguments: :class:`~lit_align.methods.offline.OfflineModule` (``model`` is the
             reward model's trunk; sampling arguments are unused).
     """
@@ -39,9 +42,11 @@ class RewardModel(OfflineModule):
     needs_base = False
 
     def __init__(self, save_dir: str | None = None, soft_labels: bool = False, center_rewards_coef: float = 0.0,
-                 **kwargs) -> None:
+                 head_lr: float | None = None, **kwargs) -> None:
         if center_rewards_coef < 0:
             raise ValueError(f"center_rewards_coef must be ≥ 0, got {center_rewards_coef}")
+        if head_lr is not None and not head_lr > 0:
+            raise ValueError(f"head_lr must be > 0 (or null: lr), got {head_lr}")
         super().__init__(**kwargs)
         self.head: nn.Linear | None = None
 
@@ -57,6 +62,12 @@ class RewardModel(OfflineModule):
 
     def optimized_parameters(self):
         return list(self.model.parameters()) + list(self.head.parameters())
+
+    def parameter_groups(self) -> list[dict]:
+        if self.hparams.head_lr is None:  # one group, as checkpoints written before head_lr have
+            return super().parameter_groups()
+        return [{"params": list(self.model.parameters())},
+                {"params": list(self.head.parameters()), "lr": self.hparams.head_lr}]
 
     def pair_rewards(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
         r = sequence_rewards(self.model, self.head, batch.samples)
