@@ -189,6 +189,9 @@ def _run(argv: list[str] | None) -> Any:
     # Hugging Face models load in eval mode and lit_align turns dropout off itself
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # every method optimises manually and checkpoints after its step: the state after step N,
+    # saved with global_step N, is the one to resume from, not the "pre-optimization" one
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization and every_n_train_steps")
     return LitAlignCLI(
         EngineModule,
         L.LightningDataModule,
