@@ -218,7 +218,7 @@ CH5_OBJECTIVES = {  # benchmarks/phf_pep8.py's settings (the paper's PEP8 ones)
 }
 CH5_BUDGETS = {  # steps × 16 chunks × 256 tokens per run
     "quick": {"steps": 6, "lrs": [8e-4], "layers": 2, "width": 64, "corpus": "stdlib", "docs": 50, "samples": 16},
-    "cpu": {"steps": 1000, "lrs": [4e-4, 8e-4], "layers": 4, "width": 128, "corpus": "stdlib", "docs": None,
+    "cpu": {"steps": 1000, "lrs": [8e-4], "layers": 4, "width": 128, "corpus": "stdlib", "docs": None,
             "samples": 128},
     "gpu": {"steps": 1500, "lrs": [4e-4, 8e-4], "layers": 6, "width": 256, "corpus": "stdlib", "docs": None,
             "samples": 256},
