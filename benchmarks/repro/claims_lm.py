@@ -251,7 +251,8 @@ def ch5_runs(budget: str, seeds: list[int]) -> list[Run]:
                         {**common, "trainer.max_steps": half, "model.init_args.objective": "mle",
                          "model.init_args.drop_token_fraction": 0.0}, lr=lr, ckpt_every=half, stage="mle",
                         final=False, keep_checkpoints=True)
-            ft = {**common, "trainer.max_steps": b["steps"] - half, "model.init_args.from_scratch": False,
+            # the architecture from the config + overrides (from_scratch), the weights from the first stage
+            ft = {**common, "trainer.max_steps": b["steps"] - half,
                   "model.init_args.init_from": f"{{SWEEP}}/{first.key}/ckpt/last.ckpt",
                   "data.init_args.skip_tokens": half * 16 * 256, "trainer.val_check_interval": b["steps"] - half,
                   **{f"model.init_args.{k}": v for k, v in CH5_OBJECTIVES["conditional"].items()}}
