@@ -171,3 +171,18 @@ def test_ch5_and_yun_readings():
     assert not any("β=0.1 " in n or "β=0.2" in n for n in names)
     res["reverse KL (RM + RLOO) β=0.01"] = res["reverse KL (RM + RLOO) β=0.2"]  # now every β of it is worse
     assert analyse_yun(res, "quick")["verdict"] == NOT_REPRODUCED
+
+
+def test_ch5_second_stage_keeps_the_first_stage_architecture():
+    """MLE→conditional: the second stage builds the same overridden architecture (from_scratch)
+    and takes the first stage's weights (init_from); with from_scratch false PHF loads the config's
+    model by name and refuses the overrides, so the stage never started."""
+    from benchmarks.repro.claims_lm import ch5_runs
+
+    runs = ch5_runs("quick", [0])
+    first = next(r for r in runs if r.stage == "mle")
+    second = next(r for r in runs if r.stage == "finetune")
+    assert second.overrides.get("model.init_args.from_scratch", True) is not False
+    arch = "model.init_args.config_overrides"
+    assert second.overrides[arch] == first.overrides[arch]
+    assert second.overrides["model.init_args.init_from"].endswith(f"{first.key}/ckpt/last.ckpt")
