@@ -34,6 +34,15 @@ CHECKPOINT_PRIVATES = ("_every_n_train_steps", "_should_skip_saving_checkpoint",
                        "_monitor_candidates", "_save_topk_checkpoint", "_save_last_checkpoint", "_save_checkpoint",
                        "_last_global_step_saved", "_last_checkpoint_saved")
 LOOP_PRIVATES = ("_data_fetcher", "_should_check_val_fx")
+#: the start of ModelCheckpoint's warning for manual optimisation with ``every_n_train_steps``;
+#: lit_align checkpoints after its step on purpose (the state after step N, saved as step N)
+MANUAL_CHECKPOINT_WARNING = "Using ModelCheckpoint with manual optimization and every_n_train_steps"
+
+
+def silence_manual_checkpoint_warning() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message=MANUAL_CHECKPOINT_WARNING)
 
 
 def validates_after_this_batch(trainer: L.Trainer) -> bool:

@@ -50,3 +50,16 @@ def test_max_steps_counts_training_steps_whatever_the_updates(updates):
     assert progress.total.completed == 4 and progress.total.ready == 4
     if updates:
         assert module.w.item() != 0.0  # the updates did happen
+
+
+def test_the_silenced_checkpoint_warning_is_lightnings_text():
+    """The filter matches ModelCheckpoint's warning by its first words: a Lightning that rewords it
+    fails here instead of printing it again in every run."""
+    import inspect
+
+    from lightning.pytorch.callbacks import model_checkpoint
+
+    from lit_align.lightning_private import MANUAL_CHECKPOINT_WARNING
+
+    source = " ".join(inspect.getsource(model_checkpoint).split())
+    assert MANUAL_CHECKPOINT_WARNING.replace("every_n_train_steps", "every_n_train_steps, but no") in source

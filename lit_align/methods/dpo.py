@@ -16,7 +16,7 @@ from torch import Tensor
 from lit_align.data.preference import Pair, PreferenceBatch, PreferenceDataModule
 from lit_align.data.preference_pairs import cached_reference_log_probs, set_reference_log_probs
 from lit_align.models.policy import model_device
-from lit_align.methods.preference_base import PreferenceModule
+from lit_align.methods.preference_base import PreferenceModule, soft_label_metrics
 from lit_align.preference import DPO_LOSS_TYPES, dpo_loss, implicit_rewards
 
 
@@ -130,5 +130,5 @@ class DPO(PreferenceModule):
         m = super().pair_metrics(batch, log_chosen, log_rejected)
         m.update({"accuracy": (r_c > r_r).double().mean(), "rewards/chosen": r_c.mean(),
                   "rewards/rejected": r_r.mean(), "rewards/margin": (r_c - r_r).mean(),
-                  **self.soft_label_metrics(batch, r_c - r_r)})  # ranked by the implicit reward
+                  **soft_label_metrics(batch, r_c - r_r)})  # ranked by the implicit reward
         return m

@@ -29,6 +29,15 @@ from lit_align.models.policy import Samples
 from lit_align.preference import soft_label_accuracy
 
 
+
+def soft_label_metrics(batch: PreferenceBatch, margin: Tensor) -> dict:
+    """With the labeller's P(chosen ≻ rejected) in the data: ``expected_accuracy`` of ranking by
+    ``margin`` against fresh labels and ``accuracy_ceiling`` (:func:`soft_label_accuracy`)."""
+    if batch.soft_label is None:
+        return {}
+    expected, ceiling = soft_label_accuracy(margin, batch.soft_label.to(margin.device))
+    return {"expected_accuracy": expected, "accuracy_ceiling": ceiling}
+
 class PreferenceModule(OfflineModule):
     """Base of the offline preference methods. Subclasses implement :meth:`pair_loss`.
 
@@ -72,16 +81,7 @@ class PreferenceModule(OfflineModule):
         """Detached per-batch metrics of the pair loss (accuracy, margins)."""
         margin = (log_chosen - log_rejected).double()
         return {"accuracy": (margin > 0).double().mean(), "logp_margin": margin.mean(),
-                **PreferenceModule.soft_label_metrics(batch, margin)}
-
-    @staticmethod
-    def soft_label_metrics(batch: PreferenceBatch, margin: Tensor) -> dict:
-        """With the labeller's P(chosen ≻ rejected) in the data: ``expected_accuracy`` of ranking
-        by ``margin`` against fresh labels and ``accuracy_ceiling`` (:func:`soft_label_accuracy`)."""
-        if batch.soft_label is None:
-            return {}
-        expected, ceiling = soft_label_accuracy(margin, batch.soft_label.to(margin.device))
-        return {"expected_accuracy": expected, "accuracy_ceiling": ceiling}
+                **soft_label_metrics(batch, margin)}
 
     def accumulate_pairs(self, batch: PreferenceBatch, loss_fn: Callable[[PreferenceBatch, Tensor, Tensor], Tensor]
                          ) -> tuple[Tensor, Tensor, Tensor]:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lit_align.data.preference import PreferenceBatch, PreferenceDataModule
 from lit_align.methods.offline import OfflineModule
-from lit_align.methods.preference_base import PreferenceModule
+from lit_align.methods.preference_base import soft_label_metrics
 from lit_align.methods.stepping import even_chunks
 from lit_align.models.value_head import hidden_size
 from lit_align.preference import bradley_terry_loss
@@ -83,10 +83,11 @@ class RewardModel(OfflineModule):
         return loss
 
     @staticmethod
-    def metrics(r_c: Tensor, r_r: Tensor) -> dict:
+    def metrics(r_c: Tensor, r_r: Tensor, batch: PreferenceBatch | None = None) -> dict:
         margin = (r_c - r_r).double()
         return {"accuracy": (margin > 0).double().mean(), "margin": margin.mean(),
-                "reward_mean": torch.cat([r_c, r_r]).double().mean()}
+                "reward_mean": torch.cat([r_c, r_r]).double().mean(),
+                **(soft_label_metrics(batch, margin) if batch is not None else {})}
 
     def training_step(self, batch, batch_idx: int) -> None:
         if not isinstance(batch, PreferenceBatch):
@@ -102,8 +103,7 @@ class RewardModel(OfflineModule):
 
         total = self.accumulate_backward(even_chunks(len(batch), self.hparams.minibatch_size), loss_of)
         stepped = self.optimizer_step_guarded()
-        r_c, r_r = torch.cat(chosen), torch.cat(rejected)
-        m = {**self.metrics(r_c, r_r), **PreferenceModule.soft_label_metrics(batch, (r_c - r_r).double())}
+        m = self.metrics(torch.cat(chosen), torch.cat(rejected), batch)
         m.update({"loss": total, "step_skipped": float(not stepped),
                   "pair_length": batch.samples.completion_mask.sum(-1).double().mean()})
         self.log_metrics(m, "train")
@@ -112,7 +112,7 @@ class RewardModel(OfflineModule):
     @torch.no_grad()
     def validation_step(self, batch, batch_idx: int) -> None:
         r_c, r_r = self.pair_rewards(batch)
-        m = {**self.metrics(r_c, r_r), **PreferenceModule.soft_label_metrics(batch, (r_c - r_r).double())}
+        m = self.metrics(r_c, r_r, batch)
         m["loss"] = self.loss(batch, r_c, r_r)
         self.log_metrics(m, "val", sync_dist=True)
 
