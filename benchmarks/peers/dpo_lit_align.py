@@ -58,7 +58,7 @@ def main() -> None:
     DPO.reference_log_probs = timed_fill
 
     class Setup(L.Callback):
-        def setup(self, *a) -> None:  # before the models are built and the pairs connected
+        def setup(self, trainer, pl_module, stage=None) -> None:  # before the models are built and the pairs connected
             marks["fit_start"] = time.perf_counter()
 
         def on_train_batch_start(self, *a) -> None:
