@@ -147,8 +147,10 @@ CH4_TASKS = {  # task -> (CDPG offline config, {baseline: config of its method s
 CH4_BUDGETS = {
     "quick": {"steps": 3, "contexts": 2, "samples": 4, "lrs": [1e-5]},
     # 50 steps × 2 lrs took ≈ 45 min a run at 1 thread (fp32: 54 s a step, 60% of it the backward):
-    # 9 h for 3 seeds; bf16 passes where the CPU has them natively, 30 steps and one lr fit ≈ 1.5 h
-    "cpu": {"steps": 30, "contexts": 4, "samples": 8, "lrs": [2e-5], "dtype": "auto"},
+    # 9 h for 3 seeds; bf16 passes where the CPU has them natively, 30 steps and one lr fit ≈ 1.5 h.
+    # lr 1e-5 after a 5-step warm-up: at 32 samples a step, one Adam step at 2e-5 moves SmolLM2 by
+    # ≈ 0.6 nats of KL whatever its signal (benchmarks/quickstart_step_drift.py), 1e-5 by ≈ 0.2
+    "cpu": {"steps": 30, "contexts": 4, "samples": 8, "lrs": [1e-5], "dtype": "auto", "warmup": 5},
     "gpu": {"steps": 50, "contexts": 8, "samples": 16, "lrs": [1e-5, 3e-5]},
 }
 SHARED = ("model", "chat_template", "max_new_tokens", "val_samples")
@@ -168,7 +170,7 @@ def ch4_model(task: str, method: str, lr: float, b: dict) -> dict:
         args["reward"] = copy.deepcopy(scorer)
     elif method != "CDPG":
         args["target"][0]["init_args"]["scorer"] = copy.deepcopy(scorer)
-    args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr, "warmup_steps": 0})
+    args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr, "warmup_steps": b.get("warmup", 0)})
     if b.get("dtype"):  # the gradient passes and the sampler (auto: bf16 only where it is native)
         args.update({"grad_dtype": b["dtype"], "sample_dtype": b["dtype"]})
     if "ppo_minibatch_size" in args:
@@ -294,6 +296,7 @@ def claims() -> list[Claim]:
     ch3 = {b: f"SmolLM2, {v['steps']} steps × {v['samples']} samples × {v['tokens']} tokens, lr ∈ {v['lrs']}"
            for b, v in CH3_BUDGETS.items()}
     ch4 = {b: f"SmolLM2, {v['steps']} steps × {v['contexts']} contexts × {v['samples']} samples, lr ∈ {v['lrs']}"
+              + (f", {v['warmup']} warm-up steps" if v.get("warmup") else "")
               + (f", grad/sample dtype {v['dtype']}" if v.get("dtype") else "") for b, v in CH4_BUDGETS.items()}
     ch5 = {b: f"GPT-2 {v['layers']}×{v['width']} from scratch, {v['steps']} steps × 16 × 256 tokens "
               f"(≈{v['steps'] * 16 * 256 / 1e6:.1f}M), corpus {v['corpus']}, lr ∈ {v['lrs']}"
