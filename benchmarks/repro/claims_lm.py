@@ -170,7 +170,8 @@ def ch4_model(task: str, method: str, lr: float, b: dict) -> dict:
         args["reward"] = copy.deepcopy(scorer)
     elif method != "CDPG":
         args["target"][0]["init_args"]["scorer"] = copy.deepcopy(scorer)
-    args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr, "warmup_steps": b.get("warmup", 0)})
+    args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr,
+                 "warmup_steps": b.get("warmup", 0)})
     if b.get("dtype"):  # the gradient passes and the sampler (auto: bf16 only where it is native)
         args.update({"grad_dtype": b["dtype"], "sample_dtype": b["dtype"]})
     if "ppo_minibatch_size" in args:
