@@ -141,6 +141,25 @@ def test_ch4_reading_compares_at_matched_kl():
     assert base.mean == pytest.approx(0.18 + 2 * sum(seeds.values()) / 3, abs=1e-9)
 
 
+def test_partial_report_says_so_before_its_numbers():
+    """A report of a sweep that is still running is marked partial above its table, with the
+    count of runs left; a finished sweep's report is not."""
+    from benchmarks.repro.claims import all_claims
+    from benchmarks.repro.claims_lm import analyse_ch4
+    from benchmarks.repro.report import markdown
+
+    results = {m: {1e-5: {s: fake_run(0.1, 0.02, 0.01 * s) for s in range(3)}}
+               for m in ("CDPG", "DPG (global Z)", "PPO (Ziegler)", "REINFORCE")}
+    claim = all_claims()["ch4-translate"]
+    done = markdown(claim, analyse_ch4(results, "quick"), "quick", [0, 1, 2], "cmd")
+    assert "Partial" not in done
+    analysis = {**analyse_ch4(results, "quick"), "verdict": "inconclusive",
+                "incomplete": "3 of 12 runs not done; rerun the command to continue"}
+    partial = markdown(claim, analysis, "quick", [0, 1, 2], "cmd")
+    assert partial.startswith("# ch4-translate: inconclusive")
+    assert partial.index("**Partial report**: 3 of 12 runs not done") < partial.index("| method |")
+
+
 def test_ch5_and_yun_readings():
     from benchmarks.repro.claims_lm import analyse_ch5
     from benchmarks.repro.claims_yun import analyse_yun

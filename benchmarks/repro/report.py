@@ -26,7 +26,10 @@ def _md_table(analysis: dict) -> list[str]:
 
 def markdown(claim, analysis: dict, budget: str, seeds: list[int], command: str) -> str:
     ref = analysis.get("reference") or {}
-    lines = [f"# {claim.name}: {analysis['verdict']}", "", f"**Claim** ({claim.section}): {claim.sentence}", "",
+    lines = [f"# {claim.name}: {analysis['verdict']}", ""]
+    if analysis.get("incomplete"):  # a sweep still running: say so before any number
+        lines += [f"**Partial report**: {analysis['incomplete']}. The verdict waits for every run.", ""]
+    lines += [f"**Claim** ({claim.section}): {claim.sentence}", "",
              f"Budget `{budget}` ({claim.budgets.get(budget, '')}), seeds {seeds}. Regenerate with", "",
              f"    {command}", "",
              "Each cell: mean over seeds [95% CI, Student t]; each method at the learning rate of the shared grid "
