@@ -205,3 +205,29 @@ def test_ch5_second_stage_keeps_the_first_stage_architecture():
     arch = "model.init_args.config_overrides"
     assert second.overrides[arch] == first.overrides[arch]
     assert second.overrides["model.init_args.init_from"].endswith(f"{first.key}/ckpt/last.ckpt")
+
+
+def test_lm_budgets_give_ppo_autocast_instead_of_grad_dtype():
+    """PPO refuses ``grad_dtype`` (its π/π_old ratio needs one precision): in a budget with a dtype
+    it runs under the trainer's bf16-mixed autocast (where bf16 is native), every other method
+    takes grad/sample dtype; a budget without a dtype changes neither."""
+    from benchmarks.repro.claims_lm import ch3_lm_runs, ch4_runs
+    from lit_align.models.settings import resolve_dtype
+
+    def init_args(run):
+        if "model" in run.overrides:
+            return run.overrides["model"]["init_args"]
+        return {k.rsplit(".", 1)[-1]: v for k, v in run.overrides.items() if k.startswith("model.init_args.")}
+
+    native = resolve_dtype("auto") == "bfloat16"
+    for runs in (ch4_runs("translate")("cpu", [0]), ch3_lm_runs("cpu", [0])):
+        for run in runs:
+            args = init_args(run)
+            if run.method == "PPO (Ziegler)":
+                assert "grad_dtype" not in args and "sample_dtype" not in args
+                assert run.overrides.get("trainer.precision") == ("bf16-mixed" if native else None)
+            else:
+                assert args["grad_dtype"] == args["sample_dtype"] == "auto"
+                assert "trainer.precision" not in run.overrides
+    for run in ch4_runs("translate")("quick", [0]):
+        assert "grad_dtype" not in init_args(run) and "trainer.precision" not in run.overrides

@@ -98,6 +98,17 @@ CH3_BUDGETS = {
 }
 
 
+def precision_overrides(method: str, dtype: str | None) -> tuple[dict, dict]:
+    """(method init_args, trainer overrides) for a budget's ``dtype``: the gradient passes and the
+    sampler in that dtype. PPO refuses ``grad_dtype`` (its ratio π/π_old needs both log-probs from
+    one precision), so it runs its whole step under the trainer's bf16-mixed autocast instead."""
+    if not dtype:
+        return {}, {}
+    if method == "PPO (Ziegler)":
+        from lit_align.models.settings import resolve_dtype
+        return {}, ({"trainer.precision": "bf16-mixed"} if resolve_dtype(dtype) == "bfloat16" else {})
+    return {"grad_dtype": dtype, "sample_dtype": dtype}, {}
+
 def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
     b = CH3_BUDGETS[budget]
     word = {"class_path": "lit_align.scorers.WordPresence", "init_args": {"words": ["amazing"]}}
@@ -110,12 +121,12 @@ def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
             for seed in seeds:
                 model = {"model": "smollm2", "n_samples": b["samples"], "minibatch_size": min(32, b["samples"]),
                          "max_new_tokens": b["tokens"], "lr": lr, "warmup_steps": b.get("warmup", 0), "val_samples": 8}
-                if b.get("dtype"):
-                    model.update({"grad_dtype": b["dtype"], "sample_dtype": b["dtype"]})
+                args, trainer = precision_overrides(method, b.get("dtype"))
+                model.update(args)
                 o = {**{f"model.init_args.{k}": v for k, v in model.items()},
                      "trainer.max_steps": b["steps"], "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
                      "trainer.callbacks": [], "trainer.log_every_n_steps": 1,
-                     "data.init_args.steps_per_epoch": b["steps"] + 1}
+                     "data.init_args.steps_per_epoch": b["steps"] + 1, **trainer}
                 if method == "PPO (Ziegler)":
                     o["model.init_args.ppo_minibatch_size"] = min(64, b["samples"])
                 runs.append(Run(method, seed, n(key), o, lr=lr, callbacks=(distance,), ckpt_every=25))
@@ -175,8 +186,7 @@ def ch4_model(task: str, method: str, lr: float, b: dict) -> dict:
         args["target"][0]["init_args"]["scorer"] = copy.deepcopy(scorer)
     args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr,
                  "warmup_steps": b.get("warmup", 0)})
-    if b.get("dtype"):  # the gradient passes and the sampler (auto: bf16 only where it is native)
-        args.update({"grad_dtype": b["dtype"], "sample_dtype": b["dtype"]})
+    args.update(precision_overrides(method, b.get("dtype"))[0])  # auto: bf16 only where it is native
     if "ppo_minibatch_size" in args:
         args["ppo_minibatch_size"] = b["samples"] * b["contexts"]
     return model
@@ -192,7 +202,8 @@ def ch4_runs(task: str):
                     o = {"model": ch4_model(task, method, lr, b), "trainer.max_steps": b["steps"],
                          "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0, "trainer.callbacks": [],
                          "trainer.log_every_n_steps": 1, "data.init_args.contexts_per_step": b["contexts"],
-                         "data.init_args.steps_per_epoch": b["steps"] + 1}
+                         "data.init_args.steps_per_epoch": b["steps"] + 1,
+                         **precision_overrides(method, b.get("dtype"))[1]}
                     if task == "code_compile":  # the offline data of benchmarks/cdpg_code_baselines.py
                         o.update({"data.init_args.dataset": "stdlib", "data.init_args.docstring": True})
                     runs.append(Run(method, seed, n(CH4_TASKS[task][0]), o, lr=lr, ckpt_every=25))
