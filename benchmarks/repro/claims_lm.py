@@ -161,7 +161,7 @@ CH4_TASKS = {  # task -> (CDPG offline config, {baseline: config of its method s
 CH4_BUDGETS = {
     "quick": {"steps": 3, "contexts": 2, "samples": 4, "lrs": [1e-5]},
     # 50 steps × 2 lrs took ≈ 45 min a run at 1 thread (fp32: 54 s a step, 60% of it the backward):
-    # 9 h for 3 seeds; bf16 passes where the CPU has them natively, 30 steps and one lr fit ≈ 1.5 h.
+    # 9 h for 3 seeds; bf16 passes where the CPU has them natively, 30 steps and one lr: ≈ 2.5 h (PPO ≈ 100 s a step).
     # lr 1e-5 after a 5-step warm-up: at 32 samples a step, one Adam step at 2e-5 moves SmolLM2 by
     # ≈ 0.6 nats of KL whatever its signal (benchmarks/quickstart_step_drift.py), 1e-5 by ≈ 0.2
     "cpu": {"steps": 30, "contexts": 4, "samples": 8, "lrs": [1e-5], "dtype": "auto", "warmup": 5},
