@@ -27,7 +27,6 @@ from lit_align.cli_errors import advice, user_error_of
 from lit_align.cli_hints import HintingParser, check_config_file
 from lit_align.errors import DEBUG_ENV, EXIT_STATUS  # noqa: F401 (cli.DEBUG_ENV)
 from lit_align.errors import UserError, debug_enabled, debug_hint, paragraph
-from lit_align.lightning_private import silence_manual_checkpoint_warning
 from lit_align.methods.engine_module import EngineModule
 from lit_align.cli_extras import COMMANDS, RunExtras, parser_kwargs, run_command
 from lit_align.renames import check_arguments, check_config_name
@@ -190,7 +189,6 @@ def _run(argv: list[str] | None) -> Any:
     # Hugging Face models load in eval mode and lit_align turns dropout off itself
     # (models.policy.disable_dropout), so Lightning's "modules in eval mode" warning is noise
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    silence_manual_checkpoint_warning()  # lit_align.lightning_private
     return LitAlignCLI(
         EngineModule,
         L.LightningDataModule,

@@ -23,6 +23,7 @@ step counter.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 from weakref import proxy
 
@@ -35,14 +36,9 @@ CHECKPOINT_PRIVATES = ("_every_n_train_steps", "_should_skip_saving_checkpoint",
                        "_last_global_step_saved", "_last_checkpoint_saved")
 LOOP_PRIVATES = ("_data_fetcher", "_should_check_val_fx")
 #: the start of ModelCheckpoint's warning for manual optimisation with ``every_n_train_steps``;
-#: lit_align checkpoints after its step on purpose (the state after step N, saved as step N)
+#: lit_align checkpoints after its step on purpose (the state after step N, saved as step N), so
+#: :class:`DeferredSaveCheckpoint` silences it around its own step checkpoints (nowhere else)
 MANUAL_CHECKPOINT_WARNING = "Using ModelCheckpoint with manual optimization and every_n_train_steps"
-
-
-def silence_manual_checkpoint_warning() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", message=MANUAL_CHECKPOINT_WARNING)
 
 
 def validates_after_this_batch(trainer: L.Trainer) -> bool:
@@ -65,7 +61,9 @@ class DeferredSaveCheckpoint(ModelCheckpoint):
         if due and validates_after_this_batch(trainer):
             self._defer_save_until_validation = True
             return
-        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=MANUAL_CHECKPOINT_WARNING)
+            super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._defer_save_until_validation and not trainer.sanity_checking:
