@@ -163,7 +163,7 @@ CH4_BUDGETS = {
     # 50 steps × 2 lrs took ≈ 45 min a run at 1 thread (fp32: 54 s a step, 60% of it the backward):
     # 9 h for 3 seeds; bf16 passes where the CPU has them natively, 30 steps and one lr: ≈ 2.5 h (PPO ≈ 100 s a step).
     # lr 1e-5 after a 5-step warm-up: at 32 samples a step, one Adam step at 2e-5 moves SmolLM2 by
-    # ≈ 0.6 nats of KL whatever its signal (benchmarks/quickstart_step_drift.py), 1e-5 by ≈ 0.2
+    # ≈ 0.6 nats of KL whatever its signal (benchmarks/quickstart_step_drift.py), 1e-5 by ≈ 0.15–0.2
     "cpu": {"steps": 30, "contexts": 4, "samples": 8, "lrs": [1e-5], "dtype": "auto", "warmup": 5},
     "gpu": {"steps": 50, "contexts": 8, "samples": 16, "lrs": [1e-5, 3e-5]},
 }

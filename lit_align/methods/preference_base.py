@@ -29,7 +29,6 @@ from lit_align.models.policy import Samples
 from lit_align.preference import soft_label_accuracy
 
 
-
 def soft_label_metrics(batch: PreferenceBatch, margin: Tensor) -> dict:
     """With the labeller's P(chosen ≻ rejected) in the data: ``expected_accuracy`` of ranking by
     ``margin`` against fresh labels and ``accuracy_ceiling`` (:func:`soft_label_accuracy`)."""
@@ -37,6 +36,7 @@ def soft_label_metrics(batch: PreferenceBatch, margin: Tensor) -> dict:
         return {}
     expected, ceiling = soft_label_accuracy(margin, batch.soft_label.to(margin.device))
     return {"expected_accuracy": expected, "accuracy_ceiling": ceiling}
+
 
 class PreferenceModule(OfflineModule):
     """Base of the offline preference methods. Subclasses implement :meth:`pair_loss`.
