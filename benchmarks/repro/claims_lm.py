@@ -129,7 +129,8 @@ def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
                      "data.init_args.steps_per_epoch": b["steps"] + 1, **trainer}
                 if method == "PPO (Ziegler)":
                     o["model.init_args.ppo_minibatch_size"] = min(64, b["samples"])
-                runs.append(Run(method, seed, n(key), o, lr=lr, callbacks=(distance,), ckpt_every=25))
+                # a checkpoint every 10 steps: a sweep stopped mid-fit (a session's end) loses little
+                runs.append(Run(method, seed, n(key), o, lr=lr, callbacks=(distance,), ckpt_every=10))
     return runs
 
 
@@ -206,7 +207,8 @@ def ch4_runs(task: str):
                          **precision_overrides(method, b.get("dtype"))[1]}
                     if task == "code_compile":  # the offline data of benchmarks/cdpg_code_baselines.py
                         o.update({"data.init_args.dataset": "stdlib", "data.init_args.docstring": True})
-                    runs.append(Run(method, seed, n(CH4_TASKS[task][0]), o, lr=lr, ckpt_every=25))
+                    # PPO takes ≈ 100 s a step on one CPU thread: a checkpoint every 5 steps
+                    runs.append(Run(method, seed, n(CH4_TASKS[task][0]), o, lr=lr, ckpt_every=5))
         return runs
     return plan
 
