@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -139,6 +140,48 @@ def test_ch4_reading_compares_at_matched_kl():
     assert cdpg[key].mean == pytest.approx(0.36 + sum(seeds.values()) / 3, abs=1e-9)
     base = analysis["methods"]["REINFORCE"]["metrics"][key]
     assert base.mean == pytest.approx(0.18 + 2 * sum(seeds.values()) / 3, abs=1e-9)
+
+    # the random-b control travels less far (0.05 a step): it is summarised beside the methods but
+    # neither lowers the matched level nor enters the effects
+    from benchmarks.repro.claims_lm import CONTROL
+
+    results[CONTROL] = {1e-5: {s: fake_run(0.05, 0.0, e) for s, e in seeds.items()}}
+    with_control = analyse_ch4(results, "quick")
+    assert key in with_control["methods"]["CDPG"]["metrics"]
+    assert with_control["verdict"] == REPRODUCED
+    assert [e["name"] for e in with_control["effects"]] == [e["name"] for e in analysis["effects"]]
+    assert with_control["methods"][CONTROL]["metrics"]["KL(π‖a) end"].mean == pytest.approx(0.05 * 18, abs=1e-9)
+
+
+def test_random_bit_control_is_a_fixed_unstructured_constraint():
+    """The control's b is a function of (context, text): the same pair always scores the same, about
+    ``rate`` of all pairs satisfy it, and it changes with the context (no learnable text feature)."""
+    from benchmarks.repro.control import RandomBit
+
+    bit = RandomBit(rate=0.25)
+    texts = [f"la phrase numéro {i}" for i in range(4000)]
+    first, again = bit(texts, ["c"] * 4000), bit(texts, ["c"] * 4000)
+    assert torch.equal(first, again) and set(first.tolist()) <= {0.0, 1.0}
+    assert abs(first.mean().item() - 0.25) < 0.03  # binomial s.e. 0.007
+    other = bit(texts, ["d"] * 4000)
+    assert (first != other).float().mean().item() > 0.25  # independent bits differ in 2·0.25·0.75 = 0.375
+    with pytest.raises(ValueError, match="rate"):
+        RandomBit(rate=1.0)
+
+
+def test_ch4_control_targets_a_random_bit_and_keeps_the_task_scorer():
+    """The control run is CDPG's own section with b replaced by the random bit; the task's scorer
+    stays with coefficient 0 (logged, no effect on the target)."""
+    from benchmarks.repro.claims_lm import CONTROL, ch4_runs
+
+    runs = ch4_runs("translate")("quick", [0])
+    control = next(r for r in runs if r.method == CONTROL)
+    cdpg = next(r for r in runs if r.method == "CDPG")
+    assert control.overrides["model"]["class_path"] == cdpg.overrides["model"]["class_path"]
+    point, zero = control.overrides["model"]["init_args"]["target"]
+    assert point["init_args"]["scorer"]["class_path"] == "benchmarks.repro.control.RandomBit"
+    assert zero["init_args"]["coefficients"] == [0.0]
+    assert zero["init_args"]["scorers"][0] == cdpg.overrides["model"]["init_args"]["target"][0]["init_args"]["scorer"]
 
 
 def test_partial_report_says_so_before_its_numbers():

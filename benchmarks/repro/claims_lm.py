@@ -33,7 +33,8 @@ def smooth(points: list[tuple[int, float]], window: int = 5) -> list[tuple[int, 
 
 
 def first_key(curves: dict, prefix: str) -> str | None:
-    return next((k for k in sorted(curves) if k.startswith(prefix)), None)
+    """The first logged name under ``prefix``, never the control's random bit (its E_π is noise by design)."""
+    return next((k for k in sorted(curves) if k.startswith(prefix) and not k.endswith("/random_bit")), None)
 
 
 def lm_curves(curves: dict, x: str, y: str) -> dict:
@@ -42,11 +43,13 @@ def lm_curves(curves: dict, x: str, y: str) -> dict:
     return {"x": smooth(curves.get(x, [])), "y": smooth(curves.get(ykey, [])) if ykey else []}
 
 
-def summarise_lm(results: dict, x: str, y: str, tune_y: bool, samples: int, extra: dict | None = None):
+def summarise_lm(results: dict, x: str, y: str, tune_y: bool, samples: int, extra: dict | None = None,
+                 references: tuple[str, ...] = ()):
     """Per method at its best lr (highest final smoothed y): final x, final y, y at matched x.
 
     The matched level is the largest x every method reaches (min over methods of the median,
-    over seeds, of each run's largest smoothed x): the comparison of the thesis's figures."""
+    over seeds, of each run's largest smoothed x): the comparison of the thesis's figures.
+    ``references`` (controls) are summarised too but do not set the level."""
     def reach(c):
         xs = [v for _, v in lm_curves(c, x, y)["x"]]
         return max(xs) if xs else math.nan
@@ -54,6 +57,8 @@ def summarise_lm(results: dict, x: str, y: str, tune_y: bool, samples: int, extr
              for m, by_lr in results.items()}
     reaches = []
     for m, lr in tuned.items():
+        if m in references:
+            continue
         vals = sorted(v for v in per_seed(results[m][lr], reach).values() if not math.isnan(v))
         if vals:
             reaches.append(vals[len(vals) // 2])
@@ -169,21 +174,34 @@ CH4_BUDGETS = {
     "gpu": {"steps": 50, "contexts": 8, "samples": 16, "lrs": [1e-5, 3e-5]},
 }
 SHARED = ("model", "chat_template", "max_new_tokens", "val_samples")
+# The control (benchmarks/repro/control.py): CDPG toward a random bit at the tasks' base rate
+# (mean b 0.23 translation, 0.24 code, benchmarks/results/offline_signal): the KL(π‖a) that noise alone
+# travels in the budget. Reported beside the methods, left out of the matched level and the effects.
+CONTROL = "CDPG, random b (control)"
+CONTROL_RATE = 0.25
 
 
 def ch4_model(task: str, method: str, lr: float, b: dict) -> dict:
     """The method section: CDPG's own, or the baseline's with the CDPG config's model and
     decoding and the task's scorer (PPO's section comes from the code task's config)."""
     cdpg = load_config(n(CH4_TASKS[task][0]))["model"]
-    model = copy.deepcopy(cdpg if method == "CDPG" else load_config(n(CH4_TASKS[task][1][method]))["model"])
+    own = method in ("CDPG", CONTROL)
+    model = copy.deepcopy(cdpg if own else load_config(n(CH4_TASKS[task][1][method]))["model"])
     args = model["init_args"]
+    if method == CONTROL:  # b replaced by a random bit; the task's scorer kept (λ = 0) so E_π[b] is still logged
+        args["target"] = [{"class_path": "lit_align.targets.Pointwise",
+                           "init_args": {"scorer": {"class_path": "benchmarks.repro.control.RandomBit",
+                                                    "init_args": {"rate": CONTROL_RATE}}}},
+                          {"class_path": "lit_align.targets.Exponential",
+                           "init_args": {"scorers": [cdpg["init_args"]["target"][0]["init_args"]["scorer"]],
+                                         "coefficients": [0.0]}}]
     for k in SHARED:
         if k in cdpg["init_args"]:
             args[k] = cdpg["init_args"][k]
     scorer = cdpg["init_args"]["target"][0]["init_args"]["scorer"]
     if "reward" in args:
         args["reward"] = copy.deepcopy(scorer)
-    elif method != "CDPG":
+    elif not own:
         args["target"][0]["init_args"]["scorer"] = copy.deepcopy(scorer)
     args.update({"n_samples": b["samples"], "minibatch_size": b["samples"], "lr": lr,
                  "warmup_steps": b.get("warmup", 0)})
@@ -197,7 +215,7 @@ def ch4_runs(task: str):
     def plan(budget: str, seeds: list[int]) -> list[Run]:
         b = CH4_BUDGETS[budget]
         runs = []
-        for method in ["CDPG", *CH4_TASKS[task][1]]:
+        for method in ["CDPG", *CH4_TASKS[task][1], CONTROL]:
             for lr in b["lrs"]:
                 for seed in seeds:
                     o = {"model": ch4_model(task, method, lr, b), "trainer.max_steps": b["steps"],
@@ -215,7 +233,8 @@ def ch4_runs(task: str):
 
 def analyse_ch4(results: dict, budget: str) -> dict:
     samples = CH4_BUDGETS[budget]["samples"] * CH4_BUDGETS[budget]["contexts"]
-    methods, curves, level = summarise_lm(results, "train/kl_policy_base", "train/scorer/", True, samples)
+    methods, curves, level = summarise_lm(results, "train/kl_policy_base", "train/scorer/", True, samples,
+                                          references=(CONTROL,))
     relabel(methods, lm_labels(level))
     key = f"E_π[b] at KL(π‖a)={level:.3g}"
     effects = []
