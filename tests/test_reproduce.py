@@ -151,6 +151,12 @@ def test_ch4_reading_compares_at_matched_kl():
     assert with_control["verdict"] == REPRODUCED
     assert [e["name"] for e in with_control["effects"]] == [e["name"] for e in analysis["effects"]]
     assert with_control["methods"][CONTROL]["metrics"]["KL(π‖a) end"].mean == pytest.approx(0.05 * 18, abs=1e-9)
+    from benchmarks.repro.claims import all_claims
+    from benchmarks.repro.report import markdown
+
+    text = markdown(all_claims()["ch4-translate"], with_control, "quick", [0, 1, 2], "cmd")
+    assert f"| {CONTROL} |" in text and "Not a method of the claim" in text
+    assert "Not a method of the claim" not in markdown(all_claims()["ch4-translate"], analysis, "quick", [0, 1, 2], "cmd")
 
 
 def test_random_bit_control_is_a_fixed_unstructured_constraint():

@@ -245,7 +245,11 @@ def analyse_ch4(results: dict, budget: str) -> dict:
             end = {m: methods[m]["per_seed"]["KL(π‖a) end"] for m in (base, "CDPG")}
             effects.append(effect(f"KL(π‖a) at the end: {base} − CDPG", paired(end[base], end["CDPG"])))
     verdict = combine([e["verdict"] for e in effects])
-    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict,
+    notes = [f"*{CONTROL}*: CDPG's run with b replaced by a random bit of rate {CONTROL_RATE} (a hash of context "
+             "and text, `benchmarks/repro/control.py`), its E_π[b] the task's scorer: the KL(π‖a) that sampling "
+             "noise alone travels in this budget. Not a method of the claim: outside the matched level and the "
+             "effects."] if CONTROL in methods else []
+    return {"methods": methods, "effects": effects, "curves": curves, "verdict": verdict, "notes": notes,
             "plot": {"plane": ["x", "y"], "over_samples": ["y", "x"], "labels": {"x": "KL(π‖a)", "y": "E_π[b]"}}}
 
 

@@ -38,7 +38,8 @@ def markdown(claim, analysis: dict, budget: str, seeds: list[int], command: str)
     if ref:
         lines += ["Closed-form reference: " + ", ".join(f"{k} = {v:.4g}" for k, v in ref.items()
                                                         if isinstance(v, (int, float)) and math.isfinite(v)), ""]
-    lines += _md_table(analysis) + ["", "| effect (positive supports the claim) | mean [95% CI] | margin | verdict |",
+    lines += _md_table(analysis) + [line for note in analysis.get("notes", []) for line in ("", note)]
+    lines += ["", "| effect (positive supports the claim) | mean [95% CI] | margin | verdict |",
                                     "|---|---|---|---|"]
     for e in analysis["effects"]:
         lines.append(f"| {e['name']} | {e['estimate'].text(4)} | {e['margin']:g} | {e['verdict']} |")
