@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
+import yaml
 from transformers import DynamicCache, StaticCache
 
+from lit_align.cli import resolve_config
 from lit_align.models.loading import load
 
-PROMPT = "<|im_start|>user\nDescribe a movie you watched recently in one sentence.<|im_end|>\n<|im_start|>assistant\n"
+# the quickstart's prompt, read from its config
+PROMPT = yaml.safe_load(Path(resolve_config("quickstart")).read_text())["data"]["init_args"]["prompt"]
 
 
 def main() -> None:

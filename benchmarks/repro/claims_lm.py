@@ -33,8 +33,7 @@ def smooth(points: list[tuple[int, float]], window: int = 5) -> list[tuple[int, 
 
 
 def first_key(curves: dict, prefix: str) -> str | None:
-    """The first logged name under ``prefix``, never the control's random bit (its E_π is noise by design)."""
-    return next((k for k in sorted(curves) if k.startswith(prefix) and not k.endswith("/random_bit")), None)
+    return next((k for k in sorted(curves) if k.startswith(prefix)), None)
 
 
 def lm_curves(curves: dict, x: str, y: str) -> dict:
@@ -113,6 +112,7 @@ def precision_overrides(method: str, dtype: str | None) -> tuple[dict, dict]:
         from lit_align.models.settings import resolve_dtype
         return {}, ({"trainer.precision": "bf16-mixed"} if resolve_dtype(dtype) == "bfloat16" else {})
     return {"grad_dtype": dtype, "sample_dtype": dtype}, {}
+
 
 def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
     b = CH3_BUDGETS[budget]
@@ -233,8 +233,10 @@ def ch4_runs(task: str):
 
 def analyse_ch4(results: dict, budget: str) -> dict:
     samples = CH4_BUDGETS[budget]["samples"] * CH4_BUDGETS[budget]["contexts"]
-    methods, curves, level = summarise_lm(results, "train/kl_policy_base", "train/scorer/", True, samples,
-                                          references=(CONTROL,))
+    # E_π[b] is the scorer CDPG trains on (the control also logs its random bit)
+    cdpg_runs = next(iter(results["CDPG"].values()), {}) if "CDPG" in results else {}
+    y = first_key(next(iter(cdpg_runs.values()), {}), "train/scorer/") or "train/scorer/"
+    methods, curves, level = summarise_lm(results, "train/kl_policy_base", y, True, samples, references=(CONTROL,))
     relabel(methods, lm_labels(level))
     key = f"E_π[b] at KL(π‖a)={level:.3g}"
     effects = []
