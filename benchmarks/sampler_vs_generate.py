@@ -51,7 +51,12 @@ and shares its KV cache among the samples; ``lit_align-copies`` is
 copies); ``generate-tokens-only`` runs ``generate`` without scores/log-probs as a lower bound for
 reference (skip it with ``--no-reference``); ``lit_align-fast`` (opt-in via ``--sides``) is the
 prototype of ``prototype_sampler.py``, which ``Policy`` itself now uses (lit_align/models/draw.py),
-so the two rows should agree. ``--profile`` prints a torch.profiler table of one call per side (not
+so the two rows should agree. ``lit_align-bf16`` samples under bf16 autocast (``sample_dtype:
+bfloat16``); ``lit_align-dynamic`` / ``lit_align-bf16-dynamic`` are the sampler with its static KV
+cache turned off (``Policy.static_cache = False``, a growing ``DynamicCache``, as before 2026-12-06);
+``generate-static``, ``generate-bf16`` and ``generate-bf16-static`` give ``generate`` the same
+advantages (``cache_implementation="static"``, bf16 autocast), so it is compared at its best too.
+``--profile`` prints a torch.profiler table of one call per side (not
 timed). See README.md in this folder for results.
 """
 
@@ -70,7 +75,8 @@ import tempfile
 import time
 import warnings
 
-SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast", "lit_align-bf16")
+SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast", "lit_align-bf16",
+         "lit_align-dynamic", "lit_align-bf16-dynamic", "generate-static", "generate-bf16", "generate-bf16-static")
 DEFAULT_SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only")
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -205,7 +211,24 @@ def _setup(args):
         with torch.autocast(model.device.type, dtype=torch.bfloat16):
             return run_lit()
 
-    def run_generate(with_logprobs: bool):
+    def run_lit_dynamic(bf16: bool = False):
+        # the sampler before its static KV cache: a DynamicCache grown by concatenation every token
+        dyn = Policy(tok, max_new_tokens=n_new, chat_template=args.chat_template)
+        dyn.eos_id, dyn.static_cache = policy.eos_id, False
+        if not bf16:
+            return run_lit(dyn)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+            return run_lit(dyn)
+
+    def run_generate_in(with_logprobs: bool, static: bool = False, bf16: bool = False):
+        # generate at its best: cache_implementation="static" preallocates the KV cache as lit_align does
+        extra = {"cache_implementation": "static"} if static else {}
+        if not bf16:
+            return run_generate(with_logprobs, **extra)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16):
+            return run_generate(with_logprobs, **extra)
+
+    def run_generate(with_logprobs: bool, **extra):
         ids, mask = policy.encode_contexts([prompt], device=model.device)
         ids, mask = ids.repeat(batch, 1), mask.repeat(batch, 1)
         out = model.generate(
@@ -220,6 +243,7 @@ def _setup(args):
             pad_token_id=tok.pad_token_id,
             output_scores=with_logprobs,
             return_dict_in_generate=True,
+            **extra,
         )
         comp = out.sequences[:, ids.shape[1] :]
         cmask = completion_mask(comp)
@@ -244,6 +268,11 @@ def _setup(args):
         "generate-tokens-only": lambda: run_generate(False),
         "lit_align-fast": run_lit_fast,
         "lit_align-bf16": run_lit_bf16,
+        "lit_align-dynamic": run_lit_dynamic,
+        "lit_align-bf16-dynamic": lambda: run_lit_dynamic(bf16=True),
+        "generate-static": lambda: run_generate_in(True, static=True),
+        "generate-bf16": lambda: run_generate_in(True, bf16=True),
+        "generate-bf16-static": lambda: run_generate_in(True, static=True, bf16=True),
     }
     meta = {
         "load_s": load_s,
@@ -413,6 +442,9 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
             "n/a (no log-probs)" if diff is None else f"{diff:.2e}",
         ], widths))
     pairs = [("lit_align", "generate"), ("lit_align-bf16", "generate"), ("lit_align-copies", "generate"),
+             ("lit_align", "generate-static"), ("lit_align-bf16", "generate-bf16"),
+             ("lit_align-bf16", "generate-bf16-static"), ("lit_align", "lit_align-dynamic"),
+             ("lit_align-bf16", "lit_align-bf16-dynamic"),
              ("lit_align", "generate-tokens-only"),
              ("lit_align-fast", "generate"), ("lit_align-fast", "lit_align")]
     for x, y in pairs:
