@@ -105,9 +105,14 @@ def main() -> None:
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     ap.add_argument("--sample-dtype", default=None, help="bfloat16: sample under autocast (log_q is its exact density)")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on all linear layers (0: full fine-tuning)")
+    ap.add_argument("--kv-cache", choices=("auto", "static", "dynamic"), default="auto",
+                    help="the sampler's KV cache (auto: static in half precision, dynamic in fp32)")
     add_curve_args(ap)
     args = ap.parse_args()
     from lit_align.methods import DPG
+    from lit_align.models.decoding import Decoding
+
+    Decoding.static_cache = {"auto": None, "static": True, "dynamic": False}[args.kv_cache]
     from lit_align.scorers import Regex
     from lit_align.targets import Pointwise
 
@@ -122,7 +127,8 @@ def main() -> None:
                                  PROMPT)] if args.curve else []
     clock, phases = fit_timed(make, args.steps, args.threads, PROMPT, first=first)
     report("lit_align DPG" + (f" LoRA r{args.lora}" if args.lora else "")
-           + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
+           + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32")
+           + ("" if args.kv_cache == "auto" else f" ({args.kv_cache} KV cache)"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":
