@@ -200,10 +200,12 @@ def main() -> None:
 
 def sampling_lines(args) -> str:
     """Sampling vs ``generate`` (benchmarks/sampler_vs_generate.py, SmolLM2, batch 32, fp32 model):
-    lit_align in fp32 and under bf16 autocast (``sample_dtype: bfloat16``), as ratio lines."""
+    lit_align in fp32 and under bf16 autocast (``sample_dtype: bfloat16``) against ``generate`` as
+    shipped and at its best (static cache, bf16 autocast), as ratio lines."""
     cmd = [sys.executable, str(HERE.parent / "sampler_vs_generate.py"), "--batch", str(args.samples), "--new-tokens",
            str(args.tokens), "--threads", str(args.threads), "--repeats", "3",
-           "--sides", "lit_align,lit_align-bf16,generate", "--no-reference"]
+           "--sides", "lit_align,lit_align-bf16,generate,generate-static,generate-bf16,generate-bf16-static",
+           "--no-reference"]
     out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     print(out)
     ratios = [line for line in out.splitlines() if line.startswith("ratio ")]
