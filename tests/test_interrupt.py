@@ -83,3 +83,37 @@ def test_out_of_memory_is_a_paragraph_with_what_to_do():
     err = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert user_error_of(err) is err and OOM_ADVICE in advice(err) and advice(ValueError("x")) == ""
     assert user_error_of(KeyError("a bug")) is None  # bugs keep their traceback
+
+
+@pytest.mark.parametrize("where", ["train", "val"])
+def test_stop_iteration_in_a_step_is_an_error_not_an_endless_run(where, single_thread):
+    """Lightning's loops read a StopIteration as the end of the data: raised in a training step (by
+    model code, say; scorers already turn errors into ScorerError) the run would start epoch after
+    epoch without a step or an error, and in a validation step validation would end silently.
+    lit_align's steps re-raise it as an error. max_epochs bounds the run if the guard were missing
+    (the test then fails instead of hanging)."""
+    import lightning as L
+
+    from lit_align.data.prompts import PromptDataModule
+    from lit_align.methods import DPG
+    from lit_align.scorers import Regex
+    from lit_align.targets import Pointwise
+
+    module = DPG(model="tiny-gpt2", target=[Pointwise(Regex("[a-z]", name="l"))], n_samples=4, minibatch_size=4,
+                 max_new_tokens=4)
+
+    def model_code_raises(*_):
+        if (module.trainer.training and where == "train") or (module.trainer.validating and where == "val"):
+            next(iter([]))  # an exhausted iterator inside the model's forward
+
+    class Hook(L.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            pl_module.engine.model.register_forward_pre_hook(model_code_raises)
+
+    trainer = L.Trainer(callbacks=[Hook()], max_steps=2, max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        val_check_interval=1, check_val_every_n_epoch=None, limit_val_batches=1)
+    step = "training_step" if where == "train" else "validation_step"
+    with pytest.raises(RuntimeError, match=f"DPG.{step} raised StopIteration"):
+        trainer.fit(module, PromptDataModule(prompt="x", steps_per_epoch=2))
+    assert trainer.global_step == (0 if where == "train" else 1)

@@ -152,3 +152,23 @@ def test_optional_backends_give_clear_errors():
     if importlib.util.find_spec("deepspeed") is None:  # strategies/deepspeed_zero*.yaml without deepspeed
         with pytest.raises(Exception, match="pip install -U deepspeed"):
             L.Trainer(strategy="deepspeed_stage_3", accelerator="cpu", devices=1)
+
+
+def test_static_cache_sampling_of_lora_views_equals_dynamic(trained):
+    """Under bf16 autocast the sampler decodes the peft policy and its views into a StaticCache;
+    it draws what the dynamic cache draws, with the same log_q."""
+    module, _ = trained
+    if module.engine.model.config.is_encoder_decoder:
+        pytest.skip("encoder-decoders decode without the static cache")
+    policy = module.engine.policy
+    for model in (module.engine.model, AdapterDisabled(module.engine.model)):
+        runs = []
+        for static in (None, False):  # None: static under autocast
+            policy.static_cache = static
+            torch.manual_seed(0)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                assert policy._use_static_cache(model, torch.zeros(1, dtype=torch.long)) is (static is None)
+                runs.append(policy.sample(model, ["x", "xy"], 3))
+        policy.static_cache = None
+        assert torch.equal(runs[0].completion_ids, runs[1].completion_ids)
+        torch.testing.assert_close(runs[0].log_q, runs[1].log_q, atol=1e-3, rtol=0)

@@ -11,7 +11,9 @@ data's losses.
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Callable
 
 import lightning as L
 import torch
@@ -43,6 +45,26 @@ def check_optimizer_settings(lr, optimizer: str, max_grad_norm, warmup_steps: in
         raise ValueError(f"max_grad_norm must be > 0 or null, got {max_grad_norm}")
 
 
+def _no_stop_iteration(step: Callable) -> Callable:
+    """``step`` with a StopIteration raised inside it turned into a RuntimeError. Lightning's loops
+    read a StopIteration as "no more batches": from a training step (a scorer calling ``next`` on
+    an exhausted iterator, say) the epoch would end, the next one start and fail the same way, and
+    the run loop forever without a step or an error; from a validation step validation would end
+    silently."""
+
+    @functools.wraps(step)
+    def guarded(self, *args, **kwargs):
+        try:
+            return step(self, *args, **kwargs)
+        except StopIteration as e:
+            raise RuntimeError(f"{type(self).__name__}.{step.__name__} raised StopIteration (from a scorer, a "
+                               f"data transform or the model?); it is re-raised as an error because Lightning "
+                               f"would read it as the end of the data") from e
+
+    guarded.stop_iteration_guarded = True
+    return guarded
+
+
 class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
     """Engine, optimizer, guarded steps and checkpoint state (see the module docstring).
 
@@ -51,6 +73,13 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
     """
 
     needs_base: bool = True
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("training_step", "validation_step", "predict_step"):
+            step = cls.__dict__.get(name)
+            if step is not None and not getattr(step, "stop_iteration_guarded", False):
+                setattr(cls, name, _no_stop_iteration(step))
 
     def init_engine_module(self) -> None:
         hp = self.hparams

@@ -70,7 +70,9 @@ class Decoding:
         device = ids.device.type
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != torch.float32:
             return True
-        return next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
+        # HF models and the LoRA views (which own no parameters) say their dtype
+        dtype = getattr(model, "dtype", None) or next(iter(model.parameters()), torch.ones(())).dtype
+        return dtype in (torch.bfloat16, torch.float16)
 
     def _done(self, finished: Tensor) -> bool:
         done = bool(finished.all())
