@@ -209,6 +209,32 @@ def test_rloo_module_baseline_is_per_context_leave_one_out():
         RLOO(reward=Count("d"), model="toy", n_samples=1)
 
 
+def test_rloo_without_kl_penalty_can_drop_the_base():
+    """β = 0 (trl GRPO's default) is allowed for RLOO; with track_kl false the run keeps no frozen base
+    and makes no base pass, yet takes exactly the updates of the same run with the base kept."""
+    params = {}
+    for track in (True, False):
+        module = RLOO(reward=Count("d"), model="toy", n_samples=4, minibatch_size=8, max_new_tokens=4, lr=0.05,
+                      kl_coef=0.0, track_kl=track)
+        assert module.needs_base is track
+        _fit(module, ToyDataModule(steps_per_epoch=3), 3)
+        assert (module.engine.base is None) is (not track)
+        metrics = module.trainer.callback_metrics
+        assert ("train/kl_policy_base" in metrics) is track and ("train/nll_base" in metrics) is track
+        assert math.isfinite(float(metrics["train/reward"])) and "train/length" in metrics
+        params[track] = torch.cat([p.detach().flatten() for p in module.model.parameters()])
+        if track:  # the frozen base is the policy before training
+            start = torch.cat([p.detach().flatten() for p in module.engine.base.parameters()])
+    torch.testing.assert_close(params[True], params[False], rtol=0, atol=0)
+    assert not torch.equal(params[False], start)  # it did train
+    # a KL penalty needs the base whatever track_kl says; RLKL itself still refuses β = 0 (that is REINFORCE)
+    assert RLOO(reward=Count("d"), model="toy", n_samples=4, kl_coef=0.05, track_kl=False).needs_base
+    from lit_align.methods import RLKL
+
+    with pytest.raises(ValueError, match="RLKL: kl_coef must be a positive number"):
+        RLKL(reward=Count("d"), model="toy", kl_coef=0.0)
+
+
 # ---------------------------------------------------------- per-token values: hidden states
 
 

@@ -158,7 +158,7 @@ CASES = [
                                "--data.init_args.reference_column=null"],
          r"^error: dataset 'p\.jsonl': no usable training contexts in column 'prompt'$",
          files={"p.jsonl": '{"prompt": " "}\n{"prompt": ""}\n'}, command=["fit", "--config", "rkl_toy"]),
-    Case("rlkl_kl_coef_negative", ["--model.init_args.kl_coef=-1"], r"^error: RLKL: kl_coef must be a positive number",
+    Case("rlkl_kl_coef_negative", ["--model.init_args.kl_coef=-1"], r"^error: RLOO: kl_coef must be a number ≥ 0",
          command=["fit", "--config", "rkl_toy"]),
     # --- checkpoints
     Case("ckpt_missing_cli", ["--ckpt_path=nope.ckpt"], r"^error: CheckpointNotFoundError: --ckpt_path 'nope\.ckpt' "

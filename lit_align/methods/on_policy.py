@@ -160,7 +160,7 @@ class OnPolicyModule(EngineModule):
         return torch.cat(log_pis), total
 
     # ---------------------------------------------------------------- metrics
-    def common_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor, log_q: Tensor | None) -> dict:
+    def common_metrics(self, samples: Samples, log_pi: Tensor, log_a: Tensor | None, log_q: Tensor | None) -> dict:
         """KL(π‖a), length, NLLs (:func:`.rollout_metrics.common_metrics`) and the vLLM engine's gap."""
         m = common_metrics(samples, log_pi, log_a, log_q, self.gather)
         if self.hparams.get("sampler") == "vllm":  # the engine vs the trained model, largest over ranks
@@ -171,8 +171,7 @@ class OnPolicyModule(EngineModule):
     def validation_step(self, batch: list[str], batch_idx: int) -> None:
         rollout = self.make_rollout(batch, self.hparams.val_samples, model=self.model)
         rollout.log_pi = self.engine.policy_log_prob(rollout.samples)
-        log_a = rollout.log_a if rollout.log_a is not None else rollout.log_pi
-        metrics = self.common_metrics(rollout.samples, rollout.log_pi, log_a, None)
+        metrics = self.common_metrics(rollout.samples, rollout.log_pi, rollout.log_a, None)
         metrics.update(self.validation_metrics(rollout))
         self.log_metrics(metrics, "val", sync_dist=True)
 

@@ -60,12 +60,15 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
         baseline: ``none`` (as in the papers), ``batch_mean`` (mean of the other samples'
             rewards, leave-one-out, so it stays unbiased) or ``moving_average``.
         baseline_decay: decay of the moving-average baseline.
+        track_kl: keep the frozen base to log KL(π‖a) and the base NLL (default). With no KL
+            penalty in the reward (REINFORCE, or β = 0), ``false`` drops the base and its
+            log-prob pass: less memory and time, no KL metrics.
     """
 
     progress_bar = {"reward": "reward"}
 
     def __init__(self, reward: Scorer | Sequence[Scorer], reward_weights: Sequence[float] | None = None,
-                 baseline: str = "none", baseline_decay: float = 0.99, **kwargs) -> None:
+                 baseline: str = "none", baseline_decay: float = 0.99, track_kl: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.init_reward(reward, reward_weights)
         if baseline not in _BASELINES:
@@ -75,7 +78,12 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
     def _hparams_ignore(self) -> list[str]:
         return ["reward"]
 
-    def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor) -> Tensor:
+    @property
+    def needs_base(self) -> bool:
+        """The frozen base is read by the KL penalty (β > 0) or, with ``track_kl``, by the metrics."""
+        return bool(self.hparams.get("track_kl", True)) or self.hparams.get("kl_coef", 0.0) > 0
+
+    def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor | None) -> Tensor:
         return reward.double()
 
     def baseline_values(self, shaped: Tensor) -> Tensor | float:
@@ -102,7 +110,8 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
                 d = self.hparams.baseline_decay
                 state.moving_baseline = d * state.moving_baseline + (1 - d) * float(rollout.gather(shaped).mean())
             g = rollout.gather
-            m = self.common_metrics(rollout.samples, g(rollout.log_pi.double()), g(rollout.log_a.double()), None)
+            log_a = None if rollout.log_a is None else g(rollout.log_a.double())
+            m = self.common_metrics(rollout.samples, g(rollout.log_pi.double()), log_a, None)
             m.update({f"scorer/{k}": g(v.to(self.device)).mean() for k, v in rollout.scores_by_name().items()})
             m.update({"reward": g(reward).mean(), "objective": g(shaped).mean(), "loss": rollout.loss_value,
                       "step_skipped": float(not rollout.stepped)})
@@ -114,7 +123,8 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
         reward = self.reward(rollout)
         m = {f"scorer/{k}": v.mean() for k, v in rollout.scores_by_name().items()}
         m["reward"] = reward.mean()
-        m["objective"] = self.shaped_reward(reward, rollout.log_pi.double(), rollout.log_a.double()).mean()
+        log_a = None if rollout.log_a is None else rollout.log_a.double()
+        m["objective"] = self.shaped_reward(reward, rollout.log_pi.double(), log_a).mean()
         return m
 
 
@@ -128,18 +138,29 @@ class RLKL(Reinforce):
     ``a^{β/(β+γ)}·exp(R/(β+γ))/Z``; β may then be 0.
     """
 
+    #: β = 0 without an entropy bonus is REINFORCE: refused here, allowed where it is a common setting (RLOO)
+    zero_kl_coef_allowed = False
+
     def __init__(self, reward: Scorer | Sequence[Scorer], kl_coef: float = 0.1, entropy_coef: float = 0.0,
                  **kwargs) -> None:
+        name = type(self).__name__
         if entropy_coef < 0 or not math.isfinite(entropy_coef):
-            raise ValueError(f"RLKL: entropy_coef must be a number ≥ 0, got {entropy_coef}")
-        if not math.isfinite(kl_coef) or kl_coef < 0 or (kl_coef == 0 and entropy_coef == 0):
-            raise ValueError(f"RLKL: kl_coef must be a positive number (or ≥ 0 with entropy_coef > 0), got {kl_coef}")
+            raise ValueError(f"{name}: entropy_coef must be a number ≥ 0, got {entropy_coef}")
+        if not math.isfinite(kl_coef) or kl_coef < 0 or (kl_coef == 0 and entropy_coef == 0
+                                                          and not self.zero_kl_coef_allowed):
+            if self.zero_kl_coef_allowed:
+                raise ValueError(f"{name}: kl_coef must be a number ≥ 0, got {kl_coef}")
+            raise ValueError(f"{name}: kl_coef must be a positive number (or ≥ 0 with entropy_coef > 0), got "
+                             f"{kl_coef}; for no KL penalty use lit_align.methods.Reinforce")
         super().__init__(reward=reward, **kwargs)
 
-    def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor) -> Tensor:
+    def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor | None) -> Tensor:
+        if log_a is None:  # no base kept: only with β = 0 (needs_base)
+            log_a = log_pi
         return kl_shaped_reward(reward, log_pi, log_a, self.hparams.kl_coef, self.hparams.get("entropy_coef", 0.0))
 
     def validation_metrics(self, rollout: Rollout) -> dict:
         m = super().validation_metrics(rollout)
-        m["kl_policy_base"] = estimators.kl_policy_base(rollout.log_pi, rollout.log_a)
+        if rollout.log_a is not None:
+            m["kl_policy_base"] = estimators.kl_policy_base(rollout.log_pi, rollout.log_a)
         return m

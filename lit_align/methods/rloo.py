@@ -27,10 +27,14 @@ class RLOO(RLKL):
 
     Args:
         reward, reward_weights: the task reward R (scorers, or a reward-model scorer).
-        kl_coef: β, the KL coefficient in the shaped reward (TRL default 0.05).
+        kl_coef: β, the KL coefficient in the shaped reward (TRL default 0.05). β = 0 (no penalty,
+            as trl's GRPO defaults to) is allowed; with ``track_kl: false`` the run then keeps no
+            frozen base and skips its log-prob pass.
         normalize_advantages: whiten the leave-one-out advantages over the batch (TRL's
             ``normalize_advantages``, default off).
     """
+
+    zero_kl_coef_allowed = True
 
     def __init__(
         self,
