@@ -2,13 +2,14 @@
 
     python benchmarks/peers/run.py                      # DPG, RLOO, DPO on SmolLM2, all cores
     python benchmarks/peers/run.py --only dpg,sampling --steps 4
-    python benchmarks/peers/run.py --only rl,grpo --models tiny,smollm2
+    python benchmarks/peers/run.py --only rl,grpo --models tiny,smollm2   # grpo: RLOO β 0 without a base vs trl GRPO
     python benchmarks/peers/run.py --readme             # also rewrite the table in README.md
 
 Pairs (same model folder, prompt, samples per step, new tokens, micro-batch, lr, seed):
   dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner, as shipped and without
        its per-position logits-processor loop (a no-op at these settings: its best configuration)
-  rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer (``grpo``: also GRPOTrainer)
+  rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer
+  grpo lit_align RLOO (β 0, no frozen base)              vs  trl 1.16 GRPOTrainer (its default β = 0)
   dpo  lit_align DPO                                     vs  trl 1.16 DPOTrainer
 Peers live in their own virtualenvs under benchmarks/peers/.venvs (created on first use from PyPI;
 torch 2.13.0 CPU as the project's); the project's environment never installs them. Sampling vs plain
@@ -82,13 +83,17 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
             mb32 = ["--minibatch", "32"]
             out.append(("DPG, micro-batch 32 both: lit_align bf16, disco without its warp loop", "dpg_lit_align.py",
                         bf_all + mb32, "disco", "dpg_disco.py", ["--skip-warp-loop"] + mb32))
-    for trainer in ("rloo", "grpo") if "grpo" in only else ("rloo",):
-        if "rl" in only:
-            work = "RLOO" if trainer == "rloo" else "RLOO vs GRPO"
-            out.append((f"{work}, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py",
-                        ["--trainer", trainer, "--fp32"]))
-            if bf16:
-                out.append((f"{work}, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", trainer]))
+    if "rl" in only:
+        out.append(("RLOO, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py", ["--trainer", "rloo", "--fp32"]))
+        if bf16:
+            out.append(("RLOO, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", "rloo"]))
+    if "grpo" in only:  # trl's GRPO defaults to β = 0 and keeps no reference model: so does lit_align here
+        grpo = ["--kl-coef", "0", "--no-base"]
+        out.append(("RLOO β 0, no base vs GRPO, fp32 both", "rl_lit_align.py", grpo, "trl", "rl_trl.py",
+                    ["--trainer", "grpo", "--fp32"]))
+        if bf16:
+            out.append(("RLOO β 0, no base vs GRPO, bf16 both", "rl_lit_align.py", grpo + bf_all, "trl", "rl_trl.py",
+                        ["--trainer", "grpo"]))
     if "dpo" in only:  # trl checkpoints activations by default; lit_align does not unless asked
         out.append(("DPO, fp32 both (trl: its default checkpointing)", "dpo_lit_align.py", [], "trl", "dpo_trl.py",
                     ["--fp32"]))
@@ -149,7 +154,7 @@ def update_readme(text: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl, grpo (with rl: also trl GRPO), dpo, sampling")
+    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl (RLOO), grpo (RLOO β 0 vs trl GRPO), dpo, sampling")
     ap.add_argument("--models", default="smollm2", help="comma list of tiny, smollm2")
     ap.add_argument("--steps", type=int, default=6, help="steps per side (the first is warm-up)")
     ap.add_argument("--samples", type=int, default=32)
