@@ -227,8 +227,15 @@ def test_rloo_without_kl_penalty_can_drop_the_base():
             start = torch.cat([p.detach().flatten() for p in module.engine.base.parameters()])
     torch.testing.assert_close(params[True], params[False], rtol=0, atol=0)
     assert not torch.equal(params[False], start)  # it did train
-    # a KL penalty needs the base whatever track_kl says; RLKL itself still refuses β = 0 (that is REINFORCE)
+    # a KL penalty needs the base whatever track_kl says, and so does a callback that compares with π0
     assert RLOO(reward=Count("d"), model="toy", n_samples=4, kl_coef=0.05, track_kl=False).needs_base
+    from lit_align.callbacks import WinRate
+
+    judged = RLOO(reward=Count("d"), model="toy", n_samples=4, kl_coef=0.0, track_kl=False)
+    judged.trainer = L.Trainer(callbacks=[WinRate(Count("d"))], logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False)
+    assert judged.needs_base
+    # RLKL itself still refuses β = 0 (that is REINFORCE)
     from lit_align.methods import RLKL
 
     with pytest.raises(ValueError, match="RLKL: kl_coef must be a positive number"):

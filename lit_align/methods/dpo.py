@@ -73,9 +73,7 @@ class DPO(PreferenceModule):
     def needs_reference_model(self) -> bool:
         """Whether π0 must stay in memory after the reference pass: for the KL diagnostic, or for
         a callback that says it reads π0 (``needs_reference``, e.g. WinRate)."""
-        trainer = self.attached_trainer
-        callbacks = trainer.callbacks if trainer is not None else []
-        return bool(self.hparams.track_kl) or any(getattr(cb, "needs_reference", False) for cb in callbacks)
+        return bool(self.hparams.track_kl) or self.callbacks_read_base()
 
     @property
     def needs_base(self) -> bool:

@@ -74,6 +74,12 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
 
     needs_base: bool = True
 
+    def callbacks_read_base(self) -> bool:
+        """Whether a callback of the attached trainer reads the frozen base π0 (``needs_reference``,
+        e.g. WinRate): a method that could do without the base keeps it then."""
+        trainer = self.attached_trainer
+        return any(getattr(cb, "needs_reference", False) for cb in (trainer.callbacks if trainer is not None else []))
+
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         for name in ("training_step", "validation_step", "predict_step"):

@@ -80,8 +80,10 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
 
     @property
     def needs_base(self) -> bool:
-        """The frozen base is read by the KL penalty (β > 0) or, with ``track_kl``, by the metrics."""
-        return bool(self.hparams.get("track_kl", True)) or self.hparams.get("kl_coef", 0.0) > 0
+        """The frozen base is read by the KL penalty (β > 0), with ``track_kl`` by the metrics, and by
+        callbacks that compare with π0 (WinRate)."""
+        return (bool(self.hparams.get("track_kl", True)) or self.hparams.get("kl_coef", 0.0) > 0
+                or self.callbacks_read_base())
 
     def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor | None) -> Tensor:
         return reward.double()
