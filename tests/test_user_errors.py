@@ -252,11 +252,21 @@ def test_ctrl_c_saves_last_ckpt_and_resumes(tmp_path):
             "--trainer.enable_model_summary=false", "--model.init_args.n_samples=8", "--trainer.log_every_n_steps=1"]
     proc = subprocess.Popen([*args, "--trainer.max_steps=100000"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = tmp_path / "runs" / "dpg_toy" / "version_0"
     end = time.monotonic() + 120
-    while not list(events.glob("events.out.*")) or list(events.glob("events.out.*"))[0].stat().st_size < 2000:
+
+    def trained_a_step() -> bool:  # a logged train/ scalar (the hparams alone can fill the events file first)
+        if not list(events.glob("events.out.*")):
+            return False
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        return any(t.startswith("train/") for t in acc.Tags()["scalars"])
+
+    while not trained_a_step():
         assert proc.poll() is None and time.monotonic() < end, proc.stdout.read() if proc.poll() is not None else ""
-        time.sleep(0.1)
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out[-3000:]
@@ -272,6 +282,24 @@ def test_ctrl_c_saves_last_ckpt_and_resumes(tmp_path):
     acc.Reload()
     steps = sorted({e.step for t in acc.Tags()["scalars"] for e in acc.Scalars(t) if t.startswith("train/")})
     assert steps and steps[0] >= step, steps  # it went on from the saved step, not from 0
+
+
+def test_ctrl_c_before_lightning_handles_sigterm_exits_130(tmp_path):
+    """ctrl-C in the setup window (our SIGINT handler installed, Lightning's SIGTERM handler not yet):
+    exit 130 like any ctrl-C, not death by the SIGTERM the handler would otherwise raise."""
+    import signal as sig
+
+    from lit_align.callbacks.interrupt import InterruptCheckpoint
+
+    cb = InterruptCheckpoint()
+    cb._sigint, cb._previous = False, sig.getsignal(sig.SIGINT)
+    before = sig.getsignal(sig.SIGTERM)
+    sig.signal(sig.SIGTERM, sig.SIG_DFL)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cb._on_sigint(sig.SIGINT, None)
+    finally:
+        sig.signal(sig.SIGTERM, before)
 
 
 def test_a_real_process_prints_one_paragraph_and_exits_2(tmp_path):

@@ -72,6 +72,12 @@ class InterruptCheckpoint(Callback):
             self._restore()
             raise KeyboardInterrupt
         self._sigint = True
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            # before Lightning installs its SIGTERM handler (setup, hparams logging): no step has run,
+            # nothing to save, and a raised SIGTERM would kill the process without a word
+            _LAST_SIGNAL.append("SIGINT")
+            self._restore()
+            raise KeyboardInterrupt
         print("\nctrl-C: stopping after the step in progress and saving last.ckpt (ctrl-C again to abort "
               "without saving)", file=sys.stderr, flush=True)
         signal.raise_signal(signal.SIGTERM)  # Lightning's own pre-emption path: stop between two steps
