@@ -205,28 +205,19 @@ def _setup(args):
         fast.eos_id = policy.eos_id
         return run_lit(fast)
 
-    def run_lit_bf16():
+    def bf16(call):
         # what `sample_dtype: bfloat16` does in training: an fp32 model sampled under bf16 autocast
         # (weights cast once per call); log_q is the density of that bf16 forward, the one sampled from
-        with torch.autocast(model.device.type, dtype=torch.bfloat16):
-            return run_lit()
+        def run():
+            with torch.autocast(model.device.type, dtype=torch.bfloat16):
+                return call()
+        return run
 
-    def run_lit_dynamic(bf16: bool = False):
-        # the sampler before its static KV cache: a DynamicCache grown by concatenation every token
-        dyn = Policy(tok, max_new_tokens=n_new, chat_template=args.chat_template)
-        dyn.eos_id, dyn.static_cache = policy.eos_id, False
-        if not bf16:
-            return run_lit(dyn)
-        with torch.autocast(model.device.type, dtype=torch.bfloat16):
-            return run_lit(dyn)
-
-    def run_generate_in(with_logprobs: bool, static: bool = False, bf16: bool = False):
-        # generate at its best: cache_implementation="static" preallocates the KV cache as lit_align does
-        extra = {"cache_implementation": "static"} if static else {}
-        if not bf16:
-            return run_generate(with_logprobs, **extra)
-        with torch.autocast(model.device.type, dtype=torch.bfloat16):
-            return run_generate(with_logprobs, **extra)
+    # the sampler before its static KV cache: a DynamicCache grown by concatenation every token
+    dynamic = Policy(tok, max_new_tokens=n_new, chat_template=args.chat_template)
+    dynamic.eos_id, dynamic.static_cache = policy.eos_id, False
+    # generate at its best: cache_implementation="static" preallocates the KV cache as lit_align does
+    static = {"cache_implementation": "static"}
 
     def run_generate(with_logprobs: bool, **extra):
         ids, mask = policy.encode_contexts([prompt], device=model.device)
@@ -267,12 +258,12 @@ def _setup(args):
         "generate": lambda: run_generate(True),
         "generate-tokens-only": lambda: run_generate(False),
         "lit_align-fast": run_lit_fast,
-        "lit_align-bf16": run_lit_bf16,
-        "lit_align-dynamic": run_lit_dynamic,
-        "lit_align-bf16-dynamic": lambda: run_lit_dynamic(bf16=True),
-        "generate-static": lambda: run_generate_in(True, static=True),
-        "generate-bf16": lambda: run_generate_in(True, bf16=True),
-        "generate-bf16-static": lambda: run_generate_in(True, static=True, bf16=True),
+        "lit_align-bf16": bf16(run_lit),
+        "lit_align-dynamic": lambda: run_lit(dynamic),
+        "lit_align-bf16-dynamic": bf16(lambda: run_lit(dynamic)),
+        "generate-static": lambda: run_generate(True, **static),
+        "generate-bf16": bf16(lambda: run_generate(True)),
+        "generate-bf16-static": bf16(lambda: run_generate(True, **static)),
     }
     meta = {
         "load_s": load_s,

@@ -19,6 +19,18 @@ public way to count a training step that applies no update (a skipped bad step, 
 round) or to count several updates of one step (PPO's epochs × minibatches) as one, so that
 ``max_steps`` ends the run after that many rollouts: both adjust the manual-optimisation
 step counter.
+
+Lightning behaviours relied on without a private name (an upgrade that changes them is caught by
+the tests named):
+
+- The fit and evaluation loops read a StopIteration as the end of the data, so one raised inside
+  a step would end the epoch (and start the next, forever) or validation silently:
+  ``EngineModule`` re-raises it as an error (``tests/test_interrupt.py``). If Lightning stops
+  catching it, the guard is merely unneeded.
+- Lightning installs its SIGTERM handler (its pre-emption path, which ctrl-C reuses) only for
+  the run stage, after ``on_fit_start`` and the hyperparameter logging: ``InterruptCheckpoint``
+  reads the SIGTERM disposition itself rather than assuming the order
+  (``tests/test_user_errors.py``, the ctrl-C tests).
 """
 
 from __future__ import annotations

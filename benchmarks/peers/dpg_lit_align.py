@@ -111,10 +111,10 @@ def main() -> None:
     args = ap.parse_args()
     from lit_align.methods import DPG
     from lit_align.models.decoding import Decoding
-
-    Decoding.static_cache = {"auto": None, "static": True, "dynamic": False}[args.kv_cache]
     from lit_align.scorers import Regex
     from lit_align.targets import Pointwise
+
+    Decoding.static_cache = {"auto": None, "static": True, "dynamic": False}[args.kv_cache]
 
     def make():
         scorer = Regex(args.pattern, name="b") if args.pattern else Regex("e", name="e")

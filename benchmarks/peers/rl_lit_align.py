@@ -34,8 +34,8 @@ def main() -> None:
                     sample_dtype=args.sample_dtype, track_kl=not args.no_base)
 
     clock, phases = fit_timed(make, args.steps, args.threads, PROMPT)
-    beta = f" β {args.kl_coef:g}" + (", no base" if args.no_base else "") if args.kl_coef != 0.05 or args.no_base else ""
-    report("lit_align RLOO" + beta + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
+    name = "lit_align RLOO" + ("" if args.kl_coef == 0.05 else f" β {args.kl_coef:g}") + (", no base" if args.no_base else "")
+    report(name + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

@@ -67,17 +67,14 @@ class InterruptCheckpoint(Callback):
             self._previous = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum, frame) -> None:
-        if self._sigint:  # the second ctrl-C: abort now
+        # abort now on a second ctrl-C, and before Lightning installs its SIGTERM handler (setup,
+        # hparams logging): no step has run, nothing to save, and a raised SIGTERM would kill the
+        # process without a word
+        if self._sigint or signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             _LAST_SIGNAL.append("SIGINT")
             self._restore()
             raise KeyboardInterrupt
         self._sigint = True
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            # before Lightning installs its SIGTERM handler (setup, hparams logging): no step has run,
-            # nothing to save, and a raised SIGTERM would kill the process without a word
-            _LAST_SIGNAL.append("SIGINT")
-            self._restore()
-            raise KeyboardInterrupt
         print("\nctrl-C: stopping after the step in progress and saving last.ckpt (ctrl-C again to abort "
               "without saving)", file=sys.stderr, flush=True)
         signal.raise_signal(signal.SIGTERM)  # Lightning's own pre-emption path: stop between two steps

@@ -61,7 +61,6 @@ def _no_stop_iteration(step: Callable) -> Callable:
                                f"data transform or the model?); it is re-raised as an error because Lightning "
                                f"would read it as the end of the data") from e
 
-    guarded.stop_iteration_guarded = True
     return guarded
 
 
@@ -83,9 +82,8 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         for name in ("training_step", "validation_step", "predict_step"):
-            step = cls.__dict__.get(name)
-            if step is not None and not getattr(step, "stop_iteration_guarded", False):
-                setattr(cls, name, _no_stop_iteration(step))
+            if name in cls.__dict__:  # the class's own step (inherited ones are wrapped already)
+                setattr(cls, name, _no_stop_iteration(cls.__dict__[name]))
 
     def init_engine_module(self) -> None:
         hp = self.hparams

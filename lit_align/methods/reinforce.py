@@ -80,10 +80,9 @@ class Reinforce(RewardFromScorers, OnPolicyModule):
 
     @property
     def needs_base(self) -> bool:
-        """The frozen base is read by the KL penalty (β > 0), with ``track_kl`` by the metrics, and by
-        callbacks that compare with π0 (WinRate)."""
-        return (bool(self.hparams.get("track_kl", True)) or self.hparams.get("kl_coef", 0.0) > 0
-                or self.callbacks_read_base())
+        """The frozen base is read, with ``track_kl``, by the metrics and by callbacks that compare
+        with π0 (WinRate)."""
+        return bool(self.hparams.get("track_kl", True)) or self.callbacks_read_base()
 
     def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor | None) -> Tensor:
         return reward.double()
@@ -148,13 +147,17 @@ class RLKL(Reinforce):
         name = type(self).__name__
         if entropy_coef < 0 or not math.isfinite(entropy_coef):
             raise ValueError(f"{name}: entropy_coef must be a number ≥ 0, got {entropy_coef}")
-        if not math.isfinite(kl_coef) or kl_coef < 0 or (kl_coef == 0 and entropy_coef == 0
-                                                          and not self.zero_kl_coef_allowed):
-            if self.zero_kl_coef_allowed:
-                raise ValueError(f"{name}: kl_coef must be a number ≥ 0, got {kl_coef}")
-            raise ValueError(f"{name}: kl_coef must be a positive number (or ≥ 0 with entropy_coef > 0), got "
+        zero_ok = self.zero_kl_coef_allowed or entropy_coef > 0
+        if not math.isfinite(kl_coef) or kl_coef < 0 or (kl_coef == 0 and not zero_ok):
+            raise ValueError(f"{name}: kl_coef must be a number ≥ 0, got {kl_coef}" if self.zero_kl_coef_allowed else
+                             f"{name}: kl_coef must be a positive number (or ≥ 0 with entropy_coef > 0), got "
                              f"{kl_coef}; for no KL penalty use lit_align.methods.Reinforce")
         super().__init__(reward=reward, **kwargs)
+
+    @property
+    def needs_base(self) -> bool:
+        """The KL penalty (β > 0) reads the base whatever ``track_kl`` says."""
+        return self.hparams.kl_coef > 0 or super().needs_base
 
     def shaped_reward(self, reward: Tensor, log_pi: Tensor, log_a: Tensor | None) -> Tensor:
         if log_a is None:  # no base kept: only with β = 0 (needs_base)

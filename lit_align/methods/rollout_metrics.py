@@ -30,11 +30,10 @@ def common_metrics(samples: Samples, log_pi: Tensor, log_a: Tensor | None, log_q
     """KL(π‖a), sample length and entropy proxy, IS-weighted when samples come from q ≠ π
     (no KL(π‖a) or base NLL when the run keeps no base: ``log_a`` None)."""
     m = {"length": gather(samples.lengths.double()).mean()}
-    if log_a is not None:
-        m["kl_policy_base"] = estimators.kl_policy_base(log_pi, log_a, log_q)
     if log_q is None:
         m["nll_policy"] = -log_pi.double().mean()
     if log_a is not None:
+        m["kl_policy_base"] = estimators.kl_policy_base(log_pi, log_a, log_q)
         m["nll_base"] = -log_a.double().mean()
     return m
 

@@ -20,15 +20,19 @@ from torch import Tensor, nn
 from transformers import StaticCache
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft model or a LoRA view."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def _cache_kwarg(model: nn.Module) -> str:
     """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
 
 
 def _static_cache(model: nn.Module, max_len: int) -> StaticCache | None:
     """A ``StaticCache`` of ``max_len`` slots for models whose attention supports one, else None."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = _unwrapped(model)
     if not getattr(inner, "_can_compile_fullgraph", False) or getattr(inner.config, "is_encoder_decoder", False):
         return None
     return StaticCache(config=inner.config, max_cache_len=max_len)
@@ -71,8 +75,7 @@ class Decoding:
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) != torch.float32:
             return True
         # HF models and the LoRA views (which own no parameters) say their dtype
-        dtype = getattr(model, "dtype", None) or next(iter(model.parameters()), torch.ones(())).dtype
-        return dtype in (torch.bfloat16, torch.float16)
+        return getattr(model, "dtype", torch.float32) in (torch.bfloat16, torch.float16)
 
     def _done(self, finished: Tensor) -> bool:
         done = bool(finished.all())
