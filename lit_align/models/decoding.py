@@ -12,27 +12,18 @@ so the sampled distribution is the same."""
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from transformers import StaticCache
 
-
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft model or a LoRA view."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _cache_kwarg(model: nn.Module) -> str:
-    """Name of the KV-cache argument: ``cache`` in transformers ≥ 5.2x, ``past_key_values`` before."""
-    return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
+from lit_align.models.forward import unwrapped, cache_kwarg, cache_out
 
 
 def _static_cache(model: nn.Module, max_len: int) -> StaticCache | None:
     """A ``StaticCache`` of ``max_len`` slots for models whose attention supports one, else None."""
-    inner = _unwrapped(model)
+    inner = unwrapped(model)
     if not getattr(inner, "_can_compile_fullgraph", False) or getattr(inner.config, "is_encoder_decoder", False):
         return None
     return StaticCache(config=inner.config, max_cache_len=max_len)
@@ -49,11 +40,6 @@ def _repeat_rows(past: object, n: int) -> bool:
         past.batch_repeat_interleave(n)
         return True
     return False
-
-
-def _cache_out(out) -> object:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else getattr(out, "past_key_values", None)
 
 
 class Decoding:
@@ -111,7 +97,7 @@ class Decoding:
         """Sample ``n`` completions per row of the (unique) prompts ``ids``."""
         if not getattr(model, "supports_cache", True):
             return self._sample_causal_no_cache(model, ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0))
-        cache_kw = _cache_kwarg(model)
+        cache_kw = cache_kwarg(model)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         past = _static_cache(model, ids.shape[1] + self.max_new_tokens) if self._use_static_cache(model, ids) else None
         if past is not None:  # the mask spans every slot of the static cache from the start
@@ -119,7 +105,7 @@ class Decoding:
         # prefill once per context, then repeat its KV cache for the n samples
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                     **{cache_kw: past})
-        past, logits = _cache_out(out), out.logits[:, -1]
+        past, logits = cache_out(out), out.logits[:, -1]
         if n > 1:
             if _repeat_rows(past, n):
                 logits = logits.repeat_interleave(n, 0)
@@ -127,7 +113,7 @@ class Decoding:
                 ids, mask, pos = (t.repeat_interleave(n, 0) for t in (ids, mask, pos))
                 out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                             logits_to_keep=1, **{cache_kw: None})
-                past, logits = _cache_out(out), out.logits[:, -1]
+                past, logits = cache_out(out), out.logits[:, -1]
             mask, pos = mask.repeat_interleave(n, 0), pos.repeat_interleave(n, 0)
         static = isinstance(past, StaticCache)
         b = mask.shape[0]
@@ -145,7 +131,7 @@ class Decoding:
             step_pos = step_pos + 1
             out = model(input_ids=tok[:, None], attention_mask=full_mask, position_ids=step_pos,
                         use_cache=True, logits_to_keep=1, **{cache_kw: past})
-            past, logits = _cache_out(out), out.logits[:, -1]
+            past, logits = cache_out(out), out.logits[:, -1]
         return torch.stack(out_tokens, dim=1), log_q
 
     def _sample_causal_no_cache(self, model: nn.Module, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -177,11 +163,11 @@ class Decoding:
         finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
         log_q = torch.zeros(b, dtype=torch.float32, device=ids.device)
         out_tokens, past = [], None
-        cache_kw = _cache_kwarg(model)
+        cache_kw = cache_kwarg(model)
         for _ in range(self.max_new_tokens):
             out = model(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=dec,
                         use_cache=True, **{cache_kw: past})
-            past = _cache_out(out)
+            past = cache_out(out)
             tok, finished, log_q = self._step(out.logits[:, -1], finished, log_q)
             out_tokens.append(tok)
             if self._done(finished):

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from lit_align.models.decoding import Decoding
 from lit_align.models.draw import InverseCDFSampler
+from lit_align.models.forward import completion_forward
 from lit_align.models.limits import check_prompt_fits
 from lit_align.models.logprobs import selected_log_probs
 from lit_align.models.samples import Samples, TokenOutputs  # noqa: F401 - re-exported
@@ -166,36 +167,15 @@ class Policy(Decoding):
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     # ----------------------------------------------------------------- scoring
-    def _completion_forward(self, model: nn.Module, samples: Samples, **kwargs) -> tuple[Tensor, object]:
-        """One forward pass over prompt + completion: the logits that predict each completion
-        token (B, Lc, V) and the model's raw output (extra ``kwargs`` go to the model)."""
-        target = samples.completion_ids
-        lc = target.shape[1]
-        if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-            start = torch.full_like(target[:, :1], model.config.decoder_start_token_id)
-            dec = torch.cat([start, target[:, :-1]], dim=1)
-            out = model(input_ids=samples.prompt_ids, attention_mask=samples.prompt_mask,
-                        decoder_input_ids=dec, use_cache=False, **kwargs)
-            return out.logits, out
-        ids = torch.cat([samples.prompt_ids, target], dim=1)
-        mask = torch.cat([samples.prompt_mask, torch.ones_like(target)], dim=1)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache_kw = {} if not getattr(model, "supports_cache", True) else {"position_ids": pos, "use_cache": False}
-        # the positions that predict the completion, as an index: transformers then computes
-        # exactly (B, Lc, V) contiguous logits, no slice copy of them and no zero-padded gradient
-        keep = torch.arange(ids.shape[1] - lc - 1, ids.shape[1] - 1, device=ids.device)
-        out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, **cache_kw, **kwargs)
-        logits = out.logits
-        if logits.shape[1] != lc:  # a model that ignores logits_to_keep returns every position
-            logits = logits[:, -(lc + 1) : -1]
-        return logits, out
+    #: Run a prompt shared by several rows once and its completions on the repeated KV cache
+    #: (lit_align/models/forward.py); False: one pass on prompt + completion per row.
+    share_prompts: bool = True
 
     def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
         """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
-        logits, _ = self._completion_forward(model, samples)
-        target = samples.completion_ids
+        logits, _, used = completion_forward(model, samples, share_prompts=self.share_prompts)
         # float32 z[y] − logsumexp(z), chunked: no full-vocabulary log-softmax of the batch
-        return selected_log_probs(logits, target) * samples.completion_mask
+        return _widen(selected_log_probs(logits, used.completion_ids) * used.completion_mask, samples)
 
     def token_outputs(
         self, model: nn.Module, samples: Samples, hidden: bool = True, entropy: bool = False
@@ -207,30 +187,30 @@ class Policy(Decoding):
         ``entropy[:, t]`` is H(π(·|prompt, y_<t)). Log-probs equal :meth:`token_log_probs`.
         Entries off the completion mask are 0.
         """
-        target = samples.completion_ids
-        lc = target.shape[1]
-        logits, out = self._completion_forward(model, samples, **({"output_hidden_states": True} if hidden else {}))
-        m = samples.completion_mask
-        log_probs = selected_log_probs(logits, target) * m
-        h = None
+        logits, states, used = completion_forward(model, samples, hidden, self.share_prompts)
+        m = used.completion_mask
+        log_probs = selected_log_probs(logits, used.completion_ids) * m
+        h = ent = None
         if hidden:
-            states = getattr(out, "decoder_hidden_states", None) or getattr(out, "hidden_states", None)
-            if states is None:
-                raise ValueError(f"{type(model).__name__} returns no hidden states (output_hidden_states=True)")
-            h = states[-1][:, -lc:] if getattr(getattr(model, "config", None), "is_encoder_decoder", False) \
-                else states[-1][:, -(lc + 1) : -1]
-            h = h * m.unsqueeze(-1).to(h.dtype)
-        ent = None
+            h = _widen(states * m.unsqueeze(-1).to(states.dtype), samples)
         if entropy:
             logp = torch.log_softmax(logits.float(), dim=-1)
-            ent = -(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1) * m
-        return TokenOutputs(log_probs, h, ent)
+            ent = _widen(-(logp.exp() * logp.masked_fill(torch.isinf(logp), 0.0)).sum(-1) * m, samples)
+        return TokenOutputs(_widen(log_probs, samples), h, ent)
 
     def log_prob(self, model: nn.Module, samples: Samples, batch_size: int | None = None) -> Tensor:
         """Sequence log-probs (B,) of the completions under ``model`` (unwarped)."""
         if batch_size is None or batch_size >= len(samples):
             return self.token_log_probs(model, samples).sum(-1)
         return torch.cat([self.token_log_probs(model, mb).sum(-1) for mb in samples.minibatches(batch_size)])
+
+
+def _widen(x: Tensor, samples: Samples) -> Tensor:
+    """Per-token values of trimmed samples (B, L, ...) zero-padded to the completion width of ``samples``."""
+    missing = samples.completion_ids.shape[1] - x.shape[1]
+    if missing == 0:
+        return x
+    return torch.cat([x, x.new_zeros(x.shape[0], missing, *x.shape[2:])], dim=1)
 
 
 def disable_dropout(model: nn.Module) -> None:
