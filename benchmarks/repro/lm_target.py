@@ -5,8 +5,10 @@ every method, from ``n_samples`` fresh samples of π every ``every_n_steps`` ste
 
 - ``target/kl_p_pi``: KL(p‖π) by importance sampling from π with Z = E_a[b] estimated once
   from ``z_samples`` samples of the base a (the importance-sampling estimator of
-  Khalifa et al. 2021, arXiv:2012.11635, also in Korbak et al. 2022, arXiv:2206.00761);
-- ``target/kl_pi_a``: KL(π‖a) = E_π[log π − log a]; ``target/E_b``: E_π[b].
+  Khalifa et al. 2021, arXiv:2012.11635, also in Korbak et al. 2022, arXiv:2206.00761); not logged
+  when no sample satisfies b (the estimate would be 0, when KL(p‖π) is in fact large);
+- ``target/kl_pi_a``: KL(π‖a) = E_π[log π − log a]; ``target/E_b``: E_π[b]; ``target/entropy``:
+  H(π) = E_π[−log π] of whole completions (the diversity RL without a KL term loses).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class PointwiseTargetDistance(PeriodicRecorder):
         log_pi = module.engine.log_prob(module.engine.model, samples).double().cpu()
         log_a = module.engine.base_log_prob(samples).double().cpu()
         log_P = log_a + torch.log(b)
-        metrics = {"target/kl_p_pi": float(estimators.kl_target_policy(log_P, log_pi, log_pi, self.log_z)),
-                   "target/kl_pi_a": float((log_pi - log_a).mean()), "target/E_b": float(b.mean())}
+        metrics = {"target/kl_pi_a": float((log_pi - log_a).mean()), "target/E_b": float(b.mean()),
+                   "target/entropy": float(-log_pi.mean())}
+        if b.any():  # with no sample in p's support the estimate reads 0, the opposite of the truth
+            metrics["target/kl_p_pi"] = float(estimators.kl_target_policy(log_P, log_pi, log_pi, self.log_z))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
 
