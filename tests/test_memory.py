@@ -55,17 +55,21 @@ def test_preallocation_leaves_other_optimizers_and_filled_states_alone():
     assert all(torch.equal(before[k], v) for k, v in opt.state[p].items())
 
 
+@pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize("name", TINY_NAMES)
-def test_log_probs_and_gradients_from_completion_logits_only(name, make_model):
+def test_log_probs_and_gradients_from_completion_logits_only(name, share, make_model):
     """The policy asks the model for logits at the completion's positions only (an index
-    ``logits_to_keep``); log-probs and parameter gradients equal the full-sequence computation."""
+    ``logits_to_keep``; with shared prompts, the prompt pass's last position and then the
+    completion pass); log-probs and parameter gradients equal the full-sequence computation."""
     model, tok = make_model(name)
     if getattr(model.config, "is_encoder_decoder", False):
         pytest.skip("encoder-decoder models compute decoder logits only")
     policy = Policy(tok, max_new_tokens=6)
+    policy.share_prompts = share
     torch.manual_seed(1)
     samples = policy.sample(model, ["hello there", "a"], 3)
     lc = samples.completion_ids.shape[1]
+    scored = int(samples.completion_mask.any(0).nonzero()[-1]) + 1  # columns after it are not computed
     head = model.get_output_embeddings()
     seen = []
     handle = head.register_forward_hook(lambda m, i, o: seen.append(o.shape[1]))
@@ -73,7 +77,7 @@ def test_log_probs_and_gradients_from_completion_logits_only(name, make_model):
     lp = policy.token_log_probs(model, samples)
     lp.sum().backward()
     handle.remove()
-    assert seen == [lc], "logits must be computed at the completion's positions only"
+    assert seen == ([1, scored - 1] if share else [scored]), "logits at the completion's positions only"
     ours = [p.grad.clone() for p in model.parameters()]
     # plain: every position's logits, full log-softmax, then the completion's slice
     model.zero_grad()
@@ -109,6 +113,7 @@ def test_gradient_checkpointing_is_active_for_a_pretrained_model_in_a_fit(tmp_pa
         module = DPG(target=[Pointwise(Regex(".", name="any"))], model=str(tmp_path / "m"), n_samples=4,
                      minibatch_size=4, max_new_tokens=4, off_policy=False, gradient_checkpointing=ckpt)
         module.configure_model()
+        module.policy.share_prompts = False  # one pass per forward either way (checkpointing turns sharing off)
         attention = [m for m in module.model.modules() if type(m).__name__ == "LlamaAttention"][0]
         count = {"grad": 0}
         attention.register_forward_hook(lambda m, i, o: count.__setitem__("grad", count["grad"] + torch.is_grad_enabled()))
