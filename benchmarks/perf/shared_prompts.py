@@ -30,11 +30,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def code_prompts(policy, contexts: int) -> list[str]:
+def code_prompts(contexts: int) -> list[str]:
+    """The first ``contexts`` prompts of the shipped offline code config (its template, stdlib signatures)."""
+    import yaml
+
+    from lit_align.cli import resolve_config
     from lit_align.data.stdlib_code import stdlib_functions
 
-    template = "Complete this Python function. Reply with the whole function in one Python code block.\n\n"
-    return [template + prompt for _, prompt, _ in list(stdlib_functions(200, True))[:contexts]]
+    config = yaml.safe_load(open(resolve_config("cdpg_code_compile_offline.yaml")))
+    template = config["data"]["init_args"]["prompt_template"]
+    return [template.replace("{source}", prompt) for _, prompt, _ in list(stdlib_functions(200, True))[:contexts]]
 
 
 def make_samples(policy, contexts: list[str], n: int, tokens: int):
@@ -68,7 +73,7 @@ def main() -> None:
     policy = Policy(tok, chat_template=True)
     plain = Policy(tok)
     work = {
-        "code": (policy, code_prompts(policy, 4), 8, args.tokens, 8),
+        "code": (policy, code_prompts(4), 8, args.tokens, 8),
         "quickstart": (plain, ["<|im_start|>user\nDescribe a movie you watched recently in one sentence."
                                "<|im_end|>\n<|im_start|>assistant\n"], 48, 24, 24),
     }

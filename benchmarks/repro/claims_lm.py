@@ -141,8 +141,7 @@ def ch3_lm_runs(budget: str, seeds: list[int]) -> list[Run]:
                 o = {**{f"model.init_args.{k}": v for k, v in model.items()},
                      "trainer.max_steps": b["steps"], "trainer.limit_val_batches": 0, "trainer.num_sanity_val_steps": 0,
                      "trainer.callbacks": [], "trainer.log_every_n_steps": 1,
-                     "data.init_args.steps_per_epoch": b["steps"] + 1, **trainer}
-                o["data.init_args.prompt"] = CH3_PROMPT
+                     "data.init_args.steps_per_epoch": b["steps"] + 1, "data.init_args.prompt": CH3_PROMPT, **trainer}
                 if method == "GDC++":
                     o["model.init_args.target"] = [{"class_path": "lit_align.targets.Pointwise",
                                                     "init_args": {"scorer": word}}]

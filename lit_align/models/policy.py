@@ -173,9 +173,7 @@ class Policy(Decoding):
 
     def token_log_probs(self, model: nn.Module, samples: Samples) -> Tensor:
         """Per-token log-probs (B, Lc) in float32 under ``model``, masked to 0 off-completion."""
-        logits, _, used = completion_forward(model, samples, share_prompts=self.share_prompts)
-        # float32 z[y] − logsumexp(z), chunked: no full-vocabulary log-softmax of the batch
-        return _widen(selected_log_probs(logits, used.completion_ids) * used.completion_mask, samples)
+        return self.token_outputs(model, samples, hidden=False).log_probs
 
     def token_outputs(
         self, model: nn.Module, samples: Samples, hidden: bool = True, entropy: bool = False
@@ -189,6 +187,7 @@ class Policy(Decoding):
         """
         logits, states, used = completion_forward(model, samples, hidden, self.share_prompts)
         m = used.completion_mask
+        # float32 z[y] − logsumexp(z), chunked: no full-vocabulary log-softmax of the batch
         log_probs = selected_log_probs(logits, used.completion_ids) * m
         h = ent = None
         if hidden:
