@@ -280,3 +280,18 @@ def test_lm_budgets_give_ppo_autocast_instead_of_grad_dtype():
                 assert "trainer.precision" not in run.overrides
     for run in ch4_runs("translate")("quick", [0]):
         assert "grad_dtype" not in init_args(run) and "trainer.precision" not in run.overrides
+
+
+def test_ch4_task_budget_overrides_reach_runs_and_analysis():
+    """A task's own budget (code prompts are long: 2 contexts a step at cpu) reaches every fit of that
+    task — data, PPO's minibatch — and the analysis's samples-seen axis; the other task keeps the shared budget."""
+    from benchmarks.repro.claims_lm import CH4_BUDGETS, ch4_budget, ch4_runs
+
+    for task, want in (("code_compile", 2), ("translate", CH4_BUDGETS["cpu"]["contexts"])):
+        assert ch4_budget(task, "cpu")["contexts"] == want
+        for run in ch4_runs(task)("cpu", [0]):
+            assert run.overrides["data.init_args.contexts_per_step"] == want
+            args = run.overrides["model"]["init_args"]
+            if "ppo_minibatch_size" in args:
+                assert args["ppo_minibatch_size"] == want * CH4_BUDGETS["cpu"]["samples"]
+    assert ch4_budget("code_compile", "gpu") == CH4_BUDGETS["gpu"]
