@@ -58,6 +58,8 @@ def test_sanity_validation_is_logged_at_step_0_from_the_untrained_policy():
     first = rows[0][1]
     assert first["val/kl_policy_base"] == pytest.approx(0.0, abs=1e-6)  # π = a before any update
     assert 0 <= first["val/scorer/bd"] <= 1
+    for _, m in rows:  # b is the target's only factor: the satisfying count is 64 × the scorer's mean
+        assert m["val/n_satisfying"] == pytest.approx(64 * m["val/scorer/bd"])
     assert all(m["val/kl_policy_base"] > 1e-3 for _, m in rows[1:])  # trained: π has left a
 
 

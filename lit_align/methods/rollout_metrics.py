@@ -112,9 +112,15 @@ def cdpg_metrics(rollout: Rollout, log_z_c: Tensor, running_log_z: float, off_po
 
 def validation_divergences(rollout: Rollout, log_z: float | None) -> dict:
     """On fresh policy samples (q = π): scorer means, and KL/TV to the target with the running Ẑ
-    (``log_z``) or, when ``log_z`` is None (CDPG), with each validation context's own Ẑ_c."""
+    (``log_z``) or, when ``log_z`` is None (CDPG), with each validation context's own Ẑ_c.
+
+    With a running Ẑ, samples that miss the target add 0 to the KL/TV estimates: a batch without any
+    satisfying sample reads KL(p‖π) = 0 (the importance-sampled estimate is unbiased, not informative
+    there). ``n_satisfying`` is logged beside it so such a reading can be told apart.
+    """
     m = {f"scorer/{s.name}": v.mean() for s, v in rollout.scores.items()}
     log_P, lp = rollout.log_P, rollout.log_pi.double()
+    m["n_satisfying"] = torch.isfinite(log_P).double().sum()
     if log_z is not None:
         if math.isfinite(log_z):
             m["kl_target_policy"] = estimators.kl_target_policy(log_P, lp, lp, log_z)
