@@ -10,7 +10,12 @@ Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
 - :class:`DeferredSaveCheckpoint`: a ``ModelCheckpoint`` that defers such a step checkpoint to
   the end of the validation, and writes every checkpoint through :meth:`write` (overriding the
   protected ``_save_checkpoint``): DeepSpeed and sharded FSDP write checkpoint *folders*
-  themselves, past any ``CheckpointIO`` plugin, so only this hook sees every write.
+  themselves, past any ``CheckpointIO`` plugin, so only this hook sees every write. Its
+  ``last.ckpt`` always holds the final step (Lightning's ``on_train_end`` writes one only when
+  none was written before), saved where a resumed run continues exactly: at the end of the
+  final step's validation when there is one (the epoch loop counts the step for the loggers
+  after its validation, and on resume skips that validation and counts it again), else at the
+  end of training.
 
 Step counting (lit_align.methods.stepping):
 
@@ -83,8 +88,23 @@ class DeferredSaveCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
             self._defer_save_until_validation = False
-            return
-        super().on_validation_end(trainer, pl_module)
+        else:
+            super().on_validation_end(trainer, pl_module)
+        if 0 < trainer.max_steps <= trainer.global_step:  # the final step's validation: see on_train_end
+            self.save_last_now(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning writes last.ckpt at the end only when no last.ckpt was ever written, so a run of
+        # 25 steps with a checkpoint every 10 kept step 20 as its "last". When the final step is
+        # followed by validation, last.ckpt is written at the end of that validation instead (as
+        # Lightning's own validation checkpoints are): one written here, after the loop counted
+        # the step for the loggers, would resume with its logged steps one too high.
+        self.save_last_now(trainer)
+
+    def save_last_now(self, trainer: L.Trainer) -> None:
+        """Write last.ckpt unless it already holds this step (or saving is off: sanity check, fast_dev_run)."""
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         self.write(trainer, filepath)

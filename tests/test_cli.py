@@ -174,3 +174,24 @@ def test_resume_continues_exactly(in_tmp, run_cli):
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
     assert not torch.equal(full.model.model.table, half.model.model.table), "training moved the weights"
+
+
+@pytest.mark.parametrize("stop", [4, 5], ids=["final-step-validated", "final-step-not-validated"])
+def test_last_checkpoint_holds_the_final_step_and_resumes_exactly(in_tmp, run_cli, stop):
+    """AtomicCheckpoint every 3 steps, validation every 2: a run of 4 (or 5) steps leaves its final
+    step in last.ckpt (Lightning's own would keep step 3), and a run resumed from it to 8 steps logs
+    steps stop..7 and ends with the weights and DPG state of an uninterrupted 8-step run."""
+    ckpt = ["--trainer.val_check_interval=2", "--model.init_args.proposal_update_interval=2",
+            "--trainer.callbacks+=lit_align.callbacks.AtomicCheckpoint",
+            "--trainer.callbacks.every_n_train_steps=3", "--trainer.callbacks.save_top_k=0"]
+    full = run_cli(*toy_fit(8, "full", *ckpt))
+    half = run_cli(*toy_fit(stop, "half", *ckpt))
+    last = Path(half.trainer.logger.log_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == stop
+    resumed = run_cli(*toy_fit(8, "resumed", *ckpt), "--ckpt_path", str(last))
+    acc = event_accumulator(resumed.trainer.logger.log_dir)
+    assert [e.step for e in acc.Scalars("train/z")] == list(range(stop, 8))
+    assert [e.step for e in acc.Scalars("val/kl_target_policy")] == [s for s in (5, 7) if s >= stop]
+    assert resumed.model.state.z_count == full.model.state.z_count == 8 * 16
+    for key, value in full.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key

@@ -12,10 +12,6 @@ import yaml
 CONFIGS = Path(__file__).resolve().parents[1] / "lit_align" / "configs"
 OVERLAYS = {"strategies", "samplers"}  # fragments added to another config, not runs of their own
 NOT_TRAINING = {"lit_align.methods.Sampler"}  # predict only: nothing to resume
-# dpg_toy.yaml: with a last.ckpt written by the validation of a run's final step, a run resumed from it
-# for more steps logs its steps one too high (tests/test_cli.py::test_resume_continues_exactly; the
-# weights and DPG state resume exactly). Until that is fixed it keeps Lightning's default checkpoint.
-KNOWN_WITHOUT_LAST = {"dpg_toy.yaml"}
 
 
 def shipped() -> list[Path]:
@@ -29,7 +25,7 @@ def callbacks(config: dict) -> list[dict]:
 @pytest.mark.parametrize("path", shipped(), ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_training_config_saves_a_resumable_last_checkpoint(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
-    if config["model"]["class_path"] in NOT_TRAINING or path.name in KNOWN_WITHOUT_LAST:
+    if config["model"]["class_path"] in NOT_TRAINING:
         return
     ckpts = [c for c in callbacks(config) if c["class_path"].endswith("Checkpoint")]
     assert ckpts, f"{path.name}: no checkpoint callback, so --ckpt_path last would start from scratch"
