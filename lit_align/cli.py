@@ -71,6 +71,23 @@ def resolve_argv(argv: list[str]) -> list[str]:
     return out
 
 
+def drop_checkpoint_callbacks(cfg) -> None:
+    """``--trainer.enable_checkpointing=false`` on a config whose callbacks save checkpoints means
+    no checkpoints: those callbacks are left out (Lightning would refuse the combination)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lit_align.cli_checks import _class_of
+
+    trainer = cfg.get("trainer")
+    if trainer is None or trainer.get("enable_checkpointing") is not False or not trainer.get("callbacks"):
+        return
+    saving = lambda c: isinstance(_class_of(c), type) and issubclass(_class_of(c), ModelCheckpoint)  # noqa: E731
+    dropped = [c.get("class_path") for c in trainer["callbacks"] if saving(c)]
+    if dropped:
+        trainer["callbacks"] = [c for c in trainer["callbacks"] if not saving(c)]
+        print(f"enable_checkpointing=false: left out {', '.join(dropped)} (no checkpoint is written)", file=sys.stderr)
+
+
 class LitAlignCLI(RunExtras, LightningCLI):
     """LightningCLI with lit_align's defaults: the resolved config saved next to the logs,
     ``last.ckpt`` saved on ctrl-C, SIGTERM and a user error during training, the parsed config
@@ -90,6 +107,7 @@ class LitAlignCLI(RunExtras, LightningCLI):
             return
         check_parsed(self.config[sub], sub)
         check_ckpt_arg(self.config[sub])
+        drop_checkpoint_callbacks(self.config[sub])
 
     def instantiate_classes(self) -> None:
         """A ValueError raised in a class's ``__init__`` comes out as itself, not inside

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_align.cli import CONFIG_DIR, resolve_config, shipped_configs
 from lit_align.models import ModelLoadError
@@ -195,3 +196,12 @@ def test_last_checkpoint_holds_the_final_step_and_resumes_exactly(in_tmp, run_cl
     assert resumed.model.state.z_count == full.model.state.z_count == 8 * 16
     for key, value in full.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def test_enable_checkpointing_false_leaves_out_the_configs_checkpoint_callback(in_tmp, run_cli):
+    """dpg_toy.yaml has an AtomicCheckpoint: with --trainer.enable_checkpointing=false the run trains
+    (Lightning alone refuses the combination) and writes no checkpoint."""
+    result = run_cli(*toy_fit(2, "nockpt", "--trainer.enable_checkpointing=false"))
+    assert result.trainer.global_step == 2
+    assert not any(isinstance(c, ModelCheckpoint) for c in result.trainer.callbacks)
+    assert not list(Path("runs").rglob("*.ckpt"))
