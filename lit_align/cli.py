@@ -81,10 +81,10 @@ def drop_checkpoint_callbacks(cfg) -> None:
     trainer = cfg.get("trainer")
     if trainer is None or trainer.get("enable_checkpointing") is not False or not trainer.get("callbacks"):
         return
-    saving = lambda c: isinstance(_class_of(c), type) and issubclass(_class_of(c), ModelCheckpoint)  # noqa: E731
-    dropped = [c.get("class_path") for c in trainer["callbacks"] if saving(c)]
+    saving = [isinstance(cls := _class_of(c), type) and issubclass(cls, ModelCheckpoint) for c in trainer["callbacks"]]
+    dropped = [c.get("class_path") for c, s in zip(trainer["callbacks"], saving) if s]
     if dropped:
-        trainer["callbacks"] = [c for c in trainer["callbacks"] if not saving(c)]
+        trainer["callbacks"] = [c for c, s in zip(trainer["callbacks"], saving) if not s]
         print(f"enable_checkpointing=false: left out {', '.join(dropped)} (no checkpoint is written)", file=sys.stderr)
 
 

@@ -15,7 +15,8 @@ Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
   none was written before), saved where a resumed run continues exactly: at the end of the
   final step's validation when there is one (the epoch loop counts the step for the loggers
   after its validation, and on resume skips that validation and counts it again), else at the
-  end of training.
+  end of training (``tests/test_cli.py::test_last_checkpoint_holds_the_final_step_and_resumes_exactly``
+  fails if an upgrade changes either behaviour).
 
 Step counting (lit_align.methods.stepping):
 
