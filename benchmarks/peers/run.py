@@ -1,6 +1,7 @@
 """Run lit_align and its peers on identical work, one process at a time, and print the ratios.
 
     python benchmarks/peers/run.py                      # DPG, RLOO, DPO on SmolLM2, all cores
+    python benchmarks/peers/run.py --only dpg,rl,grpo,dpo,sampling --readme   # the README's table
     python benchmarks/peers/run.py --only dpg,sampling --steps 4
     python benchmarks/peers/run.py --only rl,grpo --models tiny,smollm2   # grpo: RLOO β 0 without a base vs trl GRPO
     python benchmarks/peers/run.py --readme             # also rewrite the table in README.md
@@ -15,7 +16,8 @@ Peers live in their own virtualenvs under benchmarks/peers/.venvs (created on fi
 torch 2.13.0 CPU as the project's); the project's environment never installs them. Sampling vs plain
 ``generate`` is benchmarks/sampler_vs_generate.py (run here with ``--only sampling``).
 Each side runs in a fresh process: its peak RSS is its own. Timings on a shared machine are noise:
-run it alone (the script warns when the load average says otherwise).
+run it alone (the script warns when the load average says otherwise). The run ends with the
+performance goals it measured, met or not (benchmarks/peers/goals.py).
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
                     ["--fp32", "--no-checkpointing"]))
         if bf16:
             out.append(("DPO, bf16 both (trl: its default checkpointing)", "dpo_lit_align.py", bf, "trl", "dpo_trl.py", []))
+            out.append(("DPO, bf16 both, checkpointing neither", "dpo_lit_align.py", bf, "trl", "dpo_trl.py",
+                        ["--no-checkpointing"]))
     return out
 
 
@@ -170,6 +174,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import models
+    from goals import goal_lines
 
     only = set(args.only.split(","))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # every side, torch and the peers' own pools
@@ -195,28 +200,33 @@ def main() -> None:
             f"new tokens per step from one prompt, micro-batch {args.minibatch}, {args.threads} thread(s) per side, "
             f"median of {args.steps - 1} steps after one warm-up; DPO: {args.pairs_per_step} pairs per step):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
             f"{phase_lines(rows)}")
+    ratios = []
     if "sampling" in only:
-        text += "\n\n" + sampling_lines(args)
+        ratios = sampling_ratios(args)
+        text += (f"\n\nSampling with log-probs vs `generate` (SmolLM2, batch {args.samples}, {args.tokens} new tokens, "
+                 f"{args.threads} thread(s), `python benchmarks/sampler_vs_generate.py`):\n\n"
+                 + "\n".join(f"- {r}" for r in ratios))
+    names = args.models.split(",")
+    goals = goal_lines(rows, ratios, model="smollm2" if "smollm2" in names else names[0])
+    if goals:
+        text += "\n\nThe performance goals, read from this run:\n\n" + "\n".join(goals)
     print("\n" + text)
     (HERE / args.out).write_text(text + "\n")
     if args.readme:
         update_readme(text)
 
 
-def sampling_lines(args) -> str:
+def sampling_ratios(args) -> list[str]:
     """Sampling vs ``generate`` (benchmarks/sampler_vs_generate.py, SmolLM2, batch 32, fp32 model):
     lit_align in fp32 and under bf16 autocast (``sample_dtype: bfloat16``) against ``generate`` as
-    shipped and at its best (static cache, bf16 autocast), as ratio lines."""
+    shipped and at its best (static cache, bf16 autocast): its ``ratio`` lines."""
     cmd = [sys.executable, str(HERE.parent / "sampler_vs_generate.py"), "--batch", str(args.samples), "--new-tokens",
            str(args.tokens), "--threads", str(args.threads), "--repeats", "3",
            "--sides", "lit_align,lit_align-bf16,generate,generate-static,generate-bf16,generate-bf16-static",
            "--no-reference"]
     out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     print(out)
-    ratios = [line for line in out.splitlines() if line.startswith("ratio ")]
-    return (f"Sampling with log-probs vs `generate` (SmolLM2, batch {args.samples}, {args.tokens} new tokens, "
-            f"{args.threads} thread(s), `python benchmarks/sampler_vs_generate.py`):\n\n"
-            + "\n".join(f"- {r}" for r in ratios))
+    return [line for line in out.splitlines() if line.startswith("ratio ")]
 
 
 if __name__ == "__main__":
