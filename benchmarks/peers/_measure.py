@@ -96,6 +96,13 @@ def add_curve_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--curve-samples", type=int, default=256, help="fresh policy samples per CURVE line")
     ap.add_argument("--log-z", type=float, default=None,
                     help="log Z = log E_a[b] for KL(p||pi) (default: from the step-0 samples, where pi = a)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="training seed; the curve's samples are drawn from seed CURVE_SEED + 1000·seed + step")
+
+
+def curve_seed(seed: int, step: int) -> int:
+    """The seed of the curve evaluation after ``step`` steps of a run with training seed ``seed``."""
+    return CURVE_SEED + 1000 * seed + step
 
 
 def target_distances(log_pi, log_a, b, log_z: float) -> dict[str, float]:

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from _measure import CURVE_CHUNK, CURVE_SEED, StepClock, add_curve_args, curve_line, parser, report  # noqa: E402
+from _measure import CURVE_CHUNK, StepClock, add_curve_args, curve_line, curve_seed, parser, report  # noqa: E402
 
 PROMPT = "The movie was"
 
@@ -101,7 +101,7 @@ class Curve:
             return
         log_pi, log_a, b = [], [], []
         with self.clock.excluded(), torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(CURVE_SEED + step)
+            torch.manual_seed(curve_seed(a.seed, step))
             for start in range(0, a.curve_samples, CURVE_CHUNK):
                 samples, _ = self.model.sample(context=PROMPT, sampling_size=min(CURVE_CHUNK, a.curve_samples - start))
                 for i in range(0, len(samples), a.minibatch):
@@ -119,7 +119,7 @@ def main() -> None:
     add_curve_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     shim_missing_misc()
     if args.skip_warp_loop:
         skip_warp_loop()

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
-from _measure import CURVE_CHUNK, CURVE_SEED, StepClock, add_curve_args, curve_line, parser, report  # noqa: E402
+from _measure import CURVE_CHUNK, StepClock, add_curve_args, curve_line, curve_seed, parser, report  # noqa: E402
 
 PROMPT = "The movie was"
 
@@ -42,8 +42,8 @@ class Curve(L.Callback):
     no engine timer is charged), b by ``re.search`` on the decoded completion."""
 
     def __init__(self, clock: StepClock, every: int, n: int, per_step: int, pattern: str,
-                 log_z: float | None, prompt: str) -> None:
-        self.clock, self.every, self.n, self.per_step = clock, every, n, per_step
+                 log_z: float | None, prompt: str, seed: int = 0) -> None:
+        self.clock, self.every, self.n, self.per_step, self.seed = clock, every, n, per_step, seed
         self.rx, self.log_z, self.prompt = re.compile(pattern), log_z, prompt
         self.done = 0
 
@@ -63,7 +63,7 @@ class Curve(L.Callback):
         policy, mb = module.engine.policy, module.hparams.minibatch_size
         log_pi, log_a, b = [], [], []
         with self.clock.excluded(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(CURVE_SEED + self.done)
+            torch.manual_seed(curve_seed(self.seed, self.done))
             for start in range(0, self.n, CURVE_CHUNK):
                 samples = policy.sample(module.model, [self.prompt], min(CURVE_CHUNK, self.n - start))
                 log_pi.append(policy.log_prob(module.model, samples, mb))
@@ -74,14 +74,14 @@ class Curve(L.Callback):
 
 
 def fit_timed(make_module, steps: int, threads: int, prompt: str,
-              first: Sequence[Callable[[StepClock], L.Callback]] = ()) -> tuple[StepClock, dict[str, float]]:
+              first: Sequence[Callable[[StepClock], L.Callback]] = (), seed: int = 0) -> tuple[StepClock, dict[str, float]]:
     """Fit ``make_module()`` for ``steps`` steps on ``prompt``; the step clock and mean per-phase seconds.
     ``first``: makers of callbacks (given the clock) that run before the timing ones."""
     torch.set_num_threads(threads)
     from lit_align.callbacks import PerfMonitor
     from lit_align.data import PromptDataModule
 
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(seed, verbose=False)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     module = make_module()
     clock = StepClock()
@@ -124,8 +124,8 @@ def main() -> None:
                    lora={"r": args.lora, "lora_alpha": 2 * args.lora, "target_modules": "all-linear"} if args.lora else None)
 
     first = [lambda clock: Curve(clock, args.curve, args.curve_samples, args.samples, args.pattern or "e", args.log_z,
-                                 PROMPT)] if args.curve else []
-    clock, phases = fit_timed(make, args.steps, args.threads, PROMPT, first=first)
+                                 PROMPT, args.seed)] if args.curve else []
+    clock, phases = fit_timed(make, args.steps, args.threads, PROMPT, first=first, seed=args.seed)
     report("lit_align DPG" + (f" LoRA r{args.lora}" if args.lora else "")
            + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32")
            + ("" if args.kv_cache == "auto" else f" ({args.kv_cache} KV cache)"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)

@@ -88,7 +88,7 @@ def command_of(args) -> str:
     """The flags that set the work (to print the command that regenerates a report)."""
     return (f"--model {args.model} --steps {args.steps} --samples {args.samples} --tokens {args.tokens} "
             f"--minibatch {args.minibatch} --lr {args.lr:g} --curve {args.curve} --curve-samples {args.curve_samples} "
-            f"--pattern '{args.pattern}'")
+            f"--pattern '{args.pattern}'" + (f" --seed {args.seed}" if getattr(args, "seed", 0) else ""))
 
 
 def report(args, log_z: float, z_se: float, sides: dict[str, dict]) -> str:
@@ -213,6 +213,7 @@ def main() -> None:
     ap.add_argument("--z-seed", type=int, default=0)
     ap.add_argument("--log-z", type=float, default=None, help="skip the estimate: log Z measured before (Z's SE unknown)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--seed", type=int, default=0, help="training seed of both sides (and of the curve's samples)")
     ap.add_argument("--force", action="store_true", help=f"run even if Z is outside {Z_BOUNDS} (dry runs)")
     ap.add_argument("--out", default=str(HERE / "sample_efficiency"), help="writes OUT.md, OUT.json, OUT.png")
     ap.add_argument("--report-only", action="store_true", help="rewrite OUT.md and OUT.png from OUT.json")
@@ -246,7 +247,7 @@ def main() -> None:
     common = [folder, "--steps", str(args.steps), "--samples", str(args.samples), "--tokens", str(args.tokens),
               "--minibatch", str(args.minibatch), "--threads", str(args.threads), f"--lr={args.lr!r}",
               f"--pattern={args.pattern}", "--curve", str(args.curve), "--curve-samples", str(args.curve_samples),
-              f"--log-z={log_z!r}"]
+              f"--log-z={log_z!r}", "--seed", str(args.seed)]
     sides = {}
     print("lit_align:", flush=True)
     sides["lit_align"] = run_side(sys.executable, "dpg_lit_align.py", common, args.threads)
