@@ -77,9 +77,11 @@ def test_fit_logs_metrics_samples_and_config(in_tmp, run_cli):
     events = acc.Tensors(text_tags[0])
     assert len(events) == 2
     table = events[-1].tensor_proto.string_val[0].decode()
-    rows = re.findall(r"^\| (\d+) \| [^|]* \| ([^|]*) \|$", table, flags=re.M)
-    assert [int(i) for i, _ in rows] == [0, 1, 2, 3]
-    assert all(re.fullmatch(r"[abcd]{4}", s.strip()) for _, s in rows), table
+    assert re.search(r"^\| # \| contains_d \| sample \|$", table, flags=re.M), table  # one shared context: no column
+    rows = re.findall(r"^\| (\d+) \| ([01]) \| ([^|]*) \|$", table, flags=re.M)
+    assert [int(i) for i, _, _ in rows] == [0, 1, 2, 3]
+    assert all(re.fullmatch(r"[abcd]{4}", s.strip()) for _, _, s in rows), table
+    assert all(b == str(int("d" in s)) for _, b, s in rows), table  # each sample's own score beside it
 
     config = yaml.safe_load((log_dir / "config.yaml").read_text())
     assert config["model"]["class_path"] == "lit_align.methods.DPG"
