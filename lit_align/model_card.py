@@ -85,6 +85,14 @@ def _objective(config: str | None, hp: Mapping) -> str:
     return "```yaml\n" + _yaml(chosen) + "\n```"
 
 
+def method_description(method: str, hp: Mapping) -> str:
+    """The method and its paper; DPG with another f-divergence than the forward KL is f-DPG."""
+    divergence = hp.get("divergence") or "kl"
+    if method == "DPG" and divergence != "kl":
+        return f"descending the f-divergence `{divergence}` (not GDC++'s forward KL): {METHODS['FDPG']}"
+    return METHODS.get(method, "see lit_align.methods." + method)
+
+
 def model_card(method: str, hp: Mapping, config: str | None, metrics: Mapping[str, float],
                adapter_only: bool = False) -> str:
     """Markdown with Hugging Face's YAML front matter."""
@@ -95,7 +103,7 @@ def model_card(method: str, hp: Mapping, config: str | None, metrics: Mapping[st
     lines = [
         "---", "library_name: " + ("peft" if adapter_only else "transformers"), "tags: [lit_align, " + method + "]",
         "---", "", f"# {method} policy trained with lit_align", "",
-        f"- **Method**: {method}: {METHODS.get(method, 'see lit_align.methods.' + method)}",
+        f"- **Method**: {method}: {method_description(method, hp)}",
         f"- **Base model**: {base}" + (f" (tokenizer `{hp['tokenizer']}`)" if hp.get("tokenizer") else ""),
         f"- **Weights**: {kind}" + (f"; trained with LoRA `{dict(hp['lora'])}`" if hp.get("lora") else ""),
         f"- **Sampling it was trained with**: temperature {hp.get('temperature', 1.0)}, top_k {hp.get('top_k', 0)}, "

@@ -185,3 +185,12 @@ def test_conditional_training_control_tokens(tmp_path):
     control = torch.tensor([[ids[0], 70, 71, ids[1]]])
     with torch.no_grad():
         assert torch.equal(exported.eval()(control).logits, model.eval()(control).logits)
+
+
+def test_model_card_names_f_dpg_when_dpg_descends_another_divergence():
+    from lit_align.model_card import model_card
+
+    forward = model_card("DPG", {"model": "toy", "divergence": "kl"}, None, {})
+    reverse = model_card("DPG", {"model": "toy", "divergence": "rkl"}, None, {})
+    assert "arXiv:2206.00761" in forward and "arXiv:2302.08215" not in forward
+    assert "f-divergence `rkl`" in reverse and "arXiv:2302.08215" in reverse
