@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "pee
 import goals  # noqa: E402
 
 
-def row(work, ours_rate, peer_rate, ours_mb, peer_mb, step_s=None, unit="samples"):
-    ours = {f"{unit}_per_s": ours_rate, "peak_rss_mb": ours_mb, "step_s": step_s or 32 / ours_rate}
+def row(work, ours_rate, peer_rate, ours_mb, peer_mb, step_s=None, unit="samples", phases=None):
+    ours = {f"{unit}_per_s": ours_rate, "peak_rss_mb": ours_mb, "step_s": step_s or 32 / ours_rate, "phases": phases}
     return {"work": work, "model": "smollm2", "ours": ours,
             "peer": {"name": "peer", f"{unit}_per_s": peer_rate, "peak_rss_mb": peer_mb}}
 
@@ -24,7 +24,10 @@ def test_dpg_goals_read_speed_step_time_and_memory():
             row(goals.DPG_MB32, 5.0, 2.2, 4000, 6000, step_s=5.4)]
     out = goals.goal_lines(rows, [])
     assert "4.40× — **met**" in line(out, "DPG bf16 ≥ 4×")
-    assert "2.10× — **met**" in line(out, "DPG bf16 ≥ 2×")
+    # judged where both sides run their fastest configuration (one micro-batch of 32)
+    assert line(out, "DPG bf16 ≥ 2×").endswith("2.10× at micro-batch 8, 2.27× at micro-batch 32 — **met**")
+    slow_mb32 = [rows[1], row(goals.DPG_MB32, 5.0, 2.6, 4000, 6000)]
+    assert line(goals.goal_lines(slow_mb32, []), "DPG bf16 ≥ 2×").endswith("1.92× at micro-batch 32 — **not met**")
     step = line(out, "DPG bf16 step")
     assert "5.40 s" in step and "micro-batch 32" in step and "**met**" in step
     mem = line(out, "DPG peak memory")
@@ -33,18 +36,22 @@ def test_dpg_goals_read_speed_step_time_and_memory():
 
 def test_unmet_goals_say_so_with_their_floor():
     rows = [row(goals.DPG_BF16, 3.9, 1.0, 3700, 5000, step_s=7.5),
-            row("RLOO, fp32 both", 2.2, 1.5, 4000, 3600),
+            row("RLOO, fp32 both", 2.2, 1.5, 4000, 3600, phases={"forward_backward": 6.0, "sampling": 4.0, "log_probs": 1.5}),
             row("RLOO, bf16 both", 4.0, 2.0, 3700, 3800),
-            row(goals.DPO[0], 1.3, 0.8, 4100, 4130, unit="pairs"),  # fast enough, too much memory
+            row(goals.DPO[0], 1.3, 0.8, 4100, 4130, unit="pairs"),  # fast enough (1.62×), too much memory
             row(goals.DPO[1], 1.1, 0.8, 3270, 4170, unit="pairs")]  # lean enough, too slow
     out = goals.goal_lines(rows, ["ratio lit_align/generate: time (median) 0.80x  tokens/s 1.25x  samples/s 1.25x",
                                   "ratio lit_align-bf16/generate: time (median) 0.52x  tokens/s 1.93x  samples/s 1.93x"])
     assert "**not met**" in line(out, "DPG bf16 ≥ 4×")
     assert "**not met**: the step's matrix multiplies" in line(out, "DPG bf16 step")
-    assert "**not met**: in fp32" in line(out, "RLOO, fp32 both")
+    # trl's step 32 / 1.5 = 21.33 s: a 2× step is 10.67 s, of which the gradient pass alone takes 6 s
+    rloo = line(out, "RLOO, fp32 both")
+    assert "**not met**: a 2× step would take 10.67 s" in rloo and "takes 6.00 s of it, leaving 4.67 s" in rloo
+    assert "that take 5.50 s here" in rloo  # sampling 4 s + base pass 1.5 s
     assert line(out, "RLOO, bf16 both").endswith("2.00× — **met**")
     dpo = line(out, "DPO ≥ 1.5×")
-    assert "checkpointing both, 1.38× at 0.78" in dpo and "**not met**" in dpo  # the best row within the memory bar
+    assert "memory bar DPO, fp32 both, checkpointing both, 1.38× at 0.78" in dpo and "**not met**" in dpo
+    assert "leanest row at the speed bar DPO, fp32 both (trl: its default checkpointing), 1.62× at 0.99" in dpo
     assert "1.25× — **met**" in line(out, "sampling with log-probs, lit_align ≥ 1.2× generate")
     assert "1.93× — **not met**" in line(out, "sampling with log-probs, lit_align-bf16 ≥ 2.0× generate")
     assert not any("generate-bf16" in x for x in out)  # a ratio the run did not print is left out

@@ -25,14 +25,12 @@ FLOORS = {
                 "bound by the per-operator cost of 32 decoding steps through the HF model; a compiled decoding "
                 "step was slower on this CPU (benchmarks/results/perf/profile_dpg.md, compile_decode.md)",
     "memory": "a full fine-tune with fp32 weights, gradients and Adam (2.2 GB for 135 M parameters) plus the bf16 "
-              "frozen base (0.27 GB) is 2.4 GB ≈ 0.49 of disco before the process itself (≈ 0.4 GB); the rest is "
-              "autocast's bf16 weight copies and one micro-batch's activations. LoRA r16 (other work) is 0.42",
-    "rloo_fp32": "in fp32 the sampler runs at this CPU's fp32 matmul bound (76% of sampling time is aten::mm), "
-                 "so it cannot gain much over trl's generate; bf16 sampling can",
+              "frozen base (0.27 GB) is 2.4 GB ≈ 0.49 of disco's 4.96 GB (2026-11-26) before the process itself "
+              "(≈ 0.4 GB); the rest is autocast's bf16 weight copies and one micro-batch's activations. LoRA r16 "
+              "(other work) measured 0.42 of disco then",
     "dpo": "both sides run the same policy forward+backward; lit_align saves trl's per-step reference forward "
-           "(one of ≈ 4 forward-equivalents of a step: ≈ 1.33× from that alone, cached once) and its second "
-           "model; the memory bar is met where both sides checkpoint or neither does, the speed bar only where "
-           "trl checkpoints and lit_align does not",
+           "(cached once) and its second model, and the rest of either side's memory is the same policy's "
+           "weights, Adam state and activations",
 }
 
 
@@ -66,9 +64,12 @@ def sampling_ratio(lines: list[str], x: str, y: str) -> float | None:
 def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") -> list[str]:
     """One Markdown bullet per goal the run measured (goals whose rows were not run are left out)."""
     out = []
-    r = _row(rows, DPG_BF16_NO_LOOP, model)
-    if r:
-        out.append(f"DPG bf16 ≥ 2× disco without its warp loop: {_speed(r):.2f}× — {_verdict(_speed(r) >= 2, None)}")
+    r, mb32 = _row(rows, DPG_BF16_NO_LOOP, model), _row(rows, DPG_MB32, model)
+    if r or mb32:  # judged on each side's fastest configuration: one micro-batch of 32, where it was run
+        judged = mb32 or r
+        shown = [f"{_speed(x):.2f}× at micro-batch {32 if x is mb32 else 8}" for x in (r, mb32) if x]
+        out.append(f"DPG bf16 ≥ 2× disco without its warp loop (each side's fastest configuration): {', '.join(shown)} — "
+                   + _verdict(_speed(judged) >= 2, None))
     r = _row(rows, DPG_BF16, model)
     if r:
         out.append(f"DPG bf16 ≥ 4× disco as shipped: {_speed(r):.2f}× — {_verdict(_speed(r) >= 4, None)}")
@@ -85,17 +86,51 @@ def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") ->
     for work in RLOO:
         r = _row(rows, work, model)
         if r:
-            floor = FLOORS["rloo_fp32"] if "fp32" in work else None
-            out.append(f"{work}: ≥ 2× trl's RLOOTrainer: {_speed(r):.2f}× — {_verdict(_speed(r) >= 2, floor)}")
+            out.append(f"{work}: ≥ 2× trl's RLOOTrainer: {_speed(r):.2f}× — {_verdict(_speed(r) >= 2, _rl_floor(r))}")
     dpo = [x for x in (_row(rows, w, model) for w in DPO) if x]
     if dpo:
-        ok = [x for x in dpo if _speed(x) >= 1.5 and _memory(x) <= 0.8]
-        best = max(dpo, key=lambda x: (_memory(x) <= 0.8, _speed(x)))
-        out.append(f"DPO ≥ 1.5× trl's DPOTrainer at ≤ 0.8 of its memory: best row {best['work']}, "
-                   f"{_speed(best):.2f}× at {_memory(best):.2f} — {_verdict(bool(ok), FLOORS['dpo'])}")
+        out.append(_dpo_line(dpo))
     for x, y, goal in (("lit_align", "generate", 1.2), ("lit_align-bf16", "generate-bf16", 1.2),
                        ("lit_align-bf16", "generate", 2.0)):
         v = sampling_ratio(sampling, x, y)
         if v is not None:
             out.append(f"sampling with log-probs, {x} ≥ {goal}× {y} (tokens/s): {v:.2f}× — {_verdict(v >= goal, None)}")
     return [f"- {line}" for line in out]
+
+
+def _peer_step_s(r: dict) -> float:
+    a = r["ours"]
+    unit = next(k for k in a if k.endswith("_per_s"))
+    return a["step_s"] * a[unit] / r["peer"][unit]
+
+
+def _rl_floor(r: dict) -> str | None:
+    """Why an RLOO row is short of 2×: what is left of half trl's step after lit_align's gradient pass."""
+    ph = r["ours"].get("phases") or {}
+    if "forward_backward" not in ph:
+        return None
+    half, fb = _peer_step_s(r) / 2, ph["forward_backward"]
+    rest = ph.get("sampling", 0.0) + ph.get("log_probs", 0.0)
+    return (f"a 2× step would take {half:.2f} s; lit_align's policy forward+backward alone, the same arithmetic as "
+            f"trl's (6·N FLOP a token at the CPU's matmul rate), takes {fb:.2f} s of it, leaving {half - fb:.2f} s "
+            f"for the sampling with log-probs and the base pass that take {rest:.2f} s here")
+
+
+def _dpo_line(dpo: list[dict]) -> str:
+    """DPO ≥ 1.5× at ≤ 0.8 memory: a row meeting both, else the fastest row within the memory bar and the
+    leanest row at the speed bar."""
+    goal = "DPO ≥ 1.5× trl's DPOTrainer at ≤ 0.8 of its memory: "
+    both = [x for x in dpo if _speed(x) >= 1.5 and _memory(x) <= 0.8]
+    if both:
+        best = max(both, key=_speed)
+        return goal + f"{best['work']}, {_speed(best):.2f}× at {_memory(best):.2f} — **met**"
+    parts = []
+    lean = [x for x in dpo if _memory(x) <= 0.8]
+    if lean:
+        x = max(lean, key=_speed)
+        parts.append(f"fastest row within the memory bar {x['work']}, {_speed(x):.2f}× at {_memory(x):.2f}")
+    fast = [x for x in dpo if _speed(x) >= 1.5]
+    if fast:
+        x = min(fast, key=_memory)
+        parts.append(f"leanest row at the speed bar {x['work']}, {_speed(x):.2f}× at {_memory(x):.2f}")
+    return goal + "; ".join(parts) + " — " + _verdict(False, FLOORS["dpo"])

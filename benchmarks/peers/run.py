@@ -1,10 +1,9 @@
 """Run lit_align and its peers on identical work, one process at a time, and print the ratios.
 
-    python benchmarks/peers/run.py                      # DPG, RLOO, DPO on SmolLM2, all cores
-    python benchmarks/peers/run.py --only dpg,rl,grpo,dpo,sampling --readme   # the README's table
+    python benchmarks/peers/run.py --readme             # every pair on SmolLM2, all cores: the README's block
+    python benchmarks/peers/run.py --render benchmarks/peers/results.json --readme   # re-render, measure nothing
     python benchmarks/peers/run.py --only dpg,sampling --steps 4
     python benchmarks/peers/run.py --only rl,grpo --models tiny,smollm2   # grpo: RLOO β 0 without a base vs trl GRPO
-    python benchmarks/peers/run.py --readme             # also rewrite the table in README.md
 
 Pairs (same model folder, prompt, samples per step, new tokens, micro-batch, lr, seed):
   dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner, as shipped and without
@@ -158,7 +157,7 @@ def update_readme(text: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default="dpg,rl,dpo", help="comma list of dpg, rl (RLOO), grpo (RLOO β 0 vs trl GRPO), dpo, sampling")
+    ap.add_argument("--only", default="dpg,rl,grpo,dpo,sampling", help="comma list of dpg, rl (RLOO), grpo (RLOO β 0 vs trl GRPO), dpo, sampling")
     ap.add_argument("--models", default="smollm2", help="comma list of tiny, smollm2")
     ap.add_argument("--steps", type=int, default=6, help="steps per side (the first is warm-up)")
     ap.add_argument("--samples", type=int, default=32)
@@ -169,12 +168,15 @@ def main() -> None:
     ap.add_argument("--pairs-per-step", type=int, default=8, help="DPO pairs per step")
     ap.add_argument("--no-bf16", action="store_true", help="only the fp32-on-both-sides rows")
     ap.add_argument("--readme", action="store_true", help="rewrite the results block of README.md")
-    ap.add_argument("--out", default="results.md", help="file under benchmarks/peers/ for this run's table "
-                    "(another name keeps the last full run's results.md)")
+    ap.add_argument("--out", default="results.md", help="file under benchmarks/peers/ for this run's table, its "
+                    "measurements beside it as .json (another name keeps the last full run's results.md)")
+    ap.add_argument("--render", metavar="JSON", help="measure nothing: rewrite the Markdown (and, with --readme, "
+                    "the README block) from a run's saved JSON, e.g. after a change to goals.py")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
+    if args.render:
+        return publish(json.loads(Path(args.render).read_text()), args.out, args.readme)
     import models
-    from goals import goal_lines
 
     only = set(args.only.split(","))
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # every side, torch and the peers' own pools
@@ -196,23 +198,38 @@ def main() -> None:
             theirs = run_side(peer_python(peer), peer_script, args_ + peer_extra)
             rows.append({"work": work, "model": model, "ours": ours, "peer": theirs})
             print(table(rows[-1:]).splitlines()[-1], flush=True)
-    text = (f"Measured by `python benchmarks/peers/run.py` ({machine()}; {args.samples} samples × {args.tokens} "
-            f"new tokens per step from one prompt, micro-batch {args.minibatch}, {args.threads} thread(s) per side, "
-            f"median of {args.steps - 1} steps after one warm-up; DPO: {args.pairs_per_step} pairs per step):\n\n{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n"
-            f"{phase_lines(rows)}")
-    ratios = []
-    if "sampling" in only:
-        ratios = sampling_ratios(args)
-        text += (f"\n\nSampling with log-probs vs `generate` (SmolLM2, batch {args.samples}, {args.tokens} new tokens, "
-                 f"{args.threads} thread(s), `python benchmarks/sampler_vs_generate.py`):\n\n"
+    ratios = sampling_ratios(args) if "sampling" in only else []
+    saved = {"args": vars(args), "machine": machine(), "rows": rows, "sampling_ratios": ratios}
+    (HERE / args.out).with_suffix(".json").write_text(json.dumps(saved, indent=1))
+    publish(saved, args.out, args.readme)
+
+
+def render(saved: dict) -> str:
+    """The Markdown of one run (saved by ``main``): the table, where the time goes, sampling, the goals."""
+    from goals import goal_lines
+
+    a, rows, ratios = saved["args"], saved["rows"], saved["sampling_ratios"]
+    text = (f"Measured by `python benchmarks/peers/run.py` ({saved['machine']}; {a['samples']} samples × {a['tokens']} "
+            f"new tokens per step from one prompt, micro-batch {a['minibatch']}, {a['threads']} thread(s) per side, "
+            f"median of {a['steps'] - 1} steps after one warm-up; DPO: {a['pairs_per_step']} pairs per step):\n\n"
+            f"{table(rows)}\n\nWhere lit_align's step time goes (perf/* of PerfMonitor):\n\n{phase_lines(rows)}")
+    if ratios:
+        text += (f"\n\nSampling with log-probs vs `generate` (SmolLM2, batch {a['samples']}, {a['tokens']} new tokens, "
+                 f"{a['threads']} thread(s), `python benchmarks/sampler_vs_generate.py`):\n\n"
                  + "\n".join(f"- {r}" for r in ratios))
-    names = args.models.split(",")
+    names = a["models"].split(",")
     goals = goal_lines(rows, ratios, model="smollm2" if "smollm2" in names else names[0])
     if goals:
-        text += "\n\nThe performance goals, read from this run:\n\n" + "\n".join(goals)
+        text += "\n\nThe performance goals, read from this run (`benchmarks/peers/goals.py`):\n\n" + "\n".join(goals)
+    return text
+
+
+def publish(saved: dict, out: str, readme: bool) -> None:
+    """Print the run's Markdown, write it to ``out`` (beside its JSON) and, with ``readme``, into README.md."""
+    text = render(saved)
     print("\n" + text)
-    (HERE / args.out).write_text(text + "\n")
-    if args.readme:
+    (HERE / out).write_text(text + "\n")
+    if readme:
         update_readme(text)
 
 
