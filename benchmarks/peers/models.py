@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -26,15 +27,21 @@ def portable(folder: Path) -> Path:
         # byte-level BPE tokens hold no spaces, so the two forms are the same merges
         assert not any(" " in a or " " in b for a, b in merges)
         tok["model"]["merges"] = [f"{a} {b}" for a, b in merges]
-        if tok_path.is_symlink():
-            tok_path.unlink()
-        tok_path.write_text(json.dumps(tok, ensure_ascii=False))
+        write_atomic(tok_path, json.dumps(tok, ensure_ascii=False))
     cfg_path = folder / "tokenizer_config.json"
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("tokenizer_class") != "PreTrainedTokenizerFast":
         cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
-        cfg_path.write_text(json.dumps(cfg, indent=2))
+        write_atomic(cfg_path, json.dumps(cfg, indent=2))
     return folder
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` (a file or a link) by ``text`` in one rename: two benchmarks preparing the
+    folder at once never read a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def smollm2_folder() -> Path:
@@ -46,7 +53,8 @@ def smollm2_folder() -> Path:
     for f in src.iterdir():
         dst = out / f.name
         if f.name == "tokenizer_config.json":
-            dst.write_text(f.read_text())
+            if not dst.exists() or dst.is_symlink():
+                write_atomic(dst, f.read_text())  # made portable below; left alone once it is
         elif not dst.exists():
             dst.symlink_to(f.resolve())
     return portable(out)
