@@ -43,3 +43,11 @@ def test_runs_of_different_work_or_the_same_seed_are_refused(tmp_path):
         ses.load([a, run(tmp_path, 1, [0.1], [0.1], lr=2e-5)])
     with pytest.raises(SystemExit, match="distinct seeds"):
         ses.load([a, a])
+
+
+def test_one_number_per_metric_over_the_whole_curve(tmp_path):
+    runs = ses.load([run(tmp_path, 0, [0.1, 0.3, 0.5], [0.1, 0.2, 0.2]), run(tmp_path, 1, [0.1, 0.2, 0.2], [0.1, 0.2, 0.4])])
+    per_seed, (m, h) = ses.pooled(runs, [0, 1, 2], "E_pi_b")
+    # seed 0: (0.1 + 0.3) / 2 = 0.2; seed 1: (0 − 0.2) / 2 = −0.1 (step 0 left out)
+    assert per_seed == [pytest.approx(0.2), pytest.approx(-0.1)]
+    assert m == pytest.approx(0.05) and h == pytest.approx(12.706 * 0.3 / 2)
