@@ -20,6 +20,6 @@ def test_per_context_rows_escape_pipes_tags_and_line_breaks():
 
 
 def test_a_shared_context_is_written_once_above_the_table():
-    table = sample_table(["p", "p"], ["s1", "s2"], {})
-    assert table.splitlines()[0] == "context: `p`"
+    table = sample_table(["<p>\n", "<p>\n"], ["s1", "s2"], {})
+    assert table.splitlines()[0] == "context: &lt;p&gt; ⏎ "
     assert "| # | sample |" in table and "| 1 | s2 |" in table

@@ -34,7 +34,8 @@ def sample_table(contexts: list[str], texts: list[str], scores: dict[str, list[f
     shared = len(set(contexts)) <= 1
     names = list(scores)
     head = ["#", *names, "sample"] if shared else ["#", "context", *names, "sample"]
-    lines = [f"context: `{cell(contexts[0]) or '(empty)'}`\n"] if shared and contexts else []
+    # not in a code span: Markdown would show the HTML escapes literally there
+    lines = [f"context: {cell(contexts[0]) or '(empty)'}\n"] if shared and contexts else []
     lines += ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     for i, (c, t) in enumerate(zip(contexts, texts)):
         row = [str(i), *([] if shared else [cell(context_tail(c))]), *(_value(scores[n][i]) for n in names), cell(t)]
