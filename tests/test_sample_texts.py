@@ -23,3 +23,7 @@ def test_a_shared_context_is_written_once_above_the_table():
     table = sample_table(["<p>\n", "<p>\n"], ["s1", "s2"], {})
     assert table.splitlines()[0] == "context: &lt;p&gt; ⏎ "
     assert "| # | sample |" in table and "| 1 | s2 |" in table
+
+
+def test_a_non_finite_score_is_shown_not_raised():
+    assert "| 0 | nan | x |" in sample_table(["a", "a"], ["x", "y"], {"r": [float("nan"), float("-inf")]})

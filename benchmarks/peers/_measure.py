@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Iterator
 
-CURVE_SEED = 10_000  # + the step: the seed of each curve evaluation's samples (under a forked RNG)
+CURVE_SEED = 10_000  # the base of each curve evaluation's sample seed (curve_seed; under a forked RNG)
 CURVE_CHUNK = 64  # curve samples drawn per sampling call (bounds the memory of 256-sample evaluations)
 
 

@@ -38,10 +38,14 @@ def _row(rows: list[dict], work: str, model: str) -> dict | None:
     return next((r for r in rows if r["work"] == work and r["model"] == model), None)
 
 
+def rate_key(side: dict) -> str:
+    """The throughput key of one side's RESULT (``samples_per_s`` or ``pairs_per_s``)."""
+    return next(k for k in side if k.endswith("_per_s"))
+
+
 def _speed(r: dict) -> float:
-    a, b = r["ours"], r["peer"]
-    unit = next(k for k in a if k.endswith("_per_s"))
-    return a[unit] / b[unit]
+    unit = rate_key(r["ours"])
+    return r["ours"][unit] / r["peer"][unit]
 
 
 def _memory(r: dict) -> float:
@@ -99,9 +103,7 @@ def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") ->
 
 
 def _peer_step_s(r: dict) -> float:
-    a = r["ours"]
-    unit = next(k for k in a if k.endswith("_per_s"))
-    return a["step_s"] * a[unit] / r["peer"][unit]
+    return r["ours"]["step_s"] * _speed(r)
 
 
 def _rl_floor(r: dict) -> str | None:

@@ -110,12 +110,14 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
 
 
 def table(rows: list[dict]) -> str:
+    from goals import rate_key
+
     head = ("| work | model | lit_align /s | peer | peer /s | speed ratio (wall) | speed ratio (CPU time) "
             "| lit_align peak RSS | peer peak RSS | memory ratio |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         a, b = r["ours"], r["peer"]
-        unit = next(k for k in a if k.endswith("_per_s"))
+        unit = rate_key(a)
         cpu_unit = unit.replace("_per_s", "_per_cpu_s")
         cpu_ratio = f"{a[cpu_unit] / b[cpu_unit]:.2f}×" if cpu_unit in a and cpu_unit in b else "–"
         lines.append(f"| {r['work']} | {r['model']} | {a[unit]:.2f} {unit[:-6]} | {b['name']} | {b[unit]:.2f} "

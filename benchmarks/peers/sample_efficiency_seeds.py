@@ -16,21 +16,22 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root, run as a script
+
+from benchmarks.repro.stats import estimate  # noqa: E402
 
 KL = "kl_p_pi_sn"
 METRICS = (("E_pi_b", "E_π[b]"), (KL, "KL(p‖π)"), ("kl_pi_a", "KL(π‖a)"))
-# two-sided 97.5% quantiles of Student's t for 1..10 degrees of freedom
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 SAME_WORK = ("model", "steps", "samples", "tokens", "minibatch", "lr", "pattern", "curve", "curve_samples")
 
 
 def mean_ci(xs: list[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval (nan with one value)."""
-    m = statistics.fmean(xs)
-    if len(xs) < 2:
-        return m, math.nan
-    return m, T975.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
+    """Mean and half-width of its 95% t-interval (nan with one value): the reproductions' estimator."""
+    e = estimate(xs)
+    return e.mean, (e.high - e.mean) if e.n > 1 else math.nan
 
 
 def load(paths: list[str]) -> list[dict]:

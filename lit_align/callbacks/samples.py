@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 import lightning as L
 
@@ -26,7 +27,7 @@ def context_tail(context: str, chars: int = CONTEXT_CHARS) -> str:
 
 def _value(v) -> str:
     v = float(v)
-    return f"{v:g}" if v == int(v) else f"{v:.3f}"
+    return f"{v:g}" if not math.isfinite(v) or v == int(v) else f"{v:.3f}"
 
 
 def sample_table(contexts: list[str], texts: list[str], scores: dict[str, list[float]]) -> str:
