@@ -251,3 +251,23 @@ def test_train_attention_switches_the_kernel_of_gradient_passes_only():
         grads[impl] = (lp.detach(), torch.cat([p.grad.flatten() for p in module.model.parameters()]))
     torch.testing.assert_close(grads["eager"][0], grads["sdpa"][0], rtol=0, atol=1e-5)
     torch.testing.assert_close(grads["eager"][1], grads["sdpa"][1], rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_gradient_checkpointing_reruns_the_forward_with_its_attention_kernel():
+    """``grad_dtype: bfloat16`` on CPU runs the gradient passes with eager attention (``train_attention:
+    auto``); gradient checkpointing reruns each layer's forward inside the backward, which must use the
+    same kernel (else torch's checkpoint raises on the recomputed tensors). The first Adam update —
+    lr · g/(|g| + eps) per coordinate — is then that of the run without checkpointing."""
+    weights = {}
+    for ckpt in (False, True):
+        L.seed_everything(0, verbose=False)
+        module = DPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-llama", n_samples=8,
+                     minibatch_size=4, max_new_tokens=6, lr=1e-3, off_policy=False, grad_dtype="bfloat16",
+                     gradient_checkpointing=ckpt)
+        trainer = L.Trainer(max_steps=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(module, PromptDataModule(prompt="", steps_per_epoch=1))
+        assert module.engine.train_attention == "eager"
+        weights[ckpt] = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    moved = [n for n, w in weights[False].items() if not torch.equal(w, weights[True][n])]
+    assert len(moved) == 0, moved[:5]

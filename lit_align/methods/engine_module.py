@@ -144,6 +144,9 @@ class EngineModule(GuardedSteps, CheckpointState, L.LightningModule):
     def tokenizer(self):
         return None if self.engine is None else self.engine.tokenizer
 
+    def backward_context(self):
+        return super().backward_context() if self.engine is None else self.engine.backward_context()
+
     def frozen_models(self) -> list[nn.Module | None]:
         """Frozen models kept out of the checkpoint, moved to the device at fit start (the base)."""
         return []

@@ -12,6 +12,7 @@ only :mod:`lit_align.lightning_private` touches.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable, Iterable, Iterator
 
@@ -49,7 +50,12 @@ class GuardedSteps:
             self.backwards_this_step = getattr(self, "backwards_this_step", 0) + 1
             if self.backwards_this_step > 1 and getattr(self, "one_backward_per_step", False):
                 raise distributed.UnsupportedStrategyError(distributed.ZERO3_ONE_BACKWARD)
-            self.manual_backward(loss)
+            with self.backward_context():
+                self.manual_backward(loss)
+
+    def backward_context(self):
+        """Context of each backward (the engine's: gradient checkpointing's rerun of the forward)."""
+        return contextlib.nullcontext()
 
     def optimizer_step_guarded(self) -> bool:
         """Clip, check for non-finite gradients, step. A bad step is skipped and counted."""

@@ -4,7 +4,8 @@ On CPUs, PyTorch's fused SDPA ("flash") kernel is slow in its *backward* pass fo
 sequences in bf16: on SmolLM2-135M (32 sequences of 44 tokens, one thread) it took 1.5 s of a
 7.4 s bf16 forward + backward, and the plain ("eager") attention made the whole pass 1.4× faster
 (benchmarks/README.md). The forward is read at call time from ``config._attn_implementation``,
-so switching it around a forward is cheap; the backward needs no switch.
+so switching it around a forward is cheap. The backward needs the same switch only where gradient
+checkpointing reruns the forward inside it (:meth:`~lit_align.models.engine.Engine.backward_context`).
 """
 
 from __future__ import annotations

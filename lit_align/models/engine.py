@@ -164,13 +164,24 @@ class Engine:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
 
-    @contextlib.contextmanager
-    def grad_autocast(self, model: nn.Module | None = None) -> Iterator[None]:
-        """Context of the gradient passes' forward: autocast (``grad_dtype``) and the attention
-        kernel (``train_attention``) of ``model`` (default the policy)."""
+    @property
+    def train_attention(self) -> str | None:
+        """The attention kernel of the gradient passes (None: the model's own): ``train_attention``,
+        where ``auto`` is eager attention for bf16 gradient passes on CPU."""
         choice = self.settings.train_attention
         if choice == "auto":
             low = self.settings.grad_dtype not in (None, "float32")
             choice = "eager" if low and self.device.type == "cpu" else None
-        with self.autocast(self.settings.grad_dtype), attention_implementation(model or self.model, choice):
+        return choice
+
+    @contextlib.contextmanager
+    def grad_autocast(self, model: nn.Module | None = None) -> Iterator[None]:
+        """Context of the gradient passes' forward: autocast (``grad_dtype``) and the attention
+        kernel (``train_attention``) of ``model`` (default the policy)."""
+        with self.autocast(self.settings.grad_dtype), attention_implementation(model or self.model, self.train_attention):
             yield
+
+    def backward_context(self):
+        """Context of the backward: gradient checkpointing reruns the forward inside it, and the
+        rerun must use the forward's attention kernel (autocast the checkpoint restores itself)."""
+        return attention_implementation(self.model, self.train_attention)
