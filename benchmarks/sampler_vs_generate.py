@@ -52,7 +52,9 @@ copies); ``generate-tokens-only`` runs ``generate`` without scores/log-probs as 
 reference (skip it with ``--no-reference``); ``lit_align-fast`` (opt-in via ``--sides``) is the
 prototype of ``prototype_sampler.py``, which ``Policy`` itself now uses (lit_align/models/draw.py),
 so the two rows should agree. ``lit_align-bf16`` samples under bf16 autocast (``sample_dtype:
-bfloat16``); ``lit_align-dynamic`` / ``lit_align-bf16-dynamic`` are the sampler with its static KV
+bfloat16``), ``lit_align-bf16-cast`` with the weights cast to bf16 once per call instead
+(``sample_cast_weights: true``; ``generate-bf16-cast`` gives ``generate`` the same, with its static
+cache); ``lit_align-dynamic`` / ``lit_align-bf16-dynamic`` are the sampler with its static KV
 cache turned off (``Policy.static_cache = False``, a growing ``DynamicCache``, as before 2026-12-06);
 ``generate-static``, ``generate-bf16`` and ``generate-bf16-static`` give ``generate`` the same
 advantages (``cache_implementation="static"``, bf16 autocast), so it is compared at its best too.
@@ -76,7 +78,8 @@ import time
 import warnings
 
 SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only", "lit_align-fast", "lit_align-bf16",
-         "lit_align-dynamic", "lit_align-bf16-dynamic", "generate-static", "generate-bf16", "generate-bf16-static")
+         "lit_align-dynamic", "lit_align-bf16-dynamic", "generate-static", "generate-bf16", "generate-bf16-static",
+         "lit_align-bf16-cast", "generate-bf16-cast")
 DEFAULT_SIDES = ("lit_align", "lit_align-copies", "generate", "generate-tokens-only")
 DEFAULT_PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -213,6 +216,16 @@ def _setup(args):
                 return call()
         return run
 
+    def cast(call):
+        # what `sample_cast_weights: true` does in training: the fp32 model's weights cast to bf16 once
+        # per call (charged to the call), no autocast; generate gets the same (with its static cache)
+        from lit_align.models.engine import cast_weights
+
+        def run():
+            with cast_weights(model, torch.bfloat16):
+                return call()
+        return run
+
     # the sampler before its static KV cache: a DynamicCache grown by concatenation every token
     dynamic = Policy(tok, max_new_tokens=n_new, chat_template=args.chat_template)
     dynamic.eos_id, dynamic.static_cache = policy.eos_id, False
@@ -264,6 +277,8 @@ def _setup(args):
         "generate-static": lambda: run_generate(True, **static),
         "generate-bf16": bf16(lambda: run_generate(True)),
         "generate-bf16-static": bf16(lambda: run_generate(True, **static)),
+        "lit_align-bf16-cast": cast(run_lit),
+        "generate-bf16-cast": cast(lambda: run_generate(True, **static)),
     }
     meta = {
         "load_s": load_s,
@@ -434,7 +449,9 @@ def report(results: dict, args, loadavg, git_state: str = "unknown") -> str:
         ], widths))
     pairs = [("lit_align", "generate"), ("lit_align-bf16", "generate"), ("lit_align-copies", "generate"),
              ("lit_align", "generate-static"), ("lit_align-bf16", "generate-bf16"),
-             ("lit_align-bf16", "generate-bf16-static"), ("lit_align", "lit_align-dynamic"),
+             ("lit_align-bf16", "generate-bf16-static"), ("lit_align-bf16-cast", "generate"),
+             ("lit_align-bf16-cast", "generate-bf16-cast"), ("lit_align-bf16-cast", "lit_align-bf16"),
+             ("lit_align", "lit_align-dynamic"),
              ("lit_align-bf16", "lit_align-bf16-dynamic"),
              ("lit_align", "generate-tokens-only"),
              ("lit_align-fast", "generate"), ("lit_align-fast", "lit_align")]

@@ -54,6 +54,32 @@ def test_auto_frozen_dtype_follows_the_gradient_passes(frozen, grad, expected):
     assert next(engine.model.parameters()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_frozen_copy_in_a_dtype_is_the_cast_copy_and_shares_nothing(dtype):
+    """The base is copied straight into ``frozen_dtype`` (no full-precision copy in between): the same
+    tensors as ``deepcopy(model).to(dtype)``, tied weights still tied, no storage shared with the
+    policy even when the dtype is the policy's own."""
+    import copy
+
+    from lit_align.models.loading import load
+
+    model, _ = load("tiny-llama")
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    engine = Engine(EngineSettings(model="tiny-llama", frozen_dtype=dtype), loaded=(model, load("tiny-llama")[1]))
+    want = copy.deepcopy(engine.model).to(getattr(torch, dtype))
+    base = engine.base
+    assert base.get_input_embeddings().weight is base.get_output_embeddings().weight
+    got, ref = dict(base.named_parameters()), dict(want.named_parameters())
+    assert got.keys() == ref.keys()
+    for name, t in {**got, **dict(base.named_buffers())}.items():
+        r = ref.get(name, dict(want.named_buffers()).get(name))
+        assert t.dtype == r.dtype and torch.equal(t, r), name
+    policy = {t.untyped_storage().data_ptr() for t in [*engine.model.parameters(), *engine.model.buffers()]}
+    assert not policy & {t.untyped_storage().data_ptr() for t in [*base.parameters(), *base.buffers()]}
+    assert not any(p.requires_grad for p in base.parameters()) and not base.training
+
+
 def test_on_policy_methods_default_to_auto_and_offline_to_none():
     import inspect
 

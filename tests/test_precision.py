@@ -271,3 +271,39 @@ def test_bf16_gradient_checkpointing_reruns_the_forward_with_its_attention_kerne
         weights[ckpt] = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     moved = [n for n, w in weights[False].items() if not torch.equal(w, weights[True][n])]
     assert len(moved) == 0, moved[:5]
+
+
+def test_sample_cast_weights_draws_from_the_cast_model_and_restores_the_weights():
+    """``sample_cast_weights``: the sampler runs the policy with bf16 weights (no autocast), so log_q
+    is the bf16 model's density — a recomputation with the bf16 weights matches it more closely than
+    one under autocast — and the policy gets its fp32 parameters back, the same objects, bitwise."""
+    import copy
+
+    from lit_align.models.engine import cast_weights
+
+    L.seed_everything(0, verbose=False)
+    module = DPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-llama", n_samples=16,
+                 max_new_tokens=8, sample_dtype="bfloat16", sample_cast_weights=True, off_policy=False)
+    module.configure_model()
+    before = {n: (p, p.detach().clone()) for n, p in module.model.named_parameters()}
+    samples = module.sample(["hello"])
+    for n, p in module.model.named_parameters():
+        assert p is before[n][0] and p.dtype == torch.float32 and torch.equal(p, before[n][1]), n
+    with torch.no_grad():
+        cast = copy.deepcopy(module.model)  # parameters in bf16, buffers (rotary frequencies) as they were
+        for p in cast.parameters():
+            p.data = p.data.to(torch.bfloat16)
+        lp_cast = module.policy.log_prob(cast, samples)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lp_auto = module.policy.log_prob(module.model, samples)
+        with cast_weights(module.model, torch.bfloat16):
+            assert next(module.model.parameters()).dtype == torch.bfloat16
+            lp_inside = module.policy.log_prob(module.model, samples)
+    torch.testing.assert_close(lp_inside, lp_cast, rtol=0, atol=0)
+    d_cast, d_auto = (samples.log_q - lp_cast).abs().mean(), (samples.log_q - lp_auto).abs().mean()
+    assert d_cast < d_auto, (float(d_cast), float(d_auto))
+
+
+def test_sample_cast_weights_needs_a_half_precision_sample_dtype():
+    with pytest.raises(ValueError, match="sample_cast_weights.*sample_dtype"):
+        DPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-llama", sample_cast_weights=True)

@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on all linear layers (0: full fine-tuning)")
     ap.add_argument("--kv-cache", choices=("auto", "static", "dynamic"), default="auto",
                     help="the sampler's KV cache (auto: static in half precision, dynamic in fp32)")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward")
     add_curve_args(ap)
     args = ap.parse_args()
     from lit_align.methods import DPG
@@ -120,7 +121,7 @@ def main() -> None:
         scorer = Regex(args.pattern, name="b") if args.pattern else Regex("e", name="e")
         return DPG(model=args.model, target=[Pointwise(scorer)], n_samples=args.samples,
                    minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=args.lr, off_policy=False, grad_dtype=args.grad_dtype,
-                   sample_dtype=args.sample_dtype,
+                   sample_dtype=args.sample_dtype, gradient_checkpointing=args.gradient_checkpointing,
                    lora={"r": args.lora, "lora_alpha": 2 * args.lora, "target_modules": "all-linear"} if args.lora else None)
 
     first = [lambda clock: Curve(clock, args.curve, args.curve_samples, args.samples, args.pattern or "e", args.log_z,
@@ -128,7 +129,8 @@ def main() -> None:
     clock, phases = fit_timed(make, args.steps, args.threads, PROMPT, first=first, seed=args.seed)
     report("lit_align DPG" + (f" LoRA r{args.lora}" if args.lora else "")
            + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32")
-           + ("" if args.kv_cache == "auto" else f" ({args.kv_cache} KV cache)"), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
+           + ("" if args.kv_cache == "auto" else f" ({args.kv_cache} KV cache)")
+           + (" + checkpointing" if args.gradient_checkpointing else ""), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 
 if __name__ == "__main__":

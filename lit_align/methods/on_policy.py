@@ -45,7 +45,7 @@ class OnPolicyModule(EngineModule):
         max_bad_steps, max_steps_without_signal: stop after this many steps in a row with a
             non-finite loss/gradient, or without any gradient signal (e.g. DPG with Ẑ = 0; None: never).
         gradient_checkpointing, lora, frozen_dtype, sampler, sampler_kwargs, grad_dtype,
-            sample_dtype, train_attention: :class:`~lit_align.models.settings.EngineSettings`.
+            sample_dtype, sample_cast_weights, train_attention: :class:`~lit_align.models.settings.EngineSettings`.
 
     Attributes:
         last_rollout: the :class:`~lit_align.models.rollout.Rollout` of the last training step
@@ -69,7 +69,7 @@ class OnPolicyModule(EngineModule):
         max_steps_without_signal: int | None = 1000, model_seed: int = 0, gradient_checkpointing: bool = False,
         lora: dict | None = None, frozen_dtype: str | None = "auto", sampler: str = "native",
         sampler_kwargs: dict | None = None, grad_dtype: str | None = None, sample_dtype: str | None = None,
-        train_attention: str | None = "auto",
+        sample_cast_weights: bool = False, train_attention: str | None = "auto",
     ) -> None:
         super().__init__()
         # every setting is checked here, before any model is loaded (docs/bad_inputs.md)

@@ -30,6 +30,49 @@ from lit_align.models.settings import EngineSettings
 from lit_align.timing import PhaseTimer
 
 
+def cast_memo(model: nn.Module, dtype: torch.dtype) -> dict[int, Tensor]:
+    """A ``copy.deepcopy`` memo that copies ``model``'s floating parameters and buffers straight into
+    ``dtype`` (what ``deepcopy(model).to(dtype)`` gives, without the full-precision copy in between:
+    SmolLM2's bf16 base then costs 0.27 GB, not a transient 0.54 GB that the heap keeps)."""
+    memo: dict[int, Tensor] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach().to(dtype, copy=True) if p.is_floating_point() else p.detach().clone(),
+                                   requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to(dtype, copy=True) if b.is_floating_point() else b.detach().clone()
+    return memo
+
+
+def castable(model: nn.Module) -> bool:
+    """Whether :func:`cast_weights` applies: a plain module (no LoRA view or adapters, no sharded or
+    empty parameters) whose floating parameters are all float32."""
+    if isinstance(model, (lora_lib.AdapterSnapshot, lora_lib.AdapterDisabled)) or lora_lib.is_lora(model):
+        return False
+    params = list(model.parameters())
+    return bool(params) and all(type(p.data) is torch.Tensor and p.numel() > 0 for p in params) and all(
+        p.dtype == torch.float32 for p in params if p.is_floating_point())
+
+
+@contextlib.contextmanager
+def cast_weights(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
+    """Run ``model`` with its floating parameters cast to ``dtype`` inside the block, without autocast:
+    one cast per call instead of autocast's casts of every activation at every decoding step (SmolLM2,
+    bf16, 32 × 32 tokens: the decode ≈ 1.2× faster). The residual stream and norms then run in
+    ``dtype`` too, so the sampler's density is further from the fp32 policy's than under autocast;
+    ``log_q`` stays the exact density of what drew the samples. The parameters (same objects) get
+    their float32 data back on exit; buffers are left as they are."""
+    params = [p for p in model.parameters() if p.is_floating_point() and p.dtype != dtype]
+    full = [p.data for p in params]
+    try:
+        with torch.no_grad():
+            for p in params:
+                p.data = p.data.to(dtype)
+        yield
+    finally:
+        for p, data in zip(params, full):
+            p.data = data
+
+
 class Engine:
     """Policy, base, tokenizer, sampling, log-probs and precision (see the module docstring).
 
@@ -86,11 +129,10 @@ class Engine:
         adapter weights of the policy."""
         if model is self.model and lora_lib.is_lora(model):
             return lora_lib.AdapterSnapshot(model)
-        frozen = copy.deepcopy(model)
+        dtype = self.settings.frozen_copy_dtype
+        frozen = copy.deepcopy(model, cast_memo(model, getattr(torch, dtype)) if dtype else None)
         frozen.requires_grad_(False)
         frozen.eval()
-        if self.settings.frozen_copy_dtype:
-            frozen.to(getattr(torch, self.settings.frozen_copy_dtype))
         return frozen
 
     def refresh(self, snapshot: nn.Module) -> None:
@@ -125,7 +167,7 @@ class Engine:
             model = model or self.model
             # a LoRA snapshot swaps its adapter weights in once for the whole sampling call
             swap = model.swapped() if isinstance(model, lora_lib.AdapterSnapshot) else contextlib.nullcontext()
-            with swap, self.autocast(self.settings.sample_dtype):
+            with swap, self.sampling_precision(model):
                 samples = self.sampler.sample(model, list(contexts), n)
         # the prompt is prefilled once per context, each completion token decoded once
         self.timer.count("forward", samples.completion_mask.sum() + samples.prompt_mask.sum() // n)
@@ -163,6 +205,14 @@ class Engine:
         if not dtype or dtype == "float32":
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=getattr(torch, dtype))
+
+    def sampling_precision(self, model: nn.Module):
+        """The precision of a sampling call: ``sample_dtype`` autocast, or with ``sample_cast_weights``
+        the weights cast to ``sample_dtype`` once for the call (:func:`cast_weights`), where they can be."""
+        dtype = self.settings.sample_dtype
+        if self.settings.sample_cast_weights and dtype not in (None, "float32") and castable(model):
+            return cast_weights(model, getattr(torch, dtype))
+        return self.autocast(dtype)
 
     @property
     def train_attention(self) -> str | None:

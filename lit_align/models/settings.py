@@ -98,6 +98,7 @@ class EngineSettings:
     sampler_kwargs: dict | None = None
     grad_dtype: str | None = None
     sample_dtype: str | None = None
+    sample_cast_weights: bool = False
     train_attention: str | None = "auto"
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
 
@@ -107,6 +108,11 @@ class EngineSettings:
             value = getattr(self, name)
             if value not in DTYPES and value != "auto":
                 raise ValueError(f"{name} must be null, float32, bfloat16, float16 or auto, got {value!r}")
+        if not isinstance(self.sample_cast_weights, bool):
+            raise ValueError(f"sample_cast_weights must be true or false, got {self.sample_cast_weights!r}")
+        if self.sample_cast_weights and self.sample_dtype in (None, "float32"):
+            raise ValueError("sample_cast_weights: true casts the weights to sample_dtype for sampling; set "
+                             f"sample_dtype to bfloat16, float16 or auto (got {self.sample_dtype!r})")
         for name in ("grad_dtype", "sample_dtype"):  # auto: bf16 only where it is fast (native_bf16)
             object.__setattr__(self, name, resolve_dtype(getattr(self, name)))
         if self.train_attention not in (None, "auto", *IMPLEMENTATIONS):
