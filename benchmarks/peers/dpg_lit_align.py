@@ -104,6 +104,8 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--grad-dtype", default=None, help="bfloat16: gradient passes under autocast (IS weights fp32)")
     ap.add_argument("--sample-dtype", default=None, help="bfloat16: sample under autocast (log_q is its exact density)")
+    ap.add_argument("--sample-cast-weights", action="store_true",
+                    help="sample_cast_weights: sample with the weights cast to --sample-dtype, not under autocast")
     ap.add_argument("--lora", type=int, default=0, help="LoRA rank on all linear layers (0: full fine-tuning)")
     ap.add_argument("--kv-cache", choices=("auto", "static", "dynamic"), default="auto",
                     help="the sampler's KV cache (auto: static in half precision, dynamic in fp32)")
@@ -121,7 +123,7 @@ def main() -> None:
         scorer = Regex(args.pattern, name="b") if args.pattern else Regex("e", name="e")
         return DPG(model=args.model, target=[Pointwise(scorer)], n_samples=args.samples,
                    minibatch_size=args.minibatch, max_new_tokens=args.tokens, lr=args.lr, off_policy=False, grad_dtype=args.grad_dtype,
-                   sample_dtype=args.sample_dtype, gradient_checkpointing=args.gradient_checkpointing,
+                   sample_dtype=args.sample_dtype, sample_cast_weights=args.sample_cast_weights, gradient_checkpointing=args.gradient_checkpointing,
                    lora={"r": args.lora, "lora_alpha": 2 * args.lora, "target_modules": "all-linear"} if args.lora else None)
 
     first = [lambda clock: Curve(clock, args.curve, args.curve_samples, args.samples, args.pattern or "e", args.log_z,
@@ -130,6 +132,7 @@ def main() -> None:
     report("lit_align DPG" + (f" LoRA r{args.lora}" if args.lora else "")
            + (" bf16" + (" grads+sampling" if args.sample_dtype else " grads") if args.grad_dtype else " fp32")
            + ("" if args.kv_cache == "auto" else f" ({args.kv_cache} KV cache)")
+           + (" (weights cast for sampling)" if args.sample_cast_weights else "")
            + (" + checkpointing" if args.gradient_checkpointing else ""), clock.step_times(), args.samples, "samples", cpu_times=clock.cpu_times(), phases=phases)
 
 

@@ -7,7 +7,8 @@
 
 Pairs (same model folder, prompt, samples per step, new tokens, micro-batch, lr, seed):
   dpg  lit_align DPG (on-policy, pointwise constraint)  vs  disco 1.1.1 DPGTuner, as shipped and without
-       its per-position logits-processor loop (a no-op at these settings: its best configuration)
+       its per-position logits-processor loop (a no-op at these settings: its best configuration);
+       at micro-batch 8 and, each side's fastest configuration, 32
   rl   lit_align RLOO (β 0.05)                           vs  trl 1.16 RLOOTrainer
   grpo lit_align RLOO (β 0, no frozen base)              vs  trl 1.16 GRPOTrainer (its default β = 0)
   dpo  lit_align DPO                                     vs  trl 1.16 DPOTrainer
@@ -80,14 +81,27 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
             out.append(("DPG, lit_align bf16", "dpg_lit_align.py", bf_all, "disco", "dpg_disco.py", []))
             out.append(("DPG, lit_align bf16, disco without its warp loop", "dpg_lit_align.py", bf_all, "disco",
                         "dpg_disco.py", ["--skip-warp-loop"]))
-            # each side's best configuration for speed: the whole step in one micro-batch of 32
-            mb32 = ["--minibatch", "32"]
+            # each side's best configuration for speed: the whole step in one micro-batch of 32 (lit_align:
+            # its sampler with the weights cast to bf16); for memory: lit_align with checkpointing
+            mb32, cast = ["--minibatch", "32"], ["--sample-cast-weights"]
             out.append(("DPG, micro-batch 32 both: lit_align bf16, disco without its warp loop", "dpg_lit_align.py",
-                        bf_all + mb32, "disco", "dpg_disco.py", ["--skip-warp-loop"] + mb32))
+                        bf_all + cast + mb32, "disco", "dpg_disco.py", ["--skip-warp-loop"] + mb32))
+            out.append(("DPG, micro-batch 32 both: lit_align bf16, disco as shipped", "dpg_lit_align.py",
+                        bf_all + cast + mb32, "disco", "dpg_disco.py", mb32))
+            out.append(("DPG, micro-batch 32 both: lit_align bf16 + checkpointing, disco without its warp loop",
+                        "dpg_lit_align.py", bf_all + cast + mb32 + ["--gradient-checkpointing"], "disco",
+                        "dpg_disco.py", ["--skip-warp-loop"] + mb32))
     if "rl" in only:
         out.append(("RLOO, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py", ["--trainer", "rloo", "--fp32"]))
         if bf16:
             out.append(("RLOO, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", "rloo"]))
+        # each side's best configuration for speed: one micro-batch of 32 (trl: per-device batch 32)
+        mb32 = ["--minibatch", "32"]
+        out.append(("RLOO, micro-batch 32 both, fp32 both", "rl_lit_align.py", mb32, "trl", "rl_trl.py",
+                    ["--trainer", "rloo", "--fp32"] + mb32))
+        if bf16:
+            out.append(("RLOO, micro-batch 32 both, bf16 both", "rl_lit_align.py", bf_all + ["--sample-cast-weights"]
+                        + mb32, "trl", "rl_trl.py", ["--trainer", "rloo"] + mb32))
     if "grpo" in only:  # trl's GRPO defaults to β = 0 and keeps no reference model: so does lit_align here
         grpo = ["--kl-coef", "0", "--no-base"]
         out.append(("RLOO β 0, no base vs GRPO, fp32 both", "rl_lit_align.py", grpo, "trl", "rl_trl.py",
@@ -106,6 +120,8 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
             out.append(("DPO, bf16 both (trl: its default checkpointing)", "dpo_lit_align.py", bf, "trl", "dpo_trl.py", []))
             out.append(("DPO, bf16 both, checkpointing neither", "dpo_lit_align.py", bf, "trl", "dpo_trl.py",
                         ["--no-checkpointing"]))
+            out.append(("DPO, bf16 both, checkpointing both", "dpo_lit_align.py", bf + ["--gradient-checkpointing"],
+                        "trl", "dpo_trl.py", []))
     return out
 
 
@@ -241,7 +257,8 @@ def sampling_ratios(args) -> list[str]:
     shipped and at its best (static cache, bf16 autocast): its ``ratio`` lines."""
     cmd = [sys.executable, str(HERE.parent / "sampler_vs_generate.py"), "--batch", str(args.samples), "--new-tokens",
            str(args.tokens), "--threads", str(args.threads), "--repeats", "3",
-           "--sides", "lit_align,lit_align-bf16,generate,generate-static,generate-bf16,generate-bf16-static",
+           "--sides", "lit_align,lit_align-bf16,lit_align-bf16-cast,generate,generate-static,generate-bf16,"
+           "generate-bf16-static,generate-bf16-cast",
            "--no-reference"]
     out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
     print(out)
