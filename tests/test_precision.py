@@ -307,3 +307,16 @@ def test_sample_cast_weights_draws_from_the_cast_model_and_restores_the_weights(
 def test_sample_cast_weights_needs_a_half_precision_sample_dtype():
     with pytest.raises(ValueError, match="sample_cast_weights.*sample_dtype"):
         DPG(target=[Pointwise(Regex("a", name="has_a"))], model="tiny-llama", sample_cast_weights=True)
+
+
+def test_cast_weights_applies_only_to_plain_fp32_models():
+    """LoRA views, adapters and half-precision weights sample under autocast instead."""
+    from lit_align.models.engine import castable
+    from lit_align.models.loading import load
+    from lit_align.models.lora import AdapterDisabled, AdapterSnapshot, apply_lora
+
+    model, _ = load("tiny-llama")
+    assert castable(model)
+    assert not castable(load("tiny-llama")[0].to(torch.bfloat16))
+    lora = apply_lora(load("tiny-llama")[0], {"r": 2})
+    assert not castable(lora) and not castable(AdapterDisabled(lora)) and not castable(AdapterSnapshot(lora))

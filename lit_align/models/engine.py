@@ -43,14 +43,24 @@ def cast_memo(model: nn.Module, dtype: torch.dtype) -> dict[int, Tensor]:
     return memo
 
 
+try:
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    SHARDED: tuple[type, ...] = (FSDPModule, FullyShardedDataParallel)
+except ImportError:  # torch built without distributed
+    SHARDED = ()
+
+
 def castable(model: nn.Module) -> bool:
-    """Whether :func:`cast_weights` applies: a plain module (no LoRA view or adapters, no sharded or
-    empty parameters) whose floating parameters are all float32."""
+    """Whether :func:`cast_weights` applies: a plain module (no LoRA view or adapters, no FSDP or
+    DeepSpeed ZeRO-3 parameters) whose floating parameters are all float32."""
     if isinstance(model, (lora_lib.AdapterSnapshot, lora_lib.AdapterDisabled)) or lora_lib.is_lora(model):
         return False
+    if any(isinstance(m, SHARDED) for m in model.modules()):  # FSDP owns its parameters' storage
+        return False
     params = list(model.parameters())
-    return bool(params) and all(type(p.data) is torch.Tensor and p.numel() > 0 for p in params) and all(
-        p.dtype == torch.float32 for p in params if p.is_floating_point())
+    plain = all(type(p.data) is torch.Tensor and p.numel() > 0 and not hasattr(p, "ds_id") for p in params)
+    return bool(params) and plain and all(p.dtype == torch.float32 for p in params if p.is_floating_point())
 
 
 @contextlib.contextmanager
