@@ -1,5 +1,5 @@
-"""Every use of a private Lightning name, in one place (tests/test_lightning_private.py fails
-when a Lightning upgrade changes one of them).
+"""Every use of a private Lightning name, in one place (tests/test_lightning_private.py and
+tests/test_lightning_private_checkpoint.py fail when a Lightning upgrade changes one of them).
 
 Checkpoint callback (lit_align.callbacks.resume.AtomicCheckpoint):
 

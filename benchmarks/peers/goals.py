@@ -75,18 +75,11 @@ def sampling_ratio(lines: list[str], x: str, y: str) -> float | None:
 def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") -> list[str]:
     """One Markdown bullet per goal the run measured (goals whose rows were not run are left out)."""
     out = []
-    r, mb32 = _row(rows, DPG_BF16_NO_LOOP, model), _row(rows, DPG_MB32, model)
-    if r or mb32:  # judged on each side's fastest configuration: one micro-batch of 32, where it was run
-        judged = mb32 or r
-        shown = [f"{_speed(x):.2f}× at micro-batch {32 if x is mb32 else 8}" for x in (r, mb32) if x]
-        out.append(f"DPG bf16 ≥ 2× disco without its warp loop (each side's fastest configuration): {', '.join(shown)} — "
-                   + _verdict(_speed(judged) >= 2, None))
-    r, shipped32 = _row(rows, DPG_BF16, model), _row(rows, DPG_MB32_SHIPPED, model)
-    if r or shipped32:  # judged on each side's fastest configuration, as above
-        judged = shipped32 or r
-        shown = [f"{_speed(x):.2f}× at micro-batch {32 if x is shipped32 else 8}" for x in (r, shipped32) if x]
-        out.append(f"DPG bf16 ≥ 4× disco as shipped (each side's fastest configuration): {', '.join(shown)} — "
-                   + _verdict(_speed(judged) >= 4, None))
+    for goal, bar, mb8_work, mb32_work in (("DPG bf16 ≥ 2× disco without its warp loop", 2, DPG_BF16_NO_LOOP, DPG_MB32),
+                                           ("DPG bf16 ≥ 4× disco as shipped", 4, DPG_BF16, DPG_MB32_SHIPPED)):
+        line = _fastest_line(goal, bar, _row(rows, mb8_work, model), _row(rows, mb32_work, model))
+        if line:
+            out.append(line)
     steps = [x for x in rows if x["work"].startswith("DPG") and "bf16" in x["work"] and x["model"] == model]
     if steps:
         best = min(steps, key=lambda x: x["ours"]["step_s"])
@@ -98,13 +91,11 @@ def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") ->
         best = min(dpg, key=_memory)
         out.append(f"DPG peak memory ≤ 0.5 of disco's (full fine-tune): {_memory(best):.2f} at best ({best['work']}) — "
                    + _verdict(_memory(best) <= 0.5, FLOORS["memory"]))
-    for precision, mb8_work, mb32_work in RLOO:  # judged on each side's fastest configuration where run
-        mb8, mb32 = _row(rows, mb8_work, model), _row(rows, mb32_work, model)
-        if mb8 or mb32:
-            judged = mb32 or mb8
-            shown = [f"{_speed(x):.2f}× at micro-batch {32 if x is mb32 else 8}" for x in (mb8, mb32) if x]
-            out.append(f"RLOO, {precision} both: ≥ 2× trl's RLOOTrainer (each side's fastest configuration): "
-                       f"{', '.join(shown)} — {_verdict(_speed(judged) >= 2, _rl_floor(judged))}")
+    for precision, mb8_work, mb32_work in RLOO:
+        line = _fastest_line(f"RLOO, {precision} both: ≥ 2× trl's RLOOTrainer", 2, _row(rows, mb8_work, model),
+                             _row(rows, mb32_work, model), _rl_floor)
+        if line:
+            out.append(line)
     dpo = [x for x in (_row(rows, w, model) for w in DPO) if x]
     if dpo:
         out.append(_dpo_line(dpo))
@@ -118,6 +109,18 @@ def goal_lines(rows: list[dict], sampling: list[str], model: str = "smollm2") ->
         out.append(f"sampling with log-probs in bf16 ≥ 2.0× generate in fp32 (tokens/s): {shown} — "
                    + _verdict(max(bf16.values()) >= 2.0, None))
     return [f"- {line}" for line in out]
+
+
+def _fastest_line(goal: str, bar: float, mb8: dict | None, mb32: dict | None, floor=None) -> str | None:
+    """A speed goal judged where each side runs its fastest configuration (one micro-batch of 32, where that
+    row was run), the micro-batch-8 row shown beside it; ``floor(row)`` says why a row falls short."""
+    judged = mb32 or mb8
+    if judged is None:
+        return None
+    shown = ", ".join(f"{_speed(x):.2f}× at micro-batch {32 if x is mb32 else 8}" for x in (mb8, mb32) if x)
+    ok = _speed(judged) >= bar
+    return (f"{goal} (each side's fastest configuration): {shown} — "
+            + _verdict(ok, None if ok or floor is None else floor(judged)))
 
 
 def _peer_step_s(r: dict) -> float:

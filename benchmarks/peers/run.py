@@ -71,6 +71,9 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
     as shipped (trl defaults to bf16 mixed precision; disco has no such option)."""
     bf = ["--grad-dtype", "bfloat16"]
     bf_all = bf + ["--sample-dtype", "bfloat16"]  # sampling too: log_q is the bf16 sampler's exact density
+    # each side's fastest configuration: the whole step in one micro-batch of 32 (lit_align in bf16: its sampler
+    # on weights cast to bf16)
+    mb32, cast = ["--minibatch", "32"], ["--sample-cast-weights"]
     out = []
     if "dpg" in only:
         out.append(("DPG, fp32 both", "dpg_lit_align.py", [], "disco", "dpg_disco.py", []))
@@ -81,13 +84,11 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
             out.append(("DPG, lit_align bf16", "dpg_lit_align.py", bf_all, "disco", "dpg_disco.py", []))
             out.append(("DPG, lit_align bf16, disco without its warp loop", "dpg_lit_align.py", bf_all, "disco",
                         "dpg_disco.py", ["--skip-warp-loop"]))
-            # each side's best configuration for speed: the whole step in one micro-batch of 32 (lit_align:
-            # its sampler with the weights cast to bf16); for memory: lit_align with checkpointing
-            mb32, cast = ["--minibatch", "32"], ["--sample-cast-weights"]
             out.append(("DPG, micro-batch 32 both: lit_align bf16, disco without its warp loop", "dpg_lit_align.py",
                         bf_all + cast + mb32, "disco", "dpg_disco.py", ["--skip-warp-loop"] + mb32))
             out.append(("DPG, micro-batch 32 both: lit_align bf16, disco as shipped", "dpg_lit_align.py",
                         bf_all + cast + mb32, "disco", "dpg_disco.py", mb32))
+            # for the memory goal: lit_align with checkpointing
             out.append(("DPG, micro-batch 32 both: lit_align bf16 + checkpointing, disco without its warp loop",
                         "dpg_lit_align.py", bf_all + cast + mb32 + ["--gradient-checkpointing"], "disco",
                         "dpg_disco.py", ["--skip-warp-loop"] + mb32))
@@ -95,13 +96,10 @@ def pairs(only: set[str], bf16: bool) -> list[tuple[str, str, list[str], str, st
         out.append(("RLOO, fp32 both", "rl_lit_align.py", [], "trl", "rl_trl.py", ["--trainer", "rloo", "--fp32"]))
         if bf16:
             out.append(("RLOO, bf16 both", "rl_lit_align.py", bf_all, "trl", "rl_trl.py", ["--trainer", "rloo"]))
-        # each side's best configuration for speed: one micro-batch of 32 (trl: per-device batch 32)
-        mb32 = ["--minibatch", "32"]
         out.append(("RLOO, micro-batch 32 both, fp32 both", "rl_lit_align.py", mb32, "trl", "rl_trl.py",
                     ["--trainer", "rloo", "--fp32"] + mb32))
         if bf16:
-            out.append(("RLOO, micro-batch 32 both, bf16 both", "rl_lit_align.py", bf_all + ["--sample-cast-weights"]
-                        + mb32, "trl", "rl_trl.py", ["--trainer", "rloo"] + mb32))
+            out.append(("RLOO, micro-batch 32 both, bf16 both", "rl_lit_align.py", bf_all + cast + mb32, "trl", "rl_trl.py", ["--trainer", "rloo"] + mb32))
     if "grpo" in only:  # trl's GRPO defaults to β = 0 and keeps no reference model: so does lit_align here
         grpo = ["--kl-coef", "0", "--no-base"]
         out.append(("RLOO β 0, no base vs GRPO, fp32 both", "rl_lit_align.py", grpo, "trl", "rl_trl.py",
